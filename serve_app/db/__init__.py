@@ -1,0 +1,1 @@
+"""PostgreSQL access: connection pools, schema migrations, the directory repository."""

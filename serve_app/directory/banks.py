@@ -1,0 +1,72 @@
+"""The bank catalogue: CNAPS bank classes, institution names parsed from branch names, common aliases."""
+
+from __future__ import annotations
+
+import re
+
+#: CNAPS bank class (行别代码, the first three digits of every branch code) → class name.
+CATEGORY_NAMES: dict[str, str] = {
+    "102": "中国工商银行",
+    "103": "中国农业银行",
+    "104": "中国银行",
+    "105": "中国建设银行",
+    "201": "国家开发银行",
+    "202": "中国进出口银行",
+    "203": "中国农业发展银行",
+    "301": "交通银行",
+    "302": "中信银行",
+    "303": "中国光大银行",
+    "304": "华夏银行",
+    "305": "中国民生银行",
+    "306": "广发银行",
+    "307": "平安银行",
+    "308": "招商银行",
+    "309": "兴业银行",
+    "310": "上海浦东发展银行",
+    "313": "城市商业银行",
+    "314": "农村商业银行",
+    "315": "恒丰银行",
+    "316": "浙商银行",
+    "317": "农村合作银行",
+    "318": "渤海银行",
+    "319": "徽商银行",
+    "320": "村镇银行",
+    "402": "农村信用社",
+    "403": "中国邮政储蓄银行",
+}
+
+#: What people write instead of the official name. Aliases must be unambiguous on their own.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "中国工商银行": ("工商银行", "工行", "ICBC"),
+    "中国农业银行": ("农业银行", "农行", "ABC"),
+    "中国银行": ("中行", "BOC"),
+    "中国建设银行": ("建设银行", "建行", "CCB"),
+    "中国农业发展银行": ("农业发展银行", "农发行", "ADBC"),
+    "交通银行": ("交行", "BOCOM"),
+    "中信银行": ("中信", "CITIC"),
+    "中国光大银行": ("光大银行", "光大", "CEB"),
+    "华夏银行": ("华夏", "HXB"),
+    "中国民生银行": ("民生银行", "民生", "CMBC"),
+    "广发银行": ("广发", "CGB"),
+    "平安银行": ("平安", "PAB"),
+    "招商银行": ("招行", "CMB"),
+    "兴业银行": ("兴业", "CIB"),
+    "上海浦东发展银行": ("浦发银行", "浦发", "SPDB"),
+    "恒丰银行": ("恒丰",),
+    "浙商银行": ("浙商",),
+    "渤海银行": ("渤海",),
+    "中国邮政储蓄银行": ("邮政储蓄银行", "邮储银行", "邮储", "PSBC"),
+}
+
+# The institution is the name up to the first institution word: 银行, or the credit-cooperative forms.
+_INSTITUTION = re.compile(r"^(.+?(?:银行|信用合作联社|农村信用联社|信用联社|合作联社|信用社))")
+
+
+def parse_institution(name: str) -> str | None:
+    """The institution part of a normalized official branch name (华夏银行江油西山支行 → 华夏银行)."""
+    match = _INSTITUTION.match(name)
+    return match.group(1) if match else None
+
+
+def category_name(bank_code: str) -> str:
+    return CATEGORY_NAMES.get(bank_code, "其他")

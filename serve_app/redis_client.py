@@ -1,0 +1,23 @@
+"""redis.asyncio clients over a ``BlockingConnectionPool``, one per process (replica).
+
+redis-py's default async pool raises ``MaxConnectionsError`` once its limit is reached; a blocking pool
+makes callers wait (up to the timeout) instead, which is what bursts of concurrent requests need.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from serve_app.settings import Settings
+
+
+def create_redis(redis_url: str, settings: Settings | None = None) -> aioredis.Redis:
+    settings = settings or Settings()
+    pool = aioredis.BlockingConnectionPool.from_url(
+        redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout_s,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+    )
+    return aioredis.Redis(connection_pool=pool)

@@ -1,0 +1,58 @@
+"""Process settings read from the environment (``SERVE_APP_*``), validated once.
+
+These say *where things are* (URLs, folders, secrets). How the Serve application is shaped (replicas,
+batching, thresholds) lives in the app config tree, not here.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    """The per-user data folder: embedded databases, models, logs."""
+    return Path(platformdirs.user_data_dir("serve-app", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Environment settings. Unknown ``SERVE_APP_*`` variables are ignored; bad values fail fast."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVE_APP_", extra="ignore", frozen=True)
+
+    home: Path = Field(default_factory=default_home, description="Data folder for embedded services.")
+    database_url: str | None = Field(
+        default=None, description="postgresql:// URL. Unset: an embedded PostgreSQL under `home`."
+    )
+    redis_url: str | None = Field(
+        default=None, description="redis:// URL. Unset: an embedded Valkey server under `home`."
+    )
+    admin_token: SecretStr | None = Field(default=None, description="Bearer token for admin endpoints.")
+    db_pool_min: int = Field(default=1, ge=0)
+    db_pool_max: int = Field(default=10, ge=1)
+    db_statement_timeout_ms: int = Field(default=2000, ge=1)
+    db_connect_timeout_s: float = Field(default=5.0, gt=0)
+    redis_max_connections: int = Field(default=64, ge=1)
+    redis_timeout_s: float = Field(default=0.5, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("SERVE_APP_DATABASE_URL must start with postgresql://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("SERVE_APP_REDIS_URL must start with redis://, rediss:// or unix://")
+        return value
+
+    @cached_property
+    def models_dir(self) -> Path:
+        return self.home / "models"

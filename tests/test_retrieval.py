@@ -1,0 +1,89 @@
+"""Ranked retrieval against the real directory, and the plans PostgreSQL chooses for it at scale."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from serve_app.normalize import normalize
+from serve_app.retrieval import BranchRepository, plan_for
+from serve_app.schemas import Entities
+
+SEED_CODE = "304659715925"
+SEED_TEXT = normalize("华夏银行江油西山支行")
+
+
+@pytest.fixture(params=["sample", "scale"])
+def directory_pool(request: pytest.FixtureRequest, sample_pool, scale_pool):
+    """The 15k-row sample and the 165k-row scale directory, in turn."""
+    return {"sample": sample_pool, "scale": scale_pool}[request.param]
+
+
+@pytest.mark.parametrize(
+    "entities",
+    [
+        Entities(bank="华夏银行", city="绵阳市", branch="西山支行"),
+        Entities(bank="华夏银行", district="江油市", branch="西山支行"),
+        Entities(bank="华夏银行", branch="西山支行"),
+        Entities(branch="江油西山支行"),
+    ],
+    ids=["bank+city", "bank+district", "bank-only", "branch-only"],
+)
+async def test_seed_branch_is_top_1(entities: Entities, directory_pool) -> None:
+    repository = BranchRepository(directory_pool)
+    matches = await repository.search(entities, SEED_TEXT, top_k=5)
+    assert matches[0].code == SEED_CODE
+    assert matches[0].name == "华夏银行股份有限公司江油西山支行"
+    assert (matches[0].bank, matches[0].province, matches[0].city) == ("华夏银行", "四川省", "绵阳市")
+    assert [m.score for m in matches] == sorted((m.score for m in matches), reverse=True)
+
+
+async def test_top_k_bounds_the_result(sample_pool) -> None:
+    repository = BranchRepository(sample_pool)
+    entities = Entities(bank="中国工商银行", city="北京市")
+    assert len(await repository.search(entities, normalize("工商银行北京支行"), top_k=3)) == 3
+    assert await repository.search(entities, "工商银行北京支行", top_k=0) == []
+
+
+async def test_wrong_city_falls_back_to_the_bank(sample_pool) -> None:
+    repository = BranchRepository(sample_pool)
+    entities = Entities(bank="华夏银行", city="北京市", branch="江油西山支行")
+    matches = await repository.search(entities, SEED_TEXT)
+    assert matches[0].code == SEED_CODE
+
+
+async def test_nothing_similar_gives_no_matches(sample_pool) -> None:
+    repository = BranchRepository(sample_pool)
+    assert await repository.search(Entities(), "ZZZZQQQQ") == []
+
+
+def test_plans_go_from_specific_to_general() -> None:
+    assert plan_for(Entities(bank="B", city="C", district="D", province="P")) == [
+        "bank_city", "bank_district", "bank_trgm", "city_trgm", "province_trgm", "trgm",
+    ]  # fmt: skip
+    assert plan_for(Entities()) == ["trgm"]
+
+
+@pytest.mark.parametrize(
+    ("plan", "entities", "text", "indexes"),
+    [
+        ("bank_city", Entities(bank="中国农业银行", city="北京市", branch="定福庄支行"),
+         "农业银行北京定福庄支行", {"branches_bank_city"}),
+        ("bank_district", Entities(bank="华夏银行", district="江油市", branch="西山支行"), SEED_TEXT,
+         {"branches_bank_city", "branches_district"}),
+        ("bank_trgm", Entities(bank="中国农业银行", branch="定福庄支行"), "农业银行定福庄支行",
+         {"branches_trgm"}),
+        # A city holds a few hundred rows: the planner may rightly prefer its btree to the trigram index.
+        ("city_trgm", Entities(city="绵阳市", branch="江油西山支行"), SEED_TEXT,
+         {"branches_trgm", "branches_city_district"}),
+        ("trgm", Entities(branch="江油西山支行"), SEED_TEXT, {"branches_trgm"}),
+    ],
+)  # fmt: skip
+async def test_explain_uses_the_indexes_at_scale(
+    scale_pool, plan: str, entities: Entities, text: str, indexes: set[str]
+) -> None:
+    plan_text = await BranchRepository(scale_pool).explain(plan, entities, text)
+    used = set(re.findall(r"Index Scan (?:on|using) (\w+)", plan_text))
+    assert used and used <= indexes, plan_text
+    assert "Seq Scan" not in plan_text, plan_text

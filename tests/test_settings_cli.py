@@ -1,0 +1,53 @@
+"""Settings validation and the ``serve-app db`` commands against a real database."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from serve_app.cli import main
+from serve_app.normalize import normalize
+from serve_app.settings import Settings
+
+
+def test_settings_reject_wrong_url_schemes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVE_APP_DATABASE_URL", "mysql://localhost/x")
+    with pytest.raises(ValidationError, match="postgresql://"):
+        Settings()
+
+
+def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("SERVE_APP_HOME", str(tmp_path))
+    monkeypatch.setenv("SERVE_APP_REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("SERVE_APP_ADMIN_TOKEN", "s3cret")
+    settings = Settings()
+    assert settings.home == tmp_path
+    assert settings.admin_token.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+
+
+def test_normalize_reads_messy_names() -> None:
+    assert normalize("THE PEOPLE'S BANK OF CHINA 招商银行股份有限公 司长沙分行浏阳支行") == "招商银行长沙分行浏阳支行"
+    assert normalize("華夏銀行（不对外营业）江油西山支行") == "华夏银行江油西山支行"
+    assert normalize("ＩＣＢＣ\u200b北京\x00支行") == "ICBC北京支行"
+
+
+def test_db_commands(monkeypatch: pytest.MonkeyPatch, empty_database_url: str, capsys) -> None:
+    monkeypatch.setenv("SERVE_APP_DATABASE_URL", empty_database_url)
+    assert main(["db", "migrate"]) == 0
+    assert "applied: 0001_directory.sql" in capsys.readouterr().out
+    assert main(["db", "migrate"]) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert main(["db", "load", "--synthetic", "500"]) == 0
+    assert "loaded 14793 branches" in capsys.readouterr().out
+    assert main(["db", "stats"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["branches_by_source"] == {"cnaps_sample": 14793, "synthetic": 500}
+
+
+def test_db_load_reports_a_missing_file(monkeypatch: pytest.MonkeyPatch, empty_database_url: str, capsys) -> None:
+    monkeypatch.setenv("SERVE_APP_DATABASE_URL", empty_database_url)
+    assert main(["db", "load", "--file", "/nonexistent.csv"]) == 1
+    assert "No such file" in capsys.readouterr().err
