@@ -17,24 +17,37 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+from pydantic import ValidationError
 
 from serve_app.db.migrate import apply_migrations
-from serve_app.db.pool import check_trigram_locale, connect_admin
-from serve_app.directory.loader import directory_stats, load_directory
+from serve_app.db.pool import check_trigram_locale, connect_admin, create_pool
+from serve_app.directory.loader import directory_stats, load_demo_if_empty, load_directory
 from serve_app.directory.records import demo_cnaps_path
 from serve_app.embedded import EmbeddedPostgres
+from serve_app.pipeline import QueryPipeline, build_pipeline
+from serve_app.redis_client import create_redis
+from serve_app.schemas import QueryRequest, QueryResult
 from serve_app.settings import Settings
 
 
 @contextlib.asynccontextmanager
+async def database_url(settings: Settings) -> AsyncIterator[str]:
+    """The configured database URL, or the embedded server's (started here and stopped on exit)."""
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    postgres = EmbeddedPostgres(settings.home / "postgres")
+    url = await asyncio.to_thread(postgres.start)
+    try:
+        yield url
+    finally:
+        await asyncio.to_thread(postgres.stop)
+
+
+@contextlib.asynccontextmanager
 async def admin_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    """An admin connection to the configured database, or to the embedded one (started and stopped here)."""
-    with contextlib.ExitStack() as stack:
-        url = settings.database_url
-        if url is None:
-            postgres = EmbeddedPostgres(settings.home / "postgres")
-            url = await asyncio.to_thread(postgres.start)
-            stack.callback(postgres.stop)
+    """An admin connection to the configured database, or to the embedded one."""
+    async with database_url(settings) as url:
         conn = await connect_admin(url)
         try:
             yield conn
@@ -79,6 +92,66 @@ async def _db_stats(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.asynccontextmanager
+async def query_pipeline(settings: Settings) -> AsyncIterator[QueryPipeline]:
+    """The same pipeline the service runs, on the configured or embedded database (demo data if empty).
+
+    The extraction cache is used only when ``SERVE_APP_REDIS_URL`` is set: a cache that dies with the
+    command would only cost start-up time.
+    """
+    async with database_url(settings) as url:
+        conn = await connect_admin(url)
+        try:
+            await prepare_database(conn)
+            await load_demo_if_empty(conn)
+        finally:
+            await conn.close()
+        pool = await create_pool(url, settings)
+        redis = create_redis(settings.redis_url, settings) if settings.redis_url else None
+        try:
+            yield await build_pipeline(pool, redis)
+        finally:
+            await pool.close()
+            if redis is not None:
+                await redis.aclose()
+
+
+def _print_result(result: QueryResult, as_json: bool) -> None:
+    if as_json:
+        print(result.model_dump_json(), flush=True)
+        return
+    entities = ", ".join(f"{k}={v}" for k, v in result.entities.model_dump(exclude_none=True).items())
+    print(f"{result.query}\n  normalized: {result.normalized}\n  entities:   {entities or '-'}")
+    for rank, match in enumerate(result.matches, 1):
+        print(f"  {rank}. {match.code}  {match.name}  ({match.province} {match.city})  score {match.score:.3f}")
+    if not result.matches:
+        print("  no match")
+    print(f"  {result.timings_ms['total']:.1f} ms")
+
+
+def _error_line(message: str, code: str = "invalid_query") -> str:
+    return json.dumps({"error": {"code": code, "message": message}}, ensure_ascii=False)
+
+
+async def _query(settings: Settings, args: argparse.Namespace) -> int:
+    if (args.text is None) == (args.file is None):
+        print("serve-app query: give either TEXT or --file F", file=sys.stderr)
+        return 2
+    lines = [args.text] if args.text is not None else args.file.read_text(encoding="utf-8").splitlines()
+    failures = 0
+    async with query_pipeline(settings) as pipeline:
+        for line in lines:
+            try:
+                request = QueryRequest(query=line, top_k=args.top_k)
+            except ValidationError as exc:
+                failures += 1
+                message = "; ".join(error["msg"] for error in exc.errors())
+                print(_error_line(message) if args.json else f"{line[:60]!r}: invalid query: {message}")
+                continue
+            _print_result(await pipeline.run(request), args.json)
+    return 1 if failures and args.text is not None else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serve-app", description="Bank-branch query service.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -94,6 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="replace synthetic branches with N deterministic ones (scale tests)")  # fmt: skip
     load.set_defaults(run=_db_load)
     db_commands.add_parser("stats", help="print directory statistics as JSON").set_defaults(run=_db_stats)
+
+    query = commands.add_parser(
+        "query",
+        help="answer queries with the service's pipeline, without Ray",
+        description="Normalize, extract and retrieve, exactly as the service does. With --file, one "
+        "result per input line (an error object for a line that is not a valid query).",
+    )
+    query.add_argument("text", nargs="?", help="the query text")
+    query.add_argument("--file", type=Path, help="read one query per line from this file")
+    query.add_argument("--json", action="store_true", help="one JSON object per result (the HTTP API's schema)")
+    query.add_argument("--top-k", type=int, default=5, help="matches per query (1-50)")
+    query.set_defaults(run=_query)
     return parser
 
 

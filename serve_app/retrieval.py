@@ -1,18 +1,20 @@
-"""Ranked branch lookup in PostgreSQL: structured filters first, pg_trgm similarity to rank.
+"""Ranked branch lookup in PostgreSQL: structured filters to find candidates, pg_trgm to rank them.
 
 The statement is chosen from a small fixed set by which entities are known, so each has a plan that
 uses the right index and no SQL is ever built from values:
 
-- bank and city (or district) known → btree ``(bank_name, city)`` / ``(district)``: a few hundred rows
-  at most, ranked exactly;
-- otherwise → the GIN index over ``(bank_name, search_name)`` trigrams, probed with the branch keyword
-  (or the whole text) through word similarity (``<%``), intersected with whatever filter is known.
-  Word similarity needs most of the probe's trigrams to match, which lets GIN skip the posting lists of
-  trigrams every name shares (银行, 支行); plain ``%`` similarity at a useful threshold scans tens of
-  thousands of rows at 150k.
+- bank known → the bank's branches that are in the extracted city or district, *or* whose name contains
+  the branch keyword: a BitmapOr of the btree ``(bank_name, city)``, ``(district)`` and the GIN index over
+  ``(bank_name, search_name)`` trigrams. Place is a strong ranking signal, not a hard filter, so a
+  misread place (朝阳 read as Beijing's) cannot hide the branch that carries the keyword.
+- no bank, place known → branches in that city or district whose name matches the keyword;
+- otherwise → the trigram index alone.
+- a bank's rows scanned for the keyword verbatim, only when the above found nothing.
 
-If the filtered statement finds nothing (an entity was wrong, or the directory lacks the pair), the
-search is repeated with fewer filters, ending with trigram similarity alone.
+Keyword matching is word similarity (``<%``): most of the probe's trigrams must occur, in order, which
+lets GIN skip the posting lists of trigrams every name shares (银行, 支行); plain ``%`` similarity at a
+useful threshold scans tens of thousands of rows at 150k. If a statement finds nothing, the search goes
+on with the next, more general one.
 """
 
 from __future__ import annotations
@@ -22,29 +24,41 @@ import asyncpg
 from serve_app.normalize import normalize
 from serve_app.schemas import Entities, Match
 
-# score = trigram similarity of the whole query, plus how well the probe (branch keyword, else the text)
-# occurs in the name, plus a small bonus for the district; ties go to the shorter name (a 营业部 or head
-# office over its sub-branches), then to the code, so results are deterministic.
-_SELECT = """
+#: Score bonuses for agreeing with the extracted place and for containing the whole branch keyword;
+#: the trigram terms are each in [0, 1].
+CITY_BONUS = 0.5
+DISTRICT_BONUS = 0.3
+KEYWORD_BONUS = 0.5
+
+# score = trigram similarity of the whole query + word similarity of the probe (branch keyword, else
+# the text) + bonuses for the extracted city and district and for containing the probe verbatim (short
+# and truncated keywords such as 和平 have no trigrams inside a name); ties go to the shorter name (a
+# 营业部 or head office over its sub-branches), then to the code, so results are deterministic.
+_SELECT = f"""
 SELECT code, name, bank_name, province, city,
        similarity(search_name, $1)
        + word_similarity($2, search_name)
-       + CASE WHEN $3 <> '' AND district = $3 THEN 0.1 ELSE 0 END
+       + CASE WHEN city = $3 THEN {CITY_BONUS} ELSE 0 END
+       + CASE WHEN district = $4 THEN {DISTRICT_BONUS} ELSE 0 END
+       + CASE WHEN strpos(search_name, $2) > 0 THEN {KEYWORD_BONUS} ELSE 0 END
        AS score
 FROM branches
-WHERE {where}
+WHERE {{where}}
 ORDER BY score DESC, length(search_name), code
-LIMIT $4
-"""
+LIMIT $5
+"""  # noqa: S608 - constants only
 
-#: Filter combinations, most specific first: (WHERE clause, entity fields bound to $5, $6, ...).
-#: $1 is the normalized text, $2 the probe (branch keyword, else the text), $3 the district, $4 the limit.
+#: Candidate sets, most specific first: (WHERE clause, entity fields bound to $6, $7, ...).
+#: $1 is the normalized text, $2 the probe (branch keyword, else the text), $3 the city, $4 the district
+#: ('' when unknown), $5 the limit.
 _WHERE: dict[str, tuple[str, tuple[str, ...]]] = {
-    "bank_city": ("bank_name = $5 AND city = $6", ("bank", "city")),
-    "bank_district": ("bank_name = $5 AND district = $3", ("bank",)),
-    "bank_trgm": ("bank_name = $5 AND $2 <% search_name", ("bank",)),
-    "city_trgm": ("city = $5 AND $2 <% search_name", ("city",)),
-    "province_trgm": ("province = $5 AND $2 <% search_name", ("province",)),
+    "bank_place": ("bank_name = $6 AND (city = $3 OR district = $4 OR $2 <% search_name)", ("bank",)),
+    "bank": ("bank_name = $6 AND $2 <% search_name", ("bank",)),
+    # Last resort for a bank: the keyword verbatim, for probes too short for trigrams. Scans the bank's
+    # rows, so it runs only when the indexed statements found nothing.
+    "bank_substring": ("bank_name = $6 AND strpos(search_name, $2) > 0", ("bank",)),
+    "place": ("(city = $3 OR district = $4) AND $2 <% search_name", ()),
+    "province": ("province = $6 AND $2 <% search_name", ("province",)),
     "trgm": ("$2 <% search_name", ()),
 }
 STATEMENTS = {name: _SELECT.format(where=where) for name, (where, _) in _WHERE.items()}
@@ -53,16 +67,14 @@ STATEMENTS = {name: _SELECT.format(where=where) for name, (where, _) in _WHERE.i
 def plan_for(entities: Entities) -> list[str]:
     """The statements to try, in order, for the entities that are known."""
     plans = []
-    if entities.bank and entities.city:
-        plans.append("bank_city")
-    if entities.bank and entities.district:
-        plans.append("bank_district")
+    has_place = bool(entities.city or entities.district)
     if entities.bank:
-        plans.append("bank_trgm")
-    if entities.city:
-        plans.append("city_trgm")
+        plans.append("bank_place" if has_place else "bank")
+        plans.append("bank_substring")
+    if has_place:
+        plans.append("place")
     if entities.province:
-        plans.append("province_trgm")
+        plans.append("province")
     plans.append("trgm")
     return plans
 
@@ -109,4 +121,4 @@ class BranchRepository:
 def _arguments(plan: str, entities: Entities, text: str, top_k: int) -> tuple:
     probe = (normalize(entities.branch) if entities.branch else "") or text
     filters = tuple(getattr(entities, field) for field in _WHERE[plan][1])
-    return (text, probe, entities.district or "", top_k, *filters)
+    return (text, probe, entities.city or "", entities.district or "", top_k, *filters)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: Longest query accepted. Real branch names are under 60 characters; statements add boilerplate.
+MAX_QUERY_CHARS = 512
+MAX_TOP_K = 50
 
 
 class Entities(BaseModel):
@@ -29,3 +35,43 @@ class Match(BaseModel):
     province: str
     city: str
     score: float = Field(description="Ranking score; higher is better. Comparable within one response.")
+
+
+class Extraction(BaseModel):
+    """What an extractor read out of one normalized query."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entities: Entities
+    confidence: float = Field(ge=0.0, le=1.0, description="How complete the reading is; low → ask the model.")
+    level: str | None = Field(default=None, description="Branch level at the end of the text, e.g. 支行.")
+    extractor_version: int
+
+
+class QueryRequest(BaseModel):
+    """A validated query. Built from untrusted input before anything else sees it."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="Free text naming a branch.")
+    model: str | None = Field(default=None, description="LoRA adapter to extract with; null for rules only.")
+    top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
+
+    @field_validator("model")
+    @classmethod
+    def _blank_model_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+
+class QueryResult(BaseModel):
+    """The answer to one query (``POST /api/v1/query`` and ``serve-app query --json``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str
+    normalized: str
+    entities: Entities
+    matches: list[Match]
+    source: Literal["cache", "rules", "model"]
+    model: str | None = None
+    timings_ms: dict[str, float]

@@ -58,25 +58,41 @@ async def test_nothing_similar_gives_no_matches(sample_pool) -> None:
     assert await repository.search(Entities(), "ZZZZQQQQ") == []
 
 
+async def test_short_truncated_keyword_is_found_verbatim(sample_pool) -> None:
+    # "和平" has no trigram inside "…银行和平支行": only the verbatim fallback finds it.
+    entities = Entities(bank="湖北宣恩农村商业银行", branch="和平")
+    matches = await BranchRepository(sample_pool).search(entities, normalize("湖北宣恩农村商业银行和平"))
+    assert matches[0].name == "湖北宣恩农村商业银行股份有限公司和平支行"
+
+
+async def test_place_is_a_signal_not_a_filter(sample_pool) -> None:
+    # 朝阳 misread as Beijing's 朝阳区 must not hide the 溧阳 branch that carries the keyword.
+    entities = Entities(bank="中国建设银行", city="北京市", district="朝阳区", branch="溧阳朝阳支行")
+    matches = await BranchRepository(sample_pool).search(entities, normalize("中国建设银行溧阳朝阳支行"))
+    assert matches[0].name == "中国建设银行股份有限公司溧阳朝阳支行"
+
+
 def test_plans_go_from_specific_to_general() -> None:
     assert plan_for(Entities(bank="B", city="C", district="D", province="P")) == [
-        "bank_city", "bank_district", "bank_trgm", "city_trgm", "province_trgm", "trgm",
+        "bank_place", "bank_substring", "place", "province", "trgm",
     ]  # fmt: skip
+    assert plan_for(Entities(bank="B")) == ["bank", "bank_substring", "trgm"]
     assert plan_for(Entities()) == ["trgm"]
 
 
 @pytest.mark.parametrize(
     ("plan", "entities", "text", "indexes"),
     [
-        ("bank_city", Entities(bank="中国农业银行", city="北京市", branch="定福庄支行"),
-         "农业银行北京定福庄支行", {"branches_bank_city"}),
-        ("bank_district", Entities(bank="华夏银行", district="江油市", branch="西山支行"), SEED_TEXT,
-         {"branches_bank_city", "branches_district"}),
-        ("bank_trgm", Entities(bank="中国农业银行", branch="定福庄支行"), "农业银行定福庄支行",
-         {"branches_trgm"}),
+        ("bank_place", Entities(bank="中国农业银行", city="北京市", branch="定福庄支行"),
+         "农业银行北京定福庄支行", {"branches_bank_city", "branches_district", "branches_trgm"}),
+        ("bank_place", Entities(bank="华夏银行", district="江油市", branch="西山支行"), SEED_TEXT,
+         {"branches_bank_city", "branches_district", "branches_trgm"}),
+        ("bank", Entities(bank="中国农业银行", branch="定福庄支行"), "农业银行定福庄支行", {"branches_trgm"}),
+        ("bank_substring", Entities(bank="湖北宣恩农村商业银行", branch="和平"), "湖北宣恩农村商业银行和平",
+         {"branches_bank_city", "branches_trgm"}),
         # A city holds a few hundred rows: the planner may rightly prefer its btree to the trigram index.
-        ("city_trgm", Entities(city="绵阳市", branch="江油西山支行"), SEED_TEXT,
-         {"branches_trgm", "branches_city_district"}),
+        ("place", Entities(city="绵阳市", branch="江油西山支行"), SEED_TEXT,
+         {"branches_trgm", "branches_city_district", "branches_district"}),
         ("trgm", Entities(branch="江油西山支行"), SEED_TEXT, {"branches_trgm"}),
     ],
 )  # fmt: skip

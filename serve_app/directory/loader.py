@@ -16,7 +16,7 @@ import asyncpg
 
 from serve_app.directory.banks import ALIASES, category_name
 from serve_app.directory.gazetteer import Gazetteer
-from serve_app.directory.records import BranchRecord, read_cnaps
+from serve_app.directory.records import BranchRecord, demo_cnaps_path, read_cnaps
 from serve_app.directory.synthetic import synthetic_branches
 
 
@@ -127,3 +127,10 @@ async def directory_stats(conn: asyncpg.Connection) -> dict:
         "ctype": await conn.fetchval("SELECT datctype FROM pg_database WHERE datname = current_database()"),
         "migrations": [r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations ORDER BY version")],
     }
+
+
+async def load_demo_if_empty(conn: asyncpg.Connection) -> LoadReport | None:
+    """Load the shipped sample when the directory has no branches (first run on embedded defaults)."""
+    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM branches)"):
+        return None
+    return await load_directory(conn, demo_cnaps_path())

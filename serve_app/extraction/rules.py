@@ -1,0 +1,190 @@
+"""The rules/gazetteer extractor: bank first, then place, then branch keyword. Pure, fast, total.
+
+Order matters. The bank is matched first (longest surface form), and the place is read only from the text
+around it, so "北京银行成都分行" is a Chengdu branch of 北京银行, not a Beijing one. Places are matched
+against the gazetteer (full, short and historical names) and resolved to one consistent
+province → city → district chain; where a name is ambiguous (通州: Beijing or Nantong), the bank's own
+branch distribution in the directory decides, and an unresolvable guess is left out rather than made.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import ahocorasick
+
+from serve_app.directory.gazetteer import Gazetteer, Region
+from serve_app.extraction.vocabulary import Vocabulary
+from serve_app.schemas import Entities, Extraction
+
+#: Bumped whenever extraction output may change for the same input: cached extractions depend on it.
+EXTRACTOR_VERSION = 2
+
+#: Branch levels, longest first, matched at the end of the branch keyword.
+LEVELS = ("分行营业部", "营业部", "营业室", "分理处", "储蓄所", "营业所", "信用分社", "信用社", "支行", "分行", "总行")
+_LEVEL_AT_END = re.compile("(" + "|".join(LEVELS) + ")$")
+#: A place name directly followed by one of these is a street or landmark (中山路, 人民广场), not a place.
+_STREET_AFTER = ("路", "街", "大道", "道", "巷", "广场", "大街", "大厦", "小区", "村", "镇", "乡", "门", "桥")
+#: Classes of banks named after their home region (城商行, 农商行, 农合行, 村镇银行, 信用社): their name
+#: says where they are when the rest of the query does not.
+_NAMED_AFTER_HOME = frozenset({"313", "314", "317", "320", "402"})
+#: Rural classes that do not branch out of their region (city banks do: 北京银行成都分行).
+_CONFINED_TO_HOME = frozenset({"314", "317", "320", "402"})
+_MIN_PLACE_NAME = 2
+#: Place names considered per query. Real queries name two or three; resolution compares every pair, so
+#: this bound keeps arbitrary input (100k characters of place names) linear.
+_MAX_PLACE_MATCHES = 8
+
+
+@dataclass(frozen=True)
+class _PlaceMatch:
+    start: int
+    end: int
+    regions: tuple[Region, ...]
+    full_name: bool
+
+
+class RulesExtractor:
+    """Immutable once built; safe to share between concurrent requests."""
+
+    def __init__(self, vocabulary: Vocabulary, gazetteer: Gazetteer | None = None):
+        self.vocabulary = vocabulary
+        self.gazetteer = gazetteer or Gazetteer.default()
+        self._banks = ahocorasick.Automaton()
+        for form, bank in vocabulary.surface_forms.items():
+            self._banks.add_word(form, (len(form), bank))
+        self._banks.make_automaton()
+        self._places = ahocorasick.Automaton()
+        by_name: dict[str, list[Region]] = {}
+        for region in self.gazetteer.regions:
+            for name in region.names():
+                if len(name) >= _MIN_PLACE_NAME:
+                    by_name.setdefault(name, []).append(region)
+        for name, regions in by_name.items():
+            self._places.add_word(name, (name, tuple(regions)))
+        self._places.make_automaton()
+
+    def extract(self, text: str) -> Extraction:
+        """Entities of a *normalized* query (see ``serve_app.normalize``). Never raises."""
+        bank, start, end = self._match_bank(text)
+        before, after = (text[:start], text[end:]) if bank else ("", text)
+        places = (self._match_places(after) + self._match_places(before))[:_MAX_PLACE_MATCHES]
+        if not places and bank and self.vocabulary.banks[bank].category_code in _NAMED_AFTER_HOME:
+            places = self._match_places(bank)
+        province, city, district = self._resolve_places(places, bank)
+        branch = after or None
+        level_match = _LEVEL_AT_END.search(after)
+        entities = Entities(
+            bank=bank,
+            bank_code=self.vocabulary.banks[bank].category_code if bank else None,
+            province=province.name if province else None,
+            city=city.name if city else None,
+            district=district.name if district else None,
+            branch=branch,
+        )
+        confidence = 0.45 * bool(bank) + 0.3 * bool(city or district) + 0.25 * bool(level_match)
+        return Extraction(
+            entities=entities,
+            confidence=round(confidence, 2),
+            level=level_match.group(1) if level_match else None,
+            extractor_version=EXTRACTOR_VERSION,
+        )
+
+    def _match_bank(self, text: str) -> tuple[str | None, int, int]:
+        best: tuple[int, int, str] | None = None  # (length, -start, bank)
+        for end_index, (length, bank) in self._banks.iter(text):
+            candidate = (length, -(end_index - length + 1), bank)
+            if best is None or candidate > best:
+                best = candidate
+        if best is None:
+            return None, 0, 0
+        length, negative_start, bank = best
+        return bank, -negative_start, -negative_start + length
+
+    def _match_places(self, text: str) -> list[_PlaceMatch]:
+        """Longest non-overlapping place names, left to right, that are not street names."""
+        found = sorted(
+            ((end - len(name) + 1, end + 1, name, regions) for end, (name, regions) in self._places.iter(text)),
+            key=lambda m: (m[0], -(m[1] - m[0])),
+        )
+        matches: list[_PlaceMatch] = []
+        covered_until = 0
+        for start, end, name, regions in found:
+            if start < covered_until or text.startswith(_STREET_AFTER, end):
+                continue
+            matches.append(_PlaceMatch(start, end, regions, full_name=any(r.name == name for r in regions)))
+            covered_until = end
+            if len(matches) == _MAX_PLACE_MATCHES:
+                break
+        return matches
+
+    def _resolve_places(
+        self, matches: list[_PlaceMatch], bank: str | None
+    ) -> tuple[Region | None, Region | None, Region | None]:
+        """Choose one (province, city, district) consistent with every match, or leave parts out.
+
+        Each matched name is read as each region it can mean, as a (city, district) pair. A reading scores
+        for every *other* match that agrees with it (its province, its city, a district in it), for the
+        bank having branches there, and for a full-name match. The best reading wins only if it beats every
+        reading that places the branch in another city; otherwise the city is ambiguous and left out.
+        """
+        gz = self.gazetteer
+        provinces = {r.adcode: r for m in matches for r in m.regions if r.level == "province"}
+        city_prior = self.vocabulary.cities.get(bank or "", {})
+        district_prior = self.vocabulary.districts.get(bank or "", {})
+        # A rural bank does not operate outside its region: a reading where the directory has none of its
+        # branches is a word that looks like a place (山东寿光农商银行广陵分理处 is not in Yangzhou).
+        local = bool(bank) and self.vocabulary.banks[bank].category_code in _CONFINED_TO_HOME and city_prior
+        readings = []
+        for index, match in enumerate(matches):
+            for region in match.regions:
+                if region.level == "province":
+                    continue
+                city = region if region.level == "city" else gz.parent(region)
+                if city is None:
+                    continue
+                district = region if region.level == "district" else None
+                province = gz.province_of(city)
+                if provinces and province.adcode not in provinces:
+                    continue
+                if local and not city_prior.get(city.name):
+                    continue
+                support = sum(
+                    any(_agrees(other, city, province, gz) for other in other_match.regions)
+                    for other_index, other_match in enumerate(matches)
+                    if other_index != index
+                )
+                score = (
+                    2.0 * support
+                    + (1.0 if city_prior.get(city.name) else 0.0)
+                    + (1.0 if district and district_prior.get(district.name) else 0.0)
+                    + (0.5 if match.full_name else 0.0)
+                    + (0.25 if district is None else 0.0)  # a city reading is the safer one
+                )
+                readings.append((score, city, district, index))
+        if not readings:
+            province = next(iter(provinces.values())) if len(provinces) == 1 else None
+            return province, None, None
+        readings.sort(key=lambda reading: reading[0], reverse=True)
+        best_score, city, _, _ = readings[0]
+        rivals = [score for score, other_city, _, _ in readings if other_city.key != city.key]
+        if rivals and rivals[0] >= best_score:
+            province = next(iter(provinces.values())) if len(provinces) == 1 else None
+            return province, None, None
+        # A name that can be read as the chosen city is the city, not also a district of it (长沙, 长沙县).
+        city_matches = {i for _, c, d, i in readings if d is None and c.key == city.key}
+        districts = [
+            (score, d) for score, c, d, i in readings if d is not None and c.key == city.key and i not in city_matches
+        ]
+        district = max(districts, key=lambda item: item[0])[1] if districts else None
+        return gz.province_of(city), city, district
+
+
+def _agrees(region: Region, city: Region, province: Region, gz: Gazetteer) -> bool:
+    """Whether ``region`` is the province, the city, or a district of the reading (city, province)."""
+    if region.level == "province":
+        return region.adcode == province.adcode
+    if region.level == "city":
+        return region.key == city.key
+    return region.parent == city.adcode

@@ -1,0 +1,111 @@
+"""The rules extractor on real, messy branch names; its vocabulary; and its behaviour on any input."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from serve_app.directory.records import demo_cnaps_path, read_cnaps
+from serve_app.extraction.rules import RulesExtractor
+from serve_app.extraction.vocabulary import Vocabulary
+from serve_app.normalize import normalize
+from serve_app.schemas import Extraction
+
+
+@pytest.fixture(scope="module")
+def extractor() -> RulesExtractor:
+    return RulesExtractor(Vocabulary.from_records(read_cnaps(demo_cnaps_path())))
+
+
+def read(extractor: RulesExtractor, text: str) -> dict:
+    return extractor.extract(normalize(text)).entities.model_dump(exclude_none=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("华夏银行江油西山支行",
+         {"bank": "华夏银行", "bank_code": "304", "province": "四川省", "city": "绵阳市", "district": "江油市",
+          "branch": "江油西山支行"}),
+        ("THE PEOPLE'S BANK OF CHINA 中国光大银行股份有 限公司北京金融街丰盛支行",
+         {"bank": "中国光大银行", "bank_code": "303", "province": "北京市", "city": "北京市",
+          "branch": "北京金融街丰盛支行"}),
+        ("招商银行股份有限公 司长沙分行浏阳支行",
+         {"bank": "招商银行", "bank_code": "308", "province": "湖南省", "city": "长沙市", "district": "浏阳市",
+          "branch": "长沙分行浏阳支行"}),
+        ("工行徐州经济开发区支行",
+         {"bank": "中国工商银行", "bank_code": "102", "province": "江苏省", "city": "徐州市",
+          "branch": "徐州经济开发区支行"}),
+        # 北京银行 is the bank; the place is 成都 (a generic address parser answers Beijing).
+        ("北京银行成都分行",
+         {"bank": "北京银行", "bank_code": "313", "province": "四川省", "city": "成都市", "branch": "成都分行"}),
+        # 正阳门 is a Beijing landmark, not 正阳县 in Henan: no place rather than a wrong one.
+        ("工行正阳门支行", {"bank": "中国工商银行", "bank_code": "102", "branch": "正阳门支行"}),
+        # A local bank's name says where it is when nothing else does.
+        ("深圳农商银行", {"bank": "深圳农村商业银行", "bank_code": "402", "province": "广东省", "city": "深圳市"}),
+        # Traditional characters and full-width brackets.
+        ("華夏銀行（不对外营业）江油西山支行",
+         {"bank": "华夏银行", "bank_code": "304", "province": "四川省", "city": "绵阳市", "district": "江油市",
+          "branch": "江油西山支行"}),
+        # 通州: Beijing or Nantong — left out rather than guessed.
+        ("农业银行通州支行", {"bank": "中国农业银行", "bank_code": "103", "branch": "通州支行"}),
+        # A street named after a city is a street.
+        ("建行中山路支行", {"bank": "中国建设银行", "bank_code": "105", "branch": "中山路支行"}),
+    ],
+)  # fmt: skip
+def test_reads_real_inputs(extractor: RulesExtractor, text: str, expected: dict) -> None:
+    assert read(extractor, text) == expected
+
+
+def test_level_and_confidence(extractor: RulesExtractor) -> None:
+    full = extractor.extract(normalize("中国农业银行萧县支行营业部"))
+    assert full.level == "营业部"
+    assert full.entities.district == "萧县"
+    assert full.confidence == 1.0
+    partial = extractor.extract(normalize("农业银行通州支行"))
+    assert partial.confidence < full.confidence
+    assert extractor.extract("").confidence == 0.0
+
+
+def test_local_bank_is_not_placed_where_it_has_no_branches(extractor: RulesExtractor) -> None:
+    entities = read(extractor, "山东寿光农商银行广陵分理处")
+    assert entities["bank"] == "山东寿光农村商业银行"
+    assert entities.get("city") != "扬州市"
+
+
+def test_vocabulary_surface_forms(extractor: RulesExtractor) -> None:
+    forms = extractor.vocabulary.surface_forms
+    assert forms["工行"] == "中国工商银行"
+    assert forms["深圳农商银行"] == "深圳农村商业银行"
+    assert forms["成都农村商业银行"] == "成都农商银行"  # the directory's name is the short form
+    assert all(forms[name] == name for name in extractor.vocabulary.banks)
+    assert "农村商业银行" not in forms  # a type of bank, not a bank
+
+
+_ANY_TEXT = st.text(alphabet=st.characters(codec="utf-8", categories=None), max_size=2_000)
+_BANKISH = st.lists(
+    st.sampled_from(
+        ["华夏", "银行", "工行", "支行", "北京", "（", "）", "股份有限公司", " ", "\x00", "\u200b", "營業部"]
+    ),
+    max_size=400,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.one_of(_ANY_TEXT, _BANKISH))
+def test_normalize_and_extract_never_raise(extractor: RulesExtractor, text: str) -> None:
+    normalized = normalize(text)
+    assert isinstance(normalized, str)
+    assert len(normalized) <= len(text) * 3  # NFKC may expand a few ligatures, never unboundedly
+    extraction = extractor.extract(normalized)
+    assert isinstance(extraction, Extraction)
+    assert extractor.extract(text).extractor_version == extraction.extractor_version
+
+
+@settings(max_examples=5, deadline=5000)
+@given(unit=st.sampled_from(["华夏银行江油西山支行", "\x00", "（" * 3, "銀行 ", "a" * 7]))
+def test_very_long_input_stays_bounded(extractor: RulesExtractor, unit: str) -> None:
+    text = unit * (100_000 // len(unit))
+    extraction = extractor.extract(normalize(text))
+    assert isinstance(extraction, Extraction)

@@ -1,0 +1,108 @@
+"""The offline pipeline and the shared extraction cache, on real PostgreSQL and Valkey."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from serve_app.cli import main
+from serve_app.embedded import EmbeddedRedis
+from serve_app.pipeline import build_pipeline
+from serve_app.redis_client import create_redis
+from serve_app.schemas import MAX_QUERY_CHARS, QueryRequest
+
+SEED_CODE = "304659715925"
+
+
+async def test_seed_query_end_to_end(sample_pool) -> None:
+    pipeline = await build_pipeline(sample_pool)
+    result = await pipeline.run(QueryRequest(query="华夏银行江油西山支行"))
+    assert result.matches[0].code == SEED_CODE
+    assert result.source == "rules"
+    assert result.entities.city == "绵阳市"
+    assert set(result.timings_ms) == {"normalize", "extract", "retrieve", "total"}
+
+
+@pytest.mark.parametrize("text", ["\x00\u200b", "（不对外营业）", "ZZZZQQQQ", "银行"])
+async def test_odd_input_gives_an_answer_not_an_error(sample_pool, text: str) -> None:
+    pipeline = await build_pipeline(sample_pool)
+    result = await pipeline.run(QueryRequest(query=text))
+    assert isinstance(result.matches, list)
+
+
+def test_requests_are_validated_before_anything_runs() -> None:
+    with pytest.raises(ValidationError):
+        QueryRequest(query="   ")
+    with pytest.raises(ValidationError):
+        QueryRequest(query="银" * (MAX_QUERY_CHARS + 1))
+    with pytest.raises(ValidationError):
+        QueryRequest(query="华夏银行", top_k=0)
+    with pytest.raises(ValidationError):
+        QueryRequest(query="华夏银行", unexpected=1)
+    assert QueryRequest(query="  华夏银行 ", model="").model == None  # noqa: E711
+    assert QueryRequest(query="  华夏银行 ").query == "华夏银行"
+
+
+async def test_extraction_cache_is_shared_and_versioned(sample_pool, embedded_redis) -> None:
+    first_client, second_client = create_redis(embedded_redis.url), create_redis(embedded_redis.url)
+    try:
+        first = await build_pipeline(sample_pool, first_client)
+        second = await build_pipeline(sample_pool, second_client)  # another replica, same Redis
+        await first_client.delete(first.extraction_cache.key("华夏银行江油西山支行"))
+        await first.run(QueryRequest(query="华夏银行江油西山支行"))
+        assert (first.extraction_cache.misses, first.extraction_cache.hits) == (1, 0)
+        result = await second.run(QueryRequest(query="华夏银行江油西山支行"))
+        assert second.extraction_cache.hits == 1
+        assert result.matches[0].code == SEED_CODE
+        key = first.extraction_cache.key("华夏银行江油西山支行")
+        assert ":n1:" in key and ":x2:" in key and ":d" in key
+        assert await first_client.ttl(key) > 0
+    finally:
+        await first_client.aclose()
+        await second_client.aclose()
+
+
+async def test_redis_down_means_no_cache_not_no_answer(sample_pool, tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "valkey")
+    server.start()
+    client = create_redis(server.url)
+    try:
+        pipeline = await build_pipeline(sample_pool, client)
+        await pipeline.run(QueryRequest(query="华夏银行江油西山支行"))
+        server.stop()
+        result = await pipeline.run(QueryRequest(query="华夏银行江油西山支行"))
+        assert result.matches[0].code == SEED_CODE
+        assert pipeline.extraction_cache.errors >= 1
+    finally:
+        await client.aclose()
+        server.stop()
+
+
+def test_cli_query_json(monkeypatch: pytest.MonkeyPatch, sample_database_url: str, capsys) -> None:
+    monkeypatch.setenv("SERVE_APP_DATABASE_URL", sample_database_url)
+    assert main(["query", "华夏银行江油西山支行", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["matches"][0]["code"] == SEED_CODE
+    assert set(result) == {"query", "normalized", "entities", "matches", "source", "model", "timings_ms"}
+
+
+def test_cli_query_file_gives_one_line_per_input(
+    monkeypatch: pytest.MonkeyPatch, sample_database_url: str, tmp_path: Path, capsys
+) -> None:
+    monkeypatch.setenv("SERVE_APP_DATABASE_URL", sample_database_url)
+    queries = tmp_path / "queries.txt"
+    queries.write_text("华夏银行江油西山支行\n   \n工行正阳门支行\n", encoding="utf-8")
+    assert main(["query", "--file", str(queries), "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 3
+    assert lines[0]["matches"][0]["code"] == SEED_CODE
+    assert lines[1]["error"]["code"] == "invalid_query"
+    assert lines[2]["entities"]["bank"] == "中国工商银行"
+
+
+def test_cli_query_needs_text_or_file(capsys) -> None:
+    assert main(["query"]) == 2
+    assert "either TEXT or --file" in capsys.readouterr().err
