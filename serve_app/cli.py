@@ -179,6 +179,107 @@ async def _make_demo_model(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _register_demo_model(settings: Settings, url: str) -> None:
+    from serve_app.models.adapters import AdapterRegistry, validate_adapter
+    from serve_app.models.demo import make_demo_model
+
+    demo = await asyncio.to_thread(make_demo_model, settings.models_dir)
+    pool = await create_pool(url, settings)
+    try:
+        registry = AdapterRegistry(pool)
+        for name in demo.adapters:
+            if await registry.get(name) is None:
+                spec = validate_adapter(name, name, settings.models_dir / "adapters", demo.base)
+                await registry.register(spec, name)
+    finally:
+        await pool.close()
+
+
+def _wait_ready(port: int, process, timeout_s: float) -> float:
+    """Seconds until /readyz answers 200; raises if the server exits or the timeout passes."""
+    import urllib.error
+    import urllib.request
+
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve run exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return time.perf_counter() - started
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"not ready after {timeout_s:.0f}s")
+
+
+def _first_query(port: int) -> tuple[float, dict]:
+    import urllib.request
+
+    body = json.dumps({"query": "华夏银行江油西山支行"}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/query", data=body, headers={"content-type": "application/json"}
+    )
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - a fixed loopback URL
+        result = json.loads(response.read())
+    return time.perf_counter() - started, result
+
+
+def _up(settings: Settings, args: argparse.Namespace) -> int:
+    """Blocking: start what is missing, deploy the Serve app from a config, serve until Ctrl-C."""
+    import os
+    import signal
+    import subprocess
+
+    import yaml
+
+    from serve_app.embedded import services
+
+    config = yaml.safe_load(args.config.read_text())
+    port = int(config.get("http_options", {}).get("port", 8000))
+    with services(settings) as urls:
+        os.environ["SERVE_APP_DATABASE_URL"] = urls.database_url  # the replicas inherit these
+        os.environ["SERVE_APP_REDIS_URL"] = urls.redis_url
+        os.environ["SERVE_APP_HOME"] = str(settings.home)
+        settings = Settings()
+
+        async def prepare() -> None:
+            conn = await connect_admin(urls.database_url)
+            try:
+                await prepare_database(conn)
+                report = await load_demo_if_empty(conn)
+                if report:
+                    print(f"loaded the demo directory: {report.branches_loaded} branches")
+            finally:
+                await conn.close()
+            if not args.no_demo_model:
+                await _register_demo_model(settings, urls.database_url)
+
+        asyncio.run(prepare())
+        print(f"PostgreSQL {urls.database_url}\nRedis      {urls.redis_url}\nstarting Ray Serve from {args.config} …")
+        serve_bin = Path(sys.executable).with_name("serve")
+        process = subprocess.Popen([str(serve_bin), "run", str(args.config)], start_new_session=True)
+        try:
+            seconds = _wait_ready(port, process, args.ready_timeout)
+            first, result = _first_query(port)
+            top = result["matches"][0]["code"] if result["matches"] else "no match"
+            print(f"ready in {seconds:.1f}s on http://127.0.0.1:{port} — first query {first * 1000:.0f} ms ({top})")
+            print("Ctrl-C stops the service and the embedded servers.")
+            process.wait()
+        except KeyboardInterrupt:
+            print("\nstopping …")
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGINT)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serve-app", description="Bank-branch query service.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -207,6 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--top-k", type=int, default=5, help="matches per query (1-50)")
     query.set_defaults(run=_query)
 
+    up = commands.add_parser(
+        "up",
+        help="run the service: embedded PostgreSQL/Redis if no URL is set, migrations, demo data, Ray Serve",
+    )
+    up.add_argument("--config", type=Path, default=Path("configs/local.yaml"), help="Serve config file")
+    up.add_argument("--no-demo-model", action="store_true", help="do not build/register the demo model")
+    up.add_argument("--ready-timeout", type=float, default=300, help="seconds to wait for /readyz")
+    up.set_defaults(run=_up, blocking=True)
+
     demo = commands.add_parser(
         "make-demo-model",
         help="build a tiny local base model and the job_22/job_23 LoRA adapters, and register them",
@@ -224,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         settings = Settings()
+        if getattr(args, "blocking", False):
+            return args.run(settings, args)
         return asyncio.run(args.run(settings, args))
     except (OSError, RuntimeError, ValueError, asyncpg.PostgresError) as exc:
         print(f"serve-app: error: {exc}", file=sys.stderr)

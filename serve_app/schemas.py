@@ -75,3 +75,15 @@ class QueryResult(BaseModel):
     source: Literal["cache", "rules", "model"]
     model: str | None = None
     timings_ms: dict[str, float]
+
+
+class ExtractionOutcome(BaseModel):
+    """What the extraction step returns to the ingress: the entities used and where they came from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entities: Entities
+    source: Literal["rules", "model"]
+    model: str | None = None
+    confidence: float
+    model_error: str | None = Field(default=None, description="Why the model's answer was not used.")

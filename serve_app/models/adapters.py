@@ -56,8 +56,14 @@ def base_model_identity(model_path: Path) -> set[str]:
     return names
 
 
-def validate_adapter(name: str, path: str | Path, adapter_root: Path, base_model: Path) -> AdapterSpec:
-    """Check an adapter folder and return its spec; ``AdapterError`` says what is wrong."""
+def validate_adapter(
+    name: str, path: str | Path, adapter_root: Path, base_model: Path, base_names: set[str] | None = None
+) -> AdapterSpec:
+    """Check an adapter folder and return its spec; ``AdapterError`` says what is wrong.
+
+    ``base_names`` are the names an adapter config may give the resident base (default: its folder and
+    config names; add hub ids such as ``Qwen/Qwen2-0.5B`` for adapters trained against the hub copy).
+    """
     if not ADAPTER_NAME.fullmatch(name):
         raise AdapterError(f"invalid adapter name {name!r}")
     root = adapter_root.resolve()
@@ -76,7 +82,7 @@ def validate_adapter(name: str, path: str | Path, adapter_root: Path, base_model
     if config.get("peft_type", "LORA") != "LORA":
         raise AdapterError(f"adapter {name!r}: only LoRA adapters are supported, not {config.get('peft_type')}")
     declared_base = config.get("base_model_name_or_path") or ""
-    if declared_base not in base_model_identity(base_model):
+    if declared_base not in (base_names or base_model_identity(base_model)):
         raise AdapterError(
             f"adapter {name!r} was trained for base model {declared_base!r}, not the resident {base_model.name!r}"
         )

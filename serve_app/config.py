@@ -1,0 +1,123 @@
+"""The application's config tree: one pydantic model, validated once in the app builder.
+
+Every ``configs/*.yaml`` file's ``args`` is an ``AppConfig``. Unknown fields are errors. Ray Serve
+deployment options (replicas, autoscaling, queue bounds, CPUs/GPUs) are derived from it; the ``tunables``
+of each component are its ``user_config``, applied in ``reconfigure()`` without restarting replicas.
+Process-level facts (database and Redis URLs, admin token) stay in ``Settings`` (environment).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Autoscaling(_Strict):
+    """Ray Serve's queue-depth autoscaler: replicas = ongoing requests / target, within bounds."""
+
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=2, ge=1)
+    initial_replicas: int | None = Field(default=None, ge=0)
+    target_ongoing_requests: float = Field(default=4, gt=0)
+    upscale_delay_s: float = Field(default=3, ge=0)
+    downscale_delay_s: float = Field(default=30, ge=0)
+    look_back_period_s: float = Field(default=5, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        return self
+
+
+class Resources(_Strict):
+    """Per-replica deployment options."""
+
+    num_cpus: float = Field(default=0.25, ge=0, description="Fractional so replicas can scale on few cores.")
+    num_gpus: float = Field(default=0, ge=0)
+    max_ongoing_requests: int = Field(default=32, ge=1)
+    max_queued_requests: int = Field(default=64, ge=-1, description="Beyond this callers get 503; -1 unbounded.")
+    autoscaling: Autoscaling = Autoscaling()
+    health_check_period_s: float = Field(default=10, gt=0)
+    health_check_timeout_s: float = Field(default=30, gt=0)
+    graceful_shutdown_timeout_s: float = Field(default=20, ge=0)
+
+    def deployment_options(self, user_config: BaseModel) -> dict:
+        return {
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            "autoscaling_config": self.autoscaling.model_dump(exclude_none=True),
+            "health_check_period_s": self.health_check_period_s,
+            "health_check_timeout_s": self.health_check_timeout_s,
+            "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
+            "user_config": user_config.model_dump(mode="json"),
+        }
+
+
+class IngressTunables(_Strict):
+    rate_limit_per_s: float = Field(default=50, gt=0, description="Token-bucket refill per API key or client.")
+    rate_limit_burst: int = Field(default=100, ge=1)
+    result_cache_ttl_s: int = Field(default=3600, ge=1)
+    local_cache_size: int = Field(default=10_000, ge=0)
+    query_log_batch: int = Field(default=200, ge=1)
+    query_log_interval_s: float = Field(default=1.0, gt=0)
+
+
+class IngressConfig(_Strict):
+    resources: Resources = Resources(max_ongoing_requests=64, max_queued_requests=256)
+    tunables: IngressTunables = IngressTunables()
+    max_body_bytes: int = Field(default=16_384, ge=256)
+
+
+class ExtractorTunables(_Strict):
+    model_fallback_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="Rules confidence under which the default adapter is asked."
+    )
+    default_adapter: str | None = Field(default=None, description="Adapter for low-confidence queries.")
+    extraction_cache_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+
+
+class ExtractorConfig(_Strict):
+    resources: Resources = Resources()
+    tunables: ExtractorTunables = ExtractorTunables()
+
+
+class ModelTunables(_Strict):
+    max_batch_size: int = Field(default=16, ge=1)
+    batch_wait_timeout_s: float = Field(default=0.01, ge=0)
+    max_new_tokens: int = Field(default=64, ge=1, le=512)
+
+
+class ModelConfig(_Strict):
+    engine: Literal["hf", "vllm"] = "hf"
+    model_path: Path | None = Field(default=None, description="Base model folder; default: the demo model.")
+    adapter_root: Path | None = Field(default=None, description="Adapter folders; default: models/adapters.")
+    base_model_aliases: list[str] = Field(default_factory=list, description="Names adapters may give the base.")
+    device: str = "cpu"
+    dtype: str = "float32"
+    max_adapters_per_replica: int = Field(default=4, ge=1)
+    preload_adapters: list[str] = Field(default_factory=list)
+    vllm_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    resources: Resources = Resources(max_ongoing_requests=32, max_queued_requests=64)
+    tunables: ModelTunables = ModelTunables()
+
+    @model_validator(mode="after")
+    def _batch_fits(self) -> ModelConfig:
+        if self.resources.max_ongoing_requests < self.tunables.max_batch_size:
+            raise ValueError("model resources.max_ongoing_requests must be at least tunables.max_batch_size")
+        return self
+
+
+class AppConfig(_Strict):
+    """``args`` of the Serve application (see ``configs/``)."""
+
+    ingress: IngressConfig = IngressConfig()
+    extractor: ExtractorConfig = ExtractorConfig()
+    model: ModelConfig | None = Field(default=ModelConfig(), description="null: rules only, no model replicas.")

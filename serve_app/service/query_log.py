@@ -1,0 +1,87 @@
+"""The query log: rows buffered in memory and written to PostgreSQL in batches.
+
+A batch is written when it reaches ``batch_size``, every ``interval_s``, and on ``close()`` (replica
+shutdown). While PostgreSQL is down rows stay buffered up to ``max_buffer``; past that the oldest are
+dropped and counted. Worst case on a crash: the rows of one interval (or one batch) are lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+_INSERT = """INSERT INTO query_log (query, normalized, source, model, top_code, matches, latency_ms, client)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
+
+
+class QueryLog:
+    def __init__(self, pool: asyncpg.Pool, batch_size: int = 200, interval_s: float = 1.0, max_buffer: int = 50_000):
+        self.pool = pool
+        self.batch_size = batch_size
+        self.interval_s = interval_s
+        self._buffer: deque[tuple] = deque(maxlen=max_buffer)
+        self.written = self.dropped = self.failures = 0
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._flush_periodically())
+
+    def record(
+        self,
+        *,
+        query: str,
+        normalized: str,
+        source: str,
+        model: str | None,
+        top_code: str | None,
+        matches: int,
+        latency_ms: float,
+        client: str | None,
+    ) -> None:
+        if len(self._buffer) == self._buffer.maxlen:
+            self.dropped += 1
+        self._buffer.append((query, normalized, source, model, top_code, matches, latency_ms, client))
+        if len(self._buffer) >= self.batch_size:
+            asyncio.get_running_loop().create_task(self.flush())
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    async def flush(self) -> int:
+        """Write what is buffered; return rows written (0 if the database refused; rows are kept)."""
+        async with self._lock:
+            rows = list(self._buffer)
+            if not rows:
+                return 0
+            try:
+                await self.pool.executemany(_INSERT, rows)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                self.failures += 1
+                log.warning("query log flush failed, %d rows kept: %s", len(rows), exc)
+                return 0
+            for _ in rows:
+                self._buffer.popleft()
+            self.written += len(rows)
+            return len(rows)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.flush()

@@ -1,0 +1,126 @@
+"""The query flow behind ``POST /api/v1/query``: rate limit → cache → extract → retrieve → log.
+
+Extraction is injected (a local extractor without Ray, a deployment handle under Serve), so this runs
+and is tested without Ray. Dependency failures become ``ApiError``s here: PostgreSQL trouble is a 503
+with a message, an unknown adapter a 404; Redis trouble is never an error (see the cache and limiter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from serve_app.models.adapters import AdapterRegistry
+from serve_app.normalize import normalize
+from serve_app.retrieval import BranchRepository
+from serve_app.schemas import Entities, ExtractionOutcome, QueryRequest, QueryResult
+from serve_app.service.errors import ApiError, unavailable
+from serve_app.service.query_log import QueryLog
+from serve_app.service.rate_limit import RateLimiter
+from serve_app.service.result_cache import ResultCache
+
+log = logging.getLogger(__name__)
+
+ExtractFn = Callable[[str, str | None], Awaitable[ExtractionOutcome]]
+#: What counts as "the database is down" (connection refused/reset, pool exhausted, timeouts, shutdown).
+DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_ADAPTER_NAMES_TTL_S = 5.0
+
+
+class QueryService:
+    def __init__(
+        self,
+        extract: ExtractFn,
+        repository: BranchRepository,
+        result_cache: ResultCache,
+        rate_limiter: RateLimiter,
+        query_log: QueryLog,
+        registry: AdapterRegistry,
+    ):
+        self.extract = extract
+        self.repository = repository
+        self.result_cache = result_cache
+        self.rate_limiter = rate_limiter
+        self.query_log = query_log
+        self.registry = registry
+        self.data_version = 0
+        self._adapter_names: tuple[float, set[str]] = (0.0, set())
+
+    async def refresh_data_version(self) -> int:
+        async with self.repository.pool.acquire() as conn:
+            self.data_version = int(await conn.fetchval("SELECT value FROM directory_meta WHERE key = 'data_version'"))
+        return self.data_version
+
+    async def query(self, request: QueryRequest, client: str) -> QueryResult:
+        started = time.perf_counter()
+        wait = await self.rate_limiter.check(client)
+        if wait is not None:
+            raise ApiError(429, "rate_limited", "too many requests; slow down", {"Retry-After": str(int(wait))})
+        normalized = normalize(request.query)
+        try:
+            if request.model is not None:
+                await self._require_adapter(request.model)
+            key = self.result_cache.key(normalized, request.model, request.top_k, self.data_version)
+            result, cached = await self.result_cache.get_or_compute(key, lambda: self._answer(request, normalized))
+        except DATABASE_ERRORS as exc:
+            log.warning("database error while answering: %s", exc)
+            raise unavailable("the branch directory (PostgreSQL)") from exc
+        total_ms = round((time.perf_counter() - started) * 1000, 3)
+        if cached:
+            result = result.model_copy(
+                update={"query": request.query, "source": "cache", "timings_ms": {"total": total_ms}}
+            )
+        else:
+            result = result.model_copy(update={"timings_ms": result.timings_ms | {"total": total_ms}})
+        self.query_log.record(
+            query=request.query,
+            normalized=normalized,
+            source=result.source,
+            model=result.model,
+            top_code=result.matches[0].code if result.matches else None,
+            matches=len(result.matches),
+            latency_ms=total_ms,
+            client=client,
+        )
+        return result
+
+    async def _answer(self, request: QueryRequest, normalized: str) -> QueryResult:
+        timings: dict[str, float] = {}
+        mark = time.perf_counter()
+        if normalized:
+            outcome = await self.extract(normalized, request.model)
+        else:
+            outcome = ExtractionOutcome(entities=Entities(), source="rules", confidence=0.0)
+        timings["extract"] = round((time.perf_counter() - mark) * 1000, 3)
+        mark = time.perf_counter()
+        matches = await self.repository.search(outcome.entities, normalized, request.top_k) if normalized else []
+        timings["retrieve"] = round((time.perf_counter() - mark) * 1000, 3)
+        return QueryResult(
+            query=request.query,
+            normalized=normalized,
+            entities=outcome.entities,
+            matches=matches,
+            source=outcome.source,
+            model=outcome.model,
+            timings_ms=timings,
+        )
+
+    async def _require_adapter(self, name: str) -> None:
+        fetched_at, names = self._adapter_names
+        if name in names and time.monotonic() - fetched_at < _ADAPTER_NAMES_TTL_S:
+            return
+        names = {adapter.name for adapter in await self.registry.list()}
+        self._adapter_names = (time.monotonic(), names)
+        if name not in names:
+            raise ApiError(404, "unknown_model", f"no adapter named {name!r} is registered")
+
+    async def check_database(self, timeout_s: float = 2.0) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.repository.pool.fetchval("SELECT 1")
+        except DATABASE_ERRORS as exc:
+            raise unavailable("the branch directory (PostgreSQL)") from exc

@@ -1,0 +1,130 @@
+"""Query results cached in two tiers — an in-process LRU in front of Redis — with single-flight.
+
+Keys carry the directory data version, the normalizer and extractor versions, the adapter and ``top_k``,
+so a reload or a new extractor never serves stale answers. Identical concurrent queries in one process
+are computed once. Redis being down costs only the shared tier: reads miss, writes are skipped, the
+``redis_up`` flag and error count say so, and the next successful call flips it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from serve_app.extraction.rules import EXTRACTOR_VERSION
+from serve_app.normalize import NORMALIZER_VERSION
+from serve_app.schemas import QueryResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CacheStats:
+    local_hits: int = 0
+    redis_hits: int = 0
+    misses: int = 0
+    coalesced: int = 0
+    redis_errors: int = 0
+    redis_up: bool = True
+
+
+class ResultCache:
+    def __init__(self, redis: aioredis.Redis | None, ttl_s: int, local_size: int, prefix: str = "sa"):
+        self.redis = redis
+        self.ttl_s = ttl_s
+        self.local_size = local_size
+        self.prefix = prefix
+        self.stats = CacheStats()
+        self._local: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future] = {}
+
+    def key(self, normalized: str, model: str | None, top_k: int, data_version: int) -> str:
+        digest = hashlib.sha256(normalized.encode()).hexdigest()[:32]
+        return (
+            f"{self.prefix}:result:d{data_version}:n{NORMALIZER_VERSION}:x{EXTRACTOR_VERSION}:"
+            f"m{model or '-'}:k{top_k}:{digest}"
+        )
+
+    async def get_or_compute(self, key: str, compute: Callable[[], Awaitable[QueryResult]]) -> tuple[QueryResult, bool]:
+        """The cached result (and True), or ``compute()``'s (and False), computed once per key at a time."""
+        cached = await self._get(key)
+        if cached is not None:
+            return cached, True
+        pending = self._inflight.get(key)
+        if pending is not None:
+            self.stats.coalesced += 1
+            return await asyncio.shield(pending), False
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            result = await compute()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # waiters re-raise it; mark it retrieved for the event loop
+            raise
+        finally:
+            self._inflight.pop(key, None)
+        future.set_result(result)
+        await self._put(key, result)
+        return result, False
+
+    async def _get(self, key: str) -> QueryResult | None:
+        entry = self._local.get(key)
+        if entry is not None and entry[0] > time.monotonic():
+            self._local.move_to_end(key)
+            self.stats.local_hits += 1
+            return QueryResult.model_validate_json(entry[1])
+        if self.redis is not None:
+            try:
+                raw = await self.redis.get(key)
+                self._redis_ok()
+            except (RedisError, OSError) as exc:
+                self._redis_failed(exc)
+                raw = None
+            if raw is not None:
+                self.stats.redis_hits += 1
+                self._remember(key, raw.decode())
+                return QueryResult.model_validate_json(raw)
+        self.stats.misses += 1
+        return None
+
+    async def _put(self, key: str, result: QueryResult) -> None:
+        payload = result.model_dump_json()
+        self._remember(key, payload)
+        if self.redis is None:
+            return
+        try:
+            await self.redis.set(key, payload, ex=self.ttl_s)
+            self._redis_ok()
+        except (RedisError, OSError) as exc:
+            self._redis_failed(exc)
+
+    def _remember(self, key: str, payload: str) -> None:
+        if self.local_size == 0:
+            return
+        self._local[key] = (time.monotonic() + self.ttl_s, payload)
+        self._local.move_to_end(key)
+        while len(self._local) > self.local_size:
+            self._local.popitem(last=False)
+
+    def clear_local(self) -> None:
+        self._local.clear()
+
+    def _redis_ok(self) -> None:
+        if not self.stats.redis_up:
+            log.info("Redis is back: shared result cache resumed")
+        self.stats.redis_up = True
+
+    def _redis_failed(self, exc: Exception) -> None:
+        if self.stats.redis_up:
+            log.warning("Redis unavailable, answering without the shared cache: %s", exc)
+        self.stats.redis_up = False
+        self.stats.redis_errors += 1

@@ -1,0 +1,251 @@
+"""The Ray Serve application, for real: Ray, Serve's proxy, PostgreSQL and Valkey, over HTTP.
+
+One application is deployed for the module (HFEngine on the demo model, two adapters per replica) on its
+own database and Redis; tests poll for conditions instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serve_app.db.migrate import apply_migrations
+from serve_app.db.pool import connect_admin, create_pool
+from serve_app.directory.loader import load_directory
+from serve_app.directory.records import demo_cnaps_path
+from serve_app.embedded import EmbeddedRedis, free_port
+from serve_app.models.adapters import AdapterRegistry, validate_adapter
+from serve_app.models.demo import build_adapter, make_demo_model
+from tests.conftest import create_database
+
+SEED_CODE = "304659715925"
+ADMIN = {"authorization": "Bearer test-admin-token"}
+APP_ARGS = {
+    "ingress": {"resources": {"num_cpus": 0.1, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}},
+    "extractor": {"resources": {"num_cpus": 0.1, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}},
+    "model": {
+        "max_adapters_per_replica": 2,
+        "preload_adapters": ["job_22"],
+        "resources": {
+            "num_cpus": 0.1,
+            "max_ongoing_requests": 2,
+            "max_queued_requests": 2,
+            "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+        },
+        "tunables": {"max_batch_size": 2, "max_new_tokens": 48},
+    },
+}
+INGRESS_TUNABLES = {"rate_limit_per_s": 200, "rate_limit_burst": 400}
+
+
+def deploy(ingress_tunables: dict) -> None:
+    """Deploy from a config, as `serve deploy` / `serve run CONFIG` do: the path that updates in place."""
+    from ray.serve._private import api as serve_private
+    from ray.serve.schema import ServeDeploySchema
+
+    config = {
+        "applications": [
+            {
+                "name": "test",
+                "route_prefix": "/",
+                "import_path": "deployments.app:build_app",
+                "args": APP_ARGS,
+                "deployments": [
+                    {"name": "Ingress", "user_config": ingress_tunables},
+                    {"name": "ModelServer", "user_config": {"max_batch_size": 2, "max_new_tokens": 48}},
+                ],
+            }
+        ]
+    }
+    client = serve_private.serve_start()
+    client.deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
+
+
+def wait_for(condition, timeout_s: float = 60, interval_s: float = 0.25):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("serve-redis"), port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def serve_app(embedded_postgres, redis_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Deploy the application; yield its base URL."""
+    import ray
+    from ray import serve
+
+    home = tmp_path_factory.mktemp("serve-home")
+    database_url = asyncio.run(_prepare_database(embedded_postgres, home))
+    os.environ.update(  # before ray.init: Ray's worker processes inherit them
+        SERVE_APP_DATABASE_URL=database_url,
+        SERVE_APP_REDIS_URL=redis_server.url,
+        SERVE_APP_HOME=str(home),
+        SERVE_APP_ADMIN_TOKEN="test-admin-token",
+        RAY_AUTH_MODE="disabled",
+    )
+    port = free_port()
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    deploy(INGRESS_TUNABLES)
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+
+
+async def _prepare_database(embedded_postgres, home: Path) -> str:
+    url = await create_database(embedded_postgres, "serve")
+    conn = await connect_admin(url)
+    try:
+        await apply_migrations(conn)
+        await load_directory(conn, demo_cnaps_path())
+    finally:
+        await conn.close()
+    demo = make_demo_model(home / "models")
+    build_adapter(demo.base, home / "models" / "adapters" / "job_24", seed=24)
+    pool = await create_pool(url)
+    registry = AdapterRegistry(pool)
+    for name in ("job_22", "job_23", "job_24"):
+        await registry.register(validate_adapter(name, name, home / "models" / "adapters", demo.base), name)
+    await pool.close()
+    return url
+
+
+def post_query(base: str, query: str, **extra) -> httpx.Response:
+    return httpx.post(f"{base}/api/v1/query", json={"query": query, **extra}, timeout=60)
+
+
+def model_stats(base: str) -> dict:
+    replicas = httpx.get(f"{base}/api/v1/query/model-cache-stats", headers=ADMIN, timeout=10).json()["replicas"]
+    return replicas[0] if replicas else {}
+
+
+def test_seed_query_then_cache(serve_app: str) -> None:
+    assert httpx.get(f"{serve_app}/readyz", timeout=10).status_code == 200
+    first = post_query(serve_app, "华夏银行江油西山支行")
+    assert first.status_code == 200
+    assert first.json()["matches"][0]["code"] == SEED_CODE
+    assert first.json()["source"] == "rules"
+    second = post_query(serve_app, "华夏银行江油西山支行")
+    assert second.json()["source"] == "cache"
+    assert second.json()["matches"] == first.json()["matches"]
+
+
+def test_adapters_are_served_loaded_once_and_evicted_beyond_k(serve_app: str) -> None:
+    for i, adapter in enumerate(["job_22", "job_23", "job_22", "job_23", "job_24"]):
+        response = post_query(serve_app, f"工行徐州经济开发区支行{i}", model=adapter)
+        assert response.status_code == 200, response.text
+        assert response.json()["model"] == adapter
+    stats = wait_for(lambda: (s := model_stats(serve_app)) and s["generated_requests"] >= 6 and s)
+    # job_22 was preloaded; job_23 and job_24 loaded once each; job_24 pushed the coldest out (K = 2).
+    assert stats["base_loads"] == 1
+    assert stats["loads"] == 3
+    assert stats["evictions"] >= 1
+    assert len(stats["loaded_adapters"]) <= 2
+    assert post_query(serve_app, "工行", model="job_99").status_code == 404
+
+
+def test_bad_input_is_a_clear_4xx(serve_app: str) -> None:
+    cases = [
+        ({"query": ""}, 422),
+        ({"query": "x" * 600}, 422),
+        ({"query": "华夏银行", "top_k": 0}, 422),
+        ({"query": 5}, 422),
+        ({"nope": 1}, 422),
+    ]
+    for body, status in cases:
+        response = httpx.post(f"{serve_app}/api/v1/query", json=body, timeout=10)
+        assert response.status_code == status, body
+        assert set(response.json()["error"]) == {"code", "message"}
+    raw = httpx.post(f"{serve_app}/api/v1/query", content=b"\xff\xfe{", timeout=10)
+    assert raw.status_code == 400
+    assert httpx.get(f"{serve_app}/api/v1/adapters", timeout=10).status_code == 401
+
+
+def test_overload_returns_503_json_not_a_hang(serve_app: str) -> None:
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            requests = [
+                client.post(
+                    f"{serve_app}/api/v1/query",
+                    json={"query": f"建行人民路支行{uuid.uuid4().hex[:6]}", "model": "job_23"},
+                )
+                for _ in range(24)
+            ]
+            return await asyncio.gather(*requests)
+
+    started = time.monotonic()
+    responses = asyncio.run(burst())
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses.count(503) >= 1 and statuses.count(200) >= 1
+    rejected = next(r for r in responses if r.status_code == 503)
+    assert rejected.json()["error"]["code"] == "overloaded"
+    assert rejected.headers["retry-after"] == "1"
+    assert time.monotonic() - started < 60
+
+
+def test_user_config_is_applied_without_restarting_replicas(serve_app: str) -> None:
+    before = httpx.get(f"{serve_app}/api/v1/stats", headers=ADMIN, timeout=10).json()
+    assert before["tunables"]["rate_limit_burst"] == 400
+    deploy({"rate_limit_per_s": 1, "rate_limit_burst": 5})
+    after = wait_for(
+        lambda: (
+            (s := httpx.get(f"{serve_app}/api/v1/stats", headers=ADMIN, timeout=10).json())
+            and s["tunables"]["rate_limit_burst"] == 5
+            and s
+        )
+    )
+    assert after["replica"] == before["replica"]
+    assert after["tunables"]["rate_limit_per_s"] == 1
+
+
+def test_rate_limit_rejects_a_burst_with_429(serve_app: str) -> None:
+    headers = {"x-api-key": f"burst-{uuid.uuid4().hex}"}
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            send = [
+                client.post(f"{serve_app}/api/v1/query", json={"query": "华夏银行江油西山支行"}, headers=headers)
+                for _ in range(15)
+            ]
+            return await asyncio.gather(*send)
+
+    responses = asyncio.run(burst())
+    codes = [r.status_code for r in responses]
+    # Burst 5 at 1 token/s: five pass (a sixth if a token refills during the burst), the rest are told to wait.
+    assert 5 <= codes.count(200) <= 6 and codes.count(429) == 15 - codes.count(200), codes
+    rejected = next(r for r in responses if r.status_code == 429)
+    assert rejected.json()["error"]["code"] == "rate_limited" and int(rejected.headers["retry-after"]) >= 1
+
+
+def test_redis_outage_is_survived(serve_app: str, redis_server: EmbeddedRedis) -> None:
+    redis_server.stop()
+    try:
+        response = post_query(serve_app, f"中国农业银行萧县支行营业部{uuid.uuid4().hex[:4]}")
+        assert response.status_code == 200 and response.json()["source"] == "rules"
+        stats = httpx.get(f"{serve_app}/api/v1/stats", headers=ADMIN, timeout=10).json()
+        assert stats["result_cache"]["redis_up"] is False
+    finally:
+        redis_server.start()
+    query = f"华夏银行江油西山支行{uuid.uuid4().hex[:4]}"
+    assert post_query(serve_app, query).status_code == 200
+    stats = httpx.get(f"{serve_app}/api/v1/stats", headers=ADMIN, timeout=10).json()
+    assert stats["result_cache"]["redis_up"] is True
