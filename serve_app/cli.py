@@ -179,7 +179,7 @@ async def _make_demo_model(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _register_demo_model(settings: Settings, url: str) -> None:
+async def register_demo_model(settings: Settings, url: str) -> None:
     from serve_app.models.adapters import AdapterRegistry, validate_adapter
     from serve_app.models.demo import make_demo_model
 
@@ -255,7 +255,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
             finally:
                 await conn.close()
             if not args.no_demo_model:
-                await _register_demo_model(settings, urls.database_url)
+                await register_demo_model(settings, urls.database_url)
 
         asyncio.run(prepare())
         print(f"PostgreSQL {urls.database_url}\nRedis      {urls.redis_url}\nstarting Ray Serve from {args.config} …")

@@ -1,0 +1,185 @@
+"""Service pieces without Ray: result cache, rate limiter, query log and the HTTP layer, on real
+PostgreSQL and Valkey. The extraction step and admin operations are fakes, named as such."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from serve_app.db.pool import create_pool
+from serve_app.embedded import free_port
+from serve_app.extraction.rules import RulesExtractor
+from serve_app.extraction.vocabulary import Vocabulary
+from serve_app.models.adapters import AdapterRegistry
+from serve_app.redis_client import create_redis
+from serve_app.retrieval import BranchRepository
+from serve_app.schemas import Entities, ExtractionOutcome, QueryResult
+from serve_app.service.http import build_http_app
+from serve_app.service.query_log import QueryLog
+from serve_app.service.query_service import QueryService
+from serve_app.service.rate_limit import RateLimiter
+from serve_app.service.result_cache import ResultCache
+
+SEED_CODE = "304659715925"
+
+
+def _result(text: str) -> QueryResult:
+    return QueryResult(query=text, normalized=text, entities=Entities(), matches=[], source="rules", timings_ms={})
+
+
+async def test_identical_concurrent_queries_are_computed_once(redis_client) -> None:
+    cache = ResultCache(redis_client, ttl_s=60, local_size=10)
+    calls = 0
+    release = asyncio.Event()
+
+    async def compute() -> QueryResult:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return _result("华夏")
+
+    key = cache.key("华夏", None, 5, data_version=1)
+    await redis_client.delete(key)
+    waiting = [asyncio.create_task(cache.get_or_compute(key, compute)) for _ in range(10)]
+    await asyncio.sleep(0.05)
+    release.set()
+    results = await asyncio.gather(*waiting)
+    assert calls == 1 and cache.stats.coalesced == 9
+    assert all(result.query == "华夏" for result, _ in results)
+    cache.clear_local()
+    _, cached = await cache.get_or_compute(key, compute)  # now from Redis
+    assert cached and cache.stats.redis_hits == 1 and calls == 1
+
+
+async def test_cache_keys_change_with_data_version_and_adapter(redis_client) -> None:
+    cache = ResultCache(redis_client, ttl_s=60, local_size=10)
+    keys = {
+        cache.key("x", None, 5, 1),
+        cache.key("x", None, 5, 2),
+        cache.key("x", "job_22", 5, 1),
+        cache.key("x", None, 3, 1),
+    }
+    assert len(keys) == 4
+
+
+async def test_cache_without_redis_still_answers() -> None:
+    dead = create_redis(f"redis://127.0.0.1:{free_port()}/0")
+    cache = ResultCache(dead, ttl_s=60, local_size=0)
+    result, cached = await cache.get_or_compute("k", lambda: asyncio.sleep(0, _result("y")))
+    assert result.query == "y" and not cached
+    assert cache.stats.redis_up is False and cache.stats.redis_errors >= 1
+    await dead.aclose()
+
+
+async def test_token_bucket_allows_the_burst_then_asks_to_wait(redis_client) -> None:
+    limiter = RateLimiter(redis_client, rate_per_s=0.5, burst=3, prefix="test-rl")
+    outcomes = [await limiter.check("client-a") for _ in range(5)]
+    assert outcomes[:3] == [None, None, None]
+    assert all(wait is not None and wait >= 1 for wait in outcomes[3:])
+    assert await limiter.check("client-b") is None  # buckets are per client
+    dead = create_redis(f"redis://127.0.0.1:{free_port()}/0")
+    assert await RateLimiter(dead, 1, 1).check("anyone") is None  # fails open
+    await dead.aclose()
+
+
+async def test_query_log_flushes_on_size_and_close(sample_database_url: str) -> None:
+    pool = await create_pool(sample_database_url)
+    try:
+        await pool.execute("TRUNCATE query_log")
+        log = QueryLog(pool, batch_size=3, interval_s=60)
+        for i in range(7):
+            log.record(query=f"q{i}", normalized=f"q{i}", source="rules", model=None, top_code=None,
+                       matches=0, latency_ms=1.0, client="test")  # fmt: skip
+        await asyncio.sleep(0.2)  # size-triggered flushes
+        await log.close()  # the rest, as at a graceful shutdown
+        assert await pool.fetchval("SELECT count(*) FROM query_log") == 7
+        assert log.pending == 0 and log.written == 7
+    finally:
+        await pool.close()
+
+
+class FakeAdmin:
+    """Admin operations stand-in: the HTTP layer only needs their answers."""
+
+    async def model_cache_stats(self) -> dict:
+        return {"replicas": []}
+
+    async def clear_model_cache(self) -> dict:
+        return {"cleared": True}
+
+    async def models_ready(self) -> bool:
+        return True
+
+    async def list_adapters(self) -> list:
+        return []
+
+    async def register_adapter(self, adapter):
+        raise AssertionError("not used")
+
+    async def delete_adapter(self, name: str) -> bool:
+        return False
+
+    def service_stats(self) -> dict:
+        return {}
+
+
+@pytest.fixture
+async def http_client(sample_pool, redis_client):
+    async with sample_pool.acquire() as conn:
+        extractor = RulesExtractor(await Vocabulary.from_database(conn))
+
+    async def fake_extract(normalized: str, model: str | None) -> ExtractionOutcome:
+        """Extraction in-process instead of through the EntityExtractor deployment."""
+        extraction = extractor.extract(normalized)
+        return ExtractionOutcome(entities=extraction.entities, source="rules", confidence=extraction.confidence)
+
+    service = QueryService(
+        extract=fake_extract,
+        repository=BranchRepository(sample_pool),
+        result_cache=ResultCache(redis_client, 60, 100, prefix=f"t{free_port()}"),
+        rate_limiter=RateLimiter(redis_client, 1000, 1000, prefix=f"t{free_port()}"),
+        query_log=QueryLog(sample_pool),
+        registry=AdapterRegistry(sample_pool),
+    )
+    await service.refresh_data_version()
+    app = build_http_app(service, FakeAdmin(), SecretStr("s3cret"), max_body_bytes=1024)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        yield client
+    await service.query_log.close()
+
+
+async def test_http_query_and_errors(http_client: httpx.AsyncClient) -> None:
+    ok = await http_client.post("/api/v1/query", json={"query": "华夏银行江油西山支行"})
+    assert ok.status_code == 200 and ok.json()["matches"][0]["code"] == SEED_CODE
+    again = await http_client.post("/api/v1/query", json={"query": "华夏银行江油西山支行"})
+    assert again.json()["source"] == "cache"
+    cases = [
+        (dict(content=b"{not json"), 400, "invalid_json"),
+        (dict(content="x" * 2000), 413, "body_too_large"),
+        (dict(json=["a list"]), 422, "invalid_request"),
+        (dict(json={"query": "a", "top_k": 99}), 422, "invalid_request"),
+        (dict(json={"query": "华夏", "model": "nobody"}), 404, "unknown_model"),
+        (dict(json={"query": "'; DROP TABLE branches; --"}), 200, None),
+        (dict(json={"query": "../../etc/passwd\x00"}), 200, None),
+    ]
+    for kwargs, status, code in cases:
+        response = await http_client.post("/api/v1/query", **kwargs)
+        assert response.status_code == status, (kwargs, response.text)
+        if code:
+            assert response.json()["error"]["code"] == code
+
+
+async def test_http_admin_auth_and_meta(http_client: httpx.AsyncClient) -> None:
+    assert (await http_client.get("/api/v1/adapters")).status_code == 401
+    wrong = await http_client.get("/api/v1/adapters", headers={"authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    right = await http_client.get("/api/v1/adapters", headers={"authorization": "Bearer s3cret"})
+    assert right.status_code == 200 and right.json() == []
+    assert (await http_client.get("/readyz")).json()["status"] == "ready"
+    assert (await http_client.get("/nowhere")).json()["error"]["code"] == "not_found"
+    assert (await http_client.get("/api/v1/query")).status_code == 405
+    spec = (await http_client.get("/openapi.json")).json()
+    assert "/api/v1/query" in spec["paths"] and "QueryRequest" in spec["components"]["schemas"]
