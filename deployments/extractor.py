@@ -1,8 +1,7 @@
 """EntityExtractor: rules/gazetteer extraction with a shared cache, asking the model where needed (shim).
 
-The model is asked when the request names an adapter, or when the rules' confidence is under the
-threshold and a default adapter is configured. Its answer replaces the rules' entities only when valid;
-otherwise the rules result stands and the response carries no model source.
+When the model is asked and how its answer is used: ``serve_app.extraction.model_use`` (shared with the
+offline pipeline).
 """
 
 from __future__ import annotations
@@ -15,11 +14,11 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.config import ExtractorTunables
 from serve_app.db.pool import create_pool
 from serve_app.extraction.cache import ExtractionCache
+from serve_app.extraction.model_use import adapter_to_ask, combine, rules_outcome
 from serve_app.extraction.rules import RulesExtractor
 from serve_app.extraction.vocabulary import Vocabulary
 from serve_app.models.task import ModelAnswer
 from serve_app.redis_client import create_redis
-from serve_app.schemas import ExtractionOutcome
 from serve_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,24 +51,13 @@ class EntityExtractor:
         if rules is None:
             rules = self.extractor.extract(normalized)
             await self.cache.put(normalized, rules)
-        adapter = model
-        if adapter is None and rules.confidence < self.tunables.model_fallback_threshold:
-            adapter = self.tunables.default_adapter
-        outcome = ExtractionOutcome(entities=rules.entities, source="rules", confidence=rules.confidence)
+        tunables = self.tunables
+        adapter = adapter_to_ask(model, rules, tunables.model_fallback_threshold, tunables.default_adapter)
         if adapter is None or self.model_server is None:
-            return outcome.model_dump()
+            return rules_outcome(rules).model_dump()
         handle = self.model_server.options(multiplexed_model_id=adapter)
         answer = ModelAnswer.model_validate(await handle.extract.remote(normalized, adapter))
-        if not answer.valid:
-            return outcome.model_copy(update={"model": adapter, "model_error": answer.error}).model_dump()
-        entities = answer.entities
-        if entities.bank and entities.bank in self.extractor.vocabulary.banks:
-            entities = entities.model_copy(
-                update={"bank_code": self.extractor.vocabulary.banks[entities.bank].category_code}
-            )
-        return ExtractionOutcome(
-            entities=entities, source="model", model=adapter, confidence=rules.confidence
-        ).model_dump()
+        return combine(rules, answer, adapter, self.extractor.vocabulary).model_dump()
 
     def stats(self) -> dict:
         cache = self.cache

@@ -93,7 +93,7 @@ async def _db_stats(settings: Settings, args: argparse.Namespace) -> int:
 
 
 @contextlib.asynccontextmanager
-async def query_pipeline(settings: Settings) -> AsyncIterator[QueryPipeline]:
+async def query_pipeline(settings: Settings, model: str | None = None) -> AsyncIterator[QueryPipeline]:
     """The same pipeline the service runs, on the configured or embedded database (demo data if empty).
 
     The extraction cache is used only when ``SERVE_APP_REDIS_URL`` is set: a cache that dies with the
@@ -108,12 +108,34 @@ async def query_pipeline(settings: Settings) -> AsyncIterator[QueryPipeline]:
             await conn.close()
         pool = await create_pool(url, settings)
         redis = create_redis(settings.redis_url, settings) if settings.redis_url else None
+        engine = None
         try:
-            yield await build_pipeline(pool, redis)
+            local_model = None
+            if model is not None:
+                local_model, engine = await _local_model(settings, pool, model)
+            yield await build_pipeline(pool, redis, local_model)
         finally:
+            if engine is not None:
+                await engine.shutdown()
             await pool.close()
             if redis is not None:
                 await redis.aclose()
+
+
+async def _local_model(settings: Settings, pool, adapter: str):
+    """HFEngine over the demo base (or ``SERVE_APP_HOME/models/demo-base``) with the registry's adapters."""
+    from serve_app.models.adapter_cache import AdapterCache
+    from serve_app.models.adapters import AdapterRegistry
+    from serve_app.models.hf_engine import HFEngine
+    from serve_app.pipeline import LocalModel
+
+    registry = AdapterRegistry(pool)
+    if await registry.get(adapter) is None:
+        raise ValueError(f"no adapter named {adapter!r} is registered (serve-app make-demo-model registers job_22/23)")
+    base = settings.models_dir / "demo-base"
+    engine = HFEngine(base)
+    await engine.start()
+    return LocalModel(AdapterCache(engine, capacity=4), registry, settings.models_dir / "adapters", base), engine
 
 
 def _print_result(result: QueryResult, as_json: bool) -> None:
@@ -139,10 +161,10 @@ async def _query(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     lines = [args.text] if args.text is not None else args.file.read_text(encoding="utf-8").splitlines()
     failures = 0
-    async with query_pipeline(settings) as pipeline:
+    async with query_pipeline(settings, args.model) as pipeline:
         for line in lines:
             try:
-                request = QueryRequest(query=line, top_k=args.top_k)
+                request = QueryRequest(query=line, top_k=args.top_k, model=args.model)
             except ValidationError as exc:
                 failures += 1
                 message = "; ".join(error["msg"] for error in exc.errors())
@@ -306,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--file", type=Path, help="read one query per line from this file")
     query.add_argument("--json", action="store_true", help="one JSON object per result (the HTTP API's schema)")
     query.add_argument("--top-k", type=int, default=5, help="matches per query (1-50)")
+    query.add_argument("--model", help="extract with this registered LoRA adapter (loads the demo base locally)")
     query.set_defaults(run=_query)
 
     up = commands.add_parser(

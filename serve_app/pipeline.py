@@ -11,11 +11,40 @@ import time
 import asyncpg
 
 from serve_app.extraction.cache import ExtractionCache
+from serve_app.extraction.model_use import adapter_to_ask, combine, rules_outcome
 from serve_app.extraction.rules import RulesExtractor
 from serve_app.extraction.vocabulary import Vocabulary
+from serve_app.models.adapter_cache import AdapterCache
+from serve_app.models.adapters import AdapterRegistry, validate_adapter
+from serve_app.models.engine import AdapterError, GenerationRequest
+from serve_app.models.task import build_prompt, parse_answer
 from serve_app.normalize import normalize
 from serve_app.retrieval import BranchRepository
-from serve_app.schemas import Entities, Extraction, QueryRequest, QueryResult
+from serve_app.schemas import Entities, Extraction, ExtractionOutcome, QueryRequest, QueryResult
+
+
+class LocalModel:
+    """An engine with adapters from the registry, in this process (the offline stand-in for ModelServer)."""
+
+    def __init__(self, adapters: AdapterCache, registry: AdapterRegistry, adapter_root, base_model, max_new_tokens=64):
+        self.adapters = adapters
+        self.registry = registry
+        self.adapter_root = adapter_root
+        self.base_model = base_model
+        self.max_new_tokens = max_new_tokens
+
+    async def known(self, name: str) -> bool:
+        return await self.registry.get(name) is not None
+
+    async def answer(self, normalized: str, adapter: str):
+        record = await self.registry.get(adapter)
+        if record is None:
+            raise AdapterError(f"no adapter named {adapter!r} is registered")
+        await self.adapters.acquire(validate_adapter(adapter, record.path, self.adapter_root, self.base_model))
+        [result] = await self.adapters.engine.generate(
+            [GenerationRequest(build_prompt(normalized), adapter, self.max_new_tokens)]
+        )
+        return parse_answer(result.text, result.finished)
 
 
 class QueryPipeline:
@@ -24,10 +53,16 @@ class QueryPipeline:
         extractor: RulesExtractor,
         repository: BranchRepository,
         extraction_cache: ExtractionCache | None = None,
+        model: LocalModel | None = None,
+        model_fallback_threshold: float = 0.5,
+        default_adapter: str | None = None,
     ):
         self.extractor = extractor
         self.repository = repository
         self.extraction_cache = extraction_cache
+        self.model = model
+        self.model_fallback_threshold = model_fallback_threshold
+        self.default_adapter = default_adapter
 
     async def extract(self, normalized: str) -> Extraction:
         """Rules extraction, through the shared cache when there is one."""
@@ -40,6 +75,17 @@ class QueryPipeline:
             await self.extraction_cache.put(normalized, extraction)
         return extraction
 
+    async def outcome(self, normalized: str, model: str | None) -> ExtractionOutcome:
+        """Rules, then the model where the request or a low confidence calls for it (as the service does)."""
+        rules = await self.extract(normalized)
+        adapter = adapter_to_ask(model, rules, self.model_fallback_threshold, self.default_adapter)
+        if adapter is None:
+            return rules_outcome(rules)
+        if self.model is None:
+            raise AdapterError("no model is loaded in this process")
+        answer = await self.model.answer(normalized, adapter)
+        return combine(rules, answer, adapter, self.extractor.vocabulary)
+
     async def run(self, request: QueryRequest) -> QueryResult:
         timings: dict[str, float] = {}
         started = time.perf_counter()
@@ -47,32 +93,36 @@ class QueryPipeline:
         timings["normalize"] = _ms_since(started)
 
         mark = time.perf_counter()
-        extraction = await self.extract(normalized) if normalized else None
+        if normalized:
+            outcome = await self.outcome(normalized, request.model)
+        else:
+            outcome = ExtractionOutcome(entities=Entities(), source="rules", confidence=0.0)
         timings["extract"] = _ms_since(mark)
 
         mark = time.perf_counter()
-        entities = extraction.entities if extraction else Entities()
-        matches = await self.repository.search(entities, normalized, request.top_k) if normalized else []
+        matches = await self.repository.search(outcome.entities, normalized, request.top_k) if normalized else []
         timings["retrieve"] = _ms_since(mark)
         timings["total"] = _ms_since(started)
         return QueryResult(
             query=request.query,
             normalized=normalized,
-            entities=entities,
+            entities=outcome.entities,
             matches=matches,
-            source="rules",
-            model=None,
+            source=outcome.source,
+            model=outcome.model,
             timings_ms=timings,
         )
 
 
-async def build_pipeline(pool: asyncpg.Pool, extraction_cache_redis=None) -> QueryPipeline:
+async def build_pipeline(
+    pool: asyncpg.Pool, extraction_cache_redis=None, model: LocalModel | None = None
+) -> QueryPipeline:
     """A pipeline over the directory in ``pool``'s database; the vocabulary is read from it once."""
     async with pool.acquire() as conn:
         vocabulary = await Vocabulary.from_database(conn)
         data_version = int(await conn.fetchval("SELECT value FROM directory_meta WHERE key = 'data_version'"))
     cache = None if extraction_cache_redis is None else ExtractionCache(extraction_cache_redis, data_version)
-    return QueryPipeline(RulesExtractor(vocabulary), BranchRepository(pool), cache)
+    return QueryPipeline(RulesExtractor(vocabulary), BranchRepository(pool), cache, model)
 
 
 def _ms_since(start: float) -> float:

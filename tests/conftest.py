@@ -76,7 +76,7 @@ async def _loaded_database(server: EmbeddedPostgres, prefix: str, synthetic: int
 
 @pytest.fixture(scope="session")
 async def sample_database_url(embedded_postgres: EmbeddedPostgres) -> str:
-    """The real CNAPS sample, migrated and loaded (read-only for tests)."""
+    """The real CNAPS sample, migrated and loaded (tests must not change its directory tables)."""
     return await _loaded_database(embedded_postgres, "sample", synthetic=0)
 
 

@@ -106,3 +106,55 @@ def test_cli_query_file_gives_one_line_per_input(
 def test_cli_query_needs_text_or_file(capsys) -> None:
     assert main(["query"]) == 2
     assert "either TEXT or --file" in capsys.readouterr().err
+
+
+def test_model_is_asked_when_named_or_when_rules_are_unsure() -> None:
+    from serve_app.extraction.model_use import adapter_to_ask
+    from serve_app.schemas import Entities, Extraction
+
+    sure = Extraction(entities=Entities(), confidence=1.0, extractor_version=2)
+    unsure = Extraction(entities=Entities(), confidence=0.45, extractor_version=2)
+    assert adapter_to_ask("job_23", sure, 0.5, "job_22") == "job_23"
+    assert adapter_to_ask(None, unsure, 0.5, "job_22") == "job_22"
+    assert adapter_to_ask(None, sure, 0.5, "job_22") is None
+    assert adapter_to_ask(None, unsure, 0.5, None) is None
+
+
+def test_valid_model_answers_replace_the_rules_and_invalid_ones_do_not(extractor_vocabulary) -> None:
+    from serve_app.extraction.model_use import combine
+    from serve_app.models.task import parse_answer
+    from serve_app.schemas import Entities, Extraction
+
+    rules = Extraction(entities=Entities(bank="中国工商银行"), confidence=0.45, extractor_version=2)
+    good = parse_answer('{"bank":"华夏银行","province":null,"city":"绵阳市","district":"江油市","branch":"西山支行"}')
+    outcome = combine(rules, good, "job_22", extractor_vocabulary)
+    assert (outcome.source, outcome.model, outcome.entities.bank_code, outcome.entities.city) == (
+        "model", "job_22", "304", "绵阳市",
+    )  # fmt: skip
+    bad = combine(rules, parse_answer('{"bank": "华夏'), "job_22", extractor_vocabulary)
+    assert (bad.source, bad.entities.bank, bad.model) == ("rules", "中国工商银行", "job_22")
+    assert "not JSON" in bad.model_error
+
+
+@pytest.fixture(scope="module")
+def extractor_vocabulary():
+    from serve_app.directory.records import demo_cnaps_path, read_cnaps
+    from serve_app.extraction.vocabulary import Vocabulary
+
+    return Vocabulary.from_records(read_cnaps(demo_cnaps_path()))
+
+
+def test_cli_query_with_a_model(
+    monkeypatch: pytest.MonkeyPatch, sample_database_url: str, tmp_path: Path, capsys
+) -> None:
+    monkeypatch.setenv("SERVE_APP_DATABASE_URL", sample_database_url)
+    monkeypatch.setenv("SERVE_APP_HOME", str(tmp_path))
+    assert main(["make-demo-model"]) == 0
+    capsys.readouterr()
+    assert main(["query", "华夏银行江油西山支行", "--model", "job_23", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "job_23"
+    assert result["source"] in {"model", "rules"}  # random demo weights rarely produce valid JSON
+    assert result["matches"][0]["code"] == SEED_CODE
+    assert main(["query", "华夏银行", "--model", "job_99"]) == 1
+    assert "no adapter named 'job_99'" in capsys.readouterr().err
