@@ -1,0 +1,90 @@
+"""Deployment files: Serve configs valid, the RayService rendered from configs/gpu.yaml without drift,
+and every manifest valid against its schema (KubeRay's CRD; Kubernetes' own), all offline."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from serve_app.config import AppConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "k8s"
+KUBERNETES_VERSION = "1.32"
+
+
+def _render_module():
+    spec = importlib.util.spec_from_file_location("render_rayservice", ROOT / "scripts" / "render_rayservice.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _documents(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def _manifests() -> list[tuple[str, dict]]:
+    files = [K8S / name for name in yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]]
+    files += [K8S / "trial" / name for name in ("postgres.yaml", "redis.yaml")]
+    return [(f"{path.relative_to(K8S)}:{doc['kind']}", doc) for path in files for doc in _documents(path)]
+
+
+@pytest.mark.parametrize("config", ["local.yaml", "gpu.yaml"])
+def test_serve_configs_are_valid_for_serve_and_for_the_app(config: str) -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    data = yaml.safe_load((ROOT / "configs" / config).read_text())
+    ServeDeploySchema.model_validate(data)
+    [app] = data["applications"]
+    assert app["import_path"] == "deployments.app:build_app"
+    AppConfig.model_validate(app["args"])
+    assert {d["name"] for d in app["deployments"]} == {"Ingress", "EntityExtractor", "ModelServer"}
+
+
+def test_rendered_rayservice_has_no_drift_and_carries_the_gpu_config() -> None:
+    render = _render_module()
+    assert (K8S / "rayservice.yaml").read_text() == render.render(), "run python scripts/render_rayservice.py"
+    [service] = _documents(K8S / "rayservice.yaml")
+    served = yaml.safe_load(service["spec"]["serveConfigV2"])
+    assert served == yaml.safe_load((ROOT / "configs" / "gpu.yaml").read_text())
+
+
+def test_rayservice_matches_the_kuberay_crd() -> None:
+    crd = yaml.safe_load((K8S / "schemas" / "ray.io_rayservices.yaml").read_text())
+    [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    [service] = _documents(K8S / "rayservice.yaml")
+    jsonschema.validate(service, version["schema"]["openAPIV3Schema"])
+    cluster = service["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    groups = {group["groupName"]: group for group in cluster["workerGroupSpecs"]}
+    gpu_limits = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert gpu_limits["nvidia.com/gpu"] == "1"
+    assert groups["cpu"]["maxReplicas"] > groups["cpu"]["minReplicas"]
+
+
+def test_the_crd_schema_catches_a_broken_rayservice() -> None:
+    crd = yaml.safe_load((K8S / "schemas" / "ray.io_rayservices.yaml").read_text())
+    [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    [service] = _documents(K8S / "rayservice.yaml")
+    service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"] = "eight"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(service, version["schema"]["openAPIV3Schema"])
+
+
+@pytest.mark.parametrize(("name", "manifest"), [m for m in _manifests() if m[1]["kind"] != "RayService"])
+def test_kubernetes_objects_match_kubernetes_schemas(name: str, manifest: dict) -> None:
+    kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+
+
+def test_only_the_serve_port_is_open_from_outside() -> None:
+    [policy] = _documents(K8S / "networkpolicy.yaml")
+    open_to_all = [rule for rule in policy["spec"]["ingress"] if "from" not in rule]
+    assert open_to_all == [{"ports": [{"port": 8000, "protocol": "TCP"}]}]
+    [service] = _documents(K8S / "serve-service.yaml")
+    assert [p["port"] for p in service["spec"]["ports"]] == [8000]
