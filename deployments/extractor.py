@@ -11,6 +11,7 @@ import logging
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.metrics import ExtractorMetrics
 from serve_app.config import ExtractorTunables
 from serve_app.db.pool import create_pool
 from serve_app.extraction.cache import ExtractionCache
@@ -38,6 +39,7 @@ class EntityExtractor:
             await pool.close()
         self.extractor = RulesExtractor(vocabulary)
         self.tunables = ExtractorTunables()
+        self.metrics = ExtractorMetrics()
         self.cache = ExtractionCache(
             create_redis(settings.redis_url, settings), data_version, self.tunables.extraction_cache_ttl_s
         )
@@ -48,16 +50,20 @@ class EntityExtractor:
 
     async def extract(self, normalized: str, model: str | None) -> dict:
         rules = await self.cache.get(normalized)
+        self.metrics.cache.inc(tags={"outcome": "miss" if rules is None else "hit"})
         if rules is None:
             rules = self.extractor.extract(normalized)
             await self.cache.put(normalized, rules)
         tunables = self.tunables
         adapter = adapter_to_ask(model, rules, tunables.model_fallback_threshold, tunables.default_adapter)
         if adapter is None or self.model_server is None:
+            self.metrics.extractions.inc(tags={"source": "rules", "outcome": "not_asked"})
             return rules_outcome(rules).model_dump()
         handle = self.model_server.options(multiplexed_model_id=adapter)
         answer = ModelAnswer.model_validate(await handle.extract.remote(normalized, adapter))
-        return combine(rules, answer, adapter, self.extractor.vocabulary).model_dump()
+        outcome = combine(rules, answer, adapter, self.extractor.vocabulary)
+        self.metrics.extractions.inc(tags={"source": outcome.source, "outcome": "valid" if answer.valid else "invalid"})
+        return outcome.model_dump()
 
     def stats(self) -> dict:
         cache = self.cache

@@ -14,6 +14,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from redis.exceptions import RedisError
 
+from deployments.metrics import IngressMetrics
 from serve_app.config import IngressTunables
 from serve_app.db.pool import create_pool
 from serve_app.models.adapters import AdapterIn, AdapterOut, AdapterRegistry, validate_adapter
@@ -31,7 +32,7 @@ from serve_app.service.result_cache import ResultCache
 from serve_app.settings import Settings
 
 log = logging.getLogger(__name__)
-DATA_VERSION_REFRESH_S = 5.0
+REFRESH_S = 2.0  # data version and metrics export
 
 
 @serve.deployment
@@ -49,6 +50,7 @@ class Ingress:
         self.redis = create_redis(settings.redis_url, settings)
         self.board = ModelBoard(self.redis)
         self.registry = AdapterRegistry(self.pool)
+        self.metrics = IngressMetrics()
         self.tunables = tunables = IngressTunables()
         self.replica_id = serve.get_replica_context().replica_id.unique_id
 
@@ -59,10 +61,11 @@ class Ingress:
             rate_limiter=RateLimiter(self.redis, tunables.rate_limit_per_s, tunables.rate_limit_burst),
             query_log=QueryLog(self.pool, tunables.query_log_batch, tunables.query_log_interval_s),
             registry=self.registry,
+            on_result=self.metrics.observe,
         )
         await self.service.refresh_data_version()
         self.service.query_log.start()
-        self._refresh_task = asyncio.get_running_loop().create_task(self._refresh_data_version())
+        self._refresh_task = asyncio.get_running_loop().create_task(self._refresh())
 
     def __serve_build_asgi_app__(self):
         return build_http_app(self.service, self, self.settings.admin_token, self.max_body_bytes)
@@ -90,9 +93,10 @@ class Ingress:
         except AdapterError as exc:
             raise ApiError(422, "adapter_unusable", str(exc)) from exc
 
-    async def _refresh_data_version(self) -> None:
+    async def _refresh(self) -> None:
         while True:
-            await asyncio.sleep(DATA_VERSION_REFRESH_S)
+            await asyncio.sleep(REFRESH_S)
+            self.metrics.export(self.service)
             try:
                 await self.service.refresh_data_version()
             except Exception as exc:  # noqa: BLE001 - keep the last version while the database is away

@@ -15,6 +15,7 @@ import time
 
 from ray import serve
 
+from deployments.metrics import ModelMetrics
 from serve_app.config import ModelConfig, ModelTunables
 from serve_app.db.pool import create_pool
 from serve_app.models.adapters import AdapterRegistry, base_model_identity, validate_adapter
@@ -71,6 +72,7 @@ def model_server_deployment(max_adapters: int):
             self.replica_id = serve.get_replica_context().replica_id.unique_id
             self.tunables = ModelTunables()
             self.counters = {"loads": 0, "hits": 0, "evictions": 0, "failures": 0}
+            self.metrics = ModelMetrics()
             self.load_seconds: dict[str, float] = {}
             for name in self.config.preload_adapters:
                 await self._load(name)
@@ -103,10 +105,13 @@ def model_server_deployment(max_adapters: int):
                 raise
             self.load_seconds[name] = round(time.perf_counter() - started, 4)
             self.counters["loads"] += 1
+            self.metrics.loads.inc(tags={"adapter": name})
+            self.metrics.load_seconds.observe(self.load_seconds[name], tags={"adapter": name})
 
         async def release(self, name: str) -> None:
             await self.engine.unload_adapter(name)
             self.counters["evictions"] += 1
+            self.metrics.evictions.inc(tags={"adapter": name})
 
         async def extract(self, normalized: str, adapter: str | None) -> dict:
             """The model's reading of a query: a ``ModelAnswer`` as a dict (invalid answers say why)."""

@@ -27,7 +27,8 @@ class Autoscaling(_Strict):
     target_ongoing_requests: float = Field(default=4, gt=0)
     upscale_delay_s: float = Field(default=3, ge=0)
     downscale_delay_s: float = Field(default=30, ge=0)
-    look_back_period_s: float = Field(default=5, gt=0)
+    # Replicas push metrics every 10 s by default; Ray requires the window to be longer than that.
+    look_back_period_s: float = Field(default=15, gt=10)
 
     @model_validator(mode="after")
     def _bounds(self) -> Autoscaling:

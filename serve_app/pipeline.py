@@ -7,6 +7,7 @@ raises for odd input: text that normalizes to nothing, or matches nothing, gives
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
@@ -87,31 +88,42 @@ class QueryPipeline:
         return combine(rules, answer, adapter, self.extractor.vocabulary)
 
     async def run(self, request: QueryRequest) -> QueryResult:
-        timings: dict[str, float] = {}
         started = time.perf_counter()
         normalized = normalize(request.query)
-        timings["normalize"] = _ms_since(started)
+        timings = {"normalize": _ms_since(started)}
+        result = await answer(self.outcome, self.repository, request, normalized, timings)
+        result.timings_ms["total"] = _ms_since(started)
+        return result
 
-        mark = time.perf_counter()
-        if normalized:
-            outcome = await self.outcome(normalized, request.model)
-        else:
-            outcome = ExtractionOutcome(entities=Entities(), source="rules", confidence=0.0)
-        timings["extract"] = _ms_since(mark)
 
-        mark = time.perf_counter()
-        matches = await self.repository.search(outcome.entities, normalized, request.top_k) if normalized else []
-        timings["retrieve"] = _ms_since(mark)
-        timings["total"] = _ms_since(started)
-        return QueryResult(
-            query=request.query,
-            normalized=normalized,
-            entities=outcome.entities,
-            matches=matches,
-            source=outcome.source,
-            model=outcome.model,
-            timings_ms=timings,
-        )
+ExtractFn = Callable[[str, str | None], Awaitable[ExtractionOutcome]]
+
+
+async def answer(
+    extract: ExtractFn, repository: BranchRepository, request: QueryRequest, normalized: str, timings: dict
+) -> QueryResult:
+    """Extract (however ``extract`` does it: in-process, or a deployment handle) and retrieve.
+
+    The one query path: the offline pipeline and the service's ingress both end here.
+    """
+    mark = time.perf_counter()
+    if normalized:
+        outcome = await extract(normalized, request.model)
+    else:
+        outcome = ExtractionOutcome(entities=Entities(), source="rules", confidence=0.0)
+    timings["extract"] = _ms_since(mark)
+    mark = time.perf_counter()
+    matches = await repository.search(outcome.entities, normalized, request.top_k) if normalized else []
+    timings["retrieve"] = _ms_since(mark)
+    return QueryResult(
+        query=request.query,
+        normalized=normalized,
+        entities=outcome.entities,
+        matches=matches,
+        source=outcome.source,
+        model=outcome.model,
+        timings_ms=timings,
+    )
 
 
 async def build_pipeline(

@@ -7,7 +7,10 @@ own database and Redis; tests poll for conditions instead of sleeping.
 from __future__ import annotations
 
 import asyncio
+import csv
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -45,7 +48,11 @@ APP_ARGS = {
 INGRESS_TUNABLES = {"rate_limit_per_s": 200, "rate_limit_burst": 400}
 
 
-def deploy(ingress_tunables: dict) -> None:
+#: Present from the first deploy: adding an autoscaling override later changes the app's code version.
+BASE_AUTOSCALING = {"min_replicas": 1, "max_replicas": 1}
+
+
+def deploy(ingress_tunables: dict, ingress_autoscaling: dict = BASE_AUTOSCALING) -> None:
     """Deploy from a config, as `serve deploy` / `serve run CONFIG` do: the path that updates in place."""
     from ray.serve._private import api as serve_private
     from ray.serve.schema import ServeDeploySchema
@@ -58,7 +65,7 @@ def deploy(ingress_tunables: dict) -> None:
                 "import_path": "deployments.app:build_app",
                 "args": APP_ARGS,
                 "deployments": [
-                    {"name": "Ingress", "user_config": ingress_tunables},
+                    {"name": "Ingress", "user_config": ingress_tunables, "autoscaling_config": ingress_autoscaling},
                     {"name": "ModelServer", "user_config": {"max_batch_size": 2, "max_new_tokens": 48}},
                 ],
             }
@@ -179,6 +186,20 @@ def test_bad_input_is_a_clear_4xx(serve_app: str) -> None:
     assert httpx.get(f"{serve_app}/api/v1/adapters", timeout=10).status_code == 401
 
 
+def test_locust_file_runs_headless_without_failures(serve_app: str, tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(root / "load_tests" / "locustfile.py"), "--headless",
+         "--host", serve_app, "-u", "2", "-r", "2", "-t", "6s", "--csv", str(tmp_path / "smoke"), "--only-summary"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    with (tmp_path / "smoke_stats.csv").open() as handle:
+        total = next(row for row in csv.DictReader(handle) if row["Name"] == "Aggregated")
+    assert int(total["Request Count"]) > 10
+    assert int(total["Failure Count"]) == 0, result.stderr[-2000:]
+
+
 def test_overload_returns_503_json_not_a_hang(serve_app: str) -> None:
     async def burst() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=60) as client:
@@ -215,6 +236,21 @@ def test_user_config_is_applied_without_restarting_replicas(serve_app: str) -> N
     )
     assert after["replica"] == before["replica"]
     assert after["tunables"]["rate_limit_per_s"] == 1
+
+
+def test_autoscaling_change_is_applied_in_place(serve_app: str) -> None:
+    from ray.serve._private import api as serve_private
+
+    before = httpx.get(f"{serve_app}/api/v1/stats", headers=ADMIN, timeout=10).json()
+    autoscaling = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 5}
+    deploy({"rate_limit_per_s": 1, "rate_limit_burst": 5}, autoscaling)
+    details = serve_private.serve_start().get_serve_details()
+    ingress = details["applications"]["test"]["deployments"]["Ingress"]
+    config = ingress["deployment_config"]
+    assert config["autoscaling_config"]["max_replicas"] == 2
+    assert config["autoscaling_config"]["target_ongoing_requests"] == 5
+    after = httpx.get(f"{serve_app}/api/v1/stats", headers=ADMIN, timeout=10).json()
+    assert after["replica"] == before["replica"]
 
 
 def test_rate_limit_rejects_a_burst_with_429(serve_app: str) -> None:

@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import asyncpg
 
 from serve_app.models.adapters import AdapterRegistry
 from serve_app.normalize import normalize
+from serve_app.pipeline import ExtractFn, answer
 from serve_app.retrieval import BranchRepository
-from serve_app.schemas import Entities, ExtractionOutcome, QueryRequest, QueryResult
+from serve_app.schemas import QueryRequest, QueryResult
 from serve_app.service.errors import ApiError, unavailable
 from serve_app.service.query_log import QueryLog
 from serve_app.service.rate_limit import RateLimiter
@@ -25,7 +26,6 @@ from serve_app.service.result_cache import ResultCache
 
 log = logging.getLogger(__name__)
 
-ExtractFn = Callable[[str, str | None], Awaitable[ExtractionOutcome]]
 #: What counts as "the database is down" (connection refused/reset, pool exhausted, timeouts, shutdown).
 DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 _ADAPTER_NAMES_TTL_S = 5.0
@@ -40,6 +40,7 @@ class QueryService:
         rate_limiter: RateLimiter,
         query_log: QueryLog,
         registry: AdapterRegistry,
+        on_result: Callable[[QueryResult, bool], None] | None = None,
     ):
         self.extract = extract
         self.repository = repository
@@ -47,6 +48,7 @@ class QueryService:
         self.rate_limiter = rate_limiter
         self.query_log = query_log
         self.registry = registry
+        self.on_result = on_result  # observer (metrics): (result, served from cache)
         self.data_version = 0
         self._adapter_names: tuple[float, set[str]] = (0.0, set())
 
@@ -65,7 +67,9 @@ class QueryService:
             if request.model is not None:
                 await self._require_adapter(request.model)
             key = self.result_cache.key(normalized, request.model, request.top_k, self.data_version)
-            result, cached = await self.result_cache.get_or_compute(key, lambda: self._answer(request, normalized))
+            result, cached = await self.result_cache.get_or_compute(
+                key, lambda: answer(self.extract, self.repository, request, normalized, {})
+            )
         except DATABASE_ERRORS as exc:
             log.warning("database error while answering: %s", exc)
             raise unavailable("the branch directory (PostgreSQL)") from exc
@@ -76,6 +80,8 @@ class QueryService:
             )
         else:
             result = result.model_copy(update={"timings_ms": result.timings_ms | {"total": total_ms}})
+        if self.on_result is not None:
+            self.on_result(result, cached)
         self.query_log.record(
             query=request.query,
             normalized=normalized,
@@ -87,27 +93,6 @@ class QueryService:
             client=client,
         )
         return result
-
-    async def _answer(self, request: QueryRequest, normalized: str) -> QueryResult:
-        timings: dict[str, float] = {}
-        mark = time.perf_counter()
-        if normalized:
-            outcome = await self.extract(normalized, request.model)
-        else:
-            outcome = ExtractionOutcome(entities=Entities(), source="rules", confidence=0.0)
-        timings["extract"] = round((time.perf_counter() - mark) * 1000, 3)
-        mark = time.perf_counter()
-        matches = await self.repository.search(outcome.entities, normalized, request.top_k) if normalized else []
-        timings["retrieve"] = round((time.perf_counter() - mark) * 1000, 3)
-        return QueryResult(
-            query=request.query,
-            normalized=normalized,
-            entities=outcome.entities,
-            matches=matches,
-            source=outcome.source,
-            model=outcome.model,
-            timings_ms=timings,
-        )
 
     async def _require_adapter(self, name: str) -> None:
         fetched_at, names = self._adapter_names

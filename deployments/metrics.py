@@ -1,0 +1,91 @@
+"""Ray Serve custom metrics, exported through Ray's Prometheus endpoint (names prefixed ``serve_app_``).
+
+Created inside replicas (Ray metrics need a running worker). ``serve_app`` keeps plain counters; the
+ingress turns their deltas into Ray counters, so the logic stays free of Ray.
+"""
+
+from __future__ import annotations
+
+from ray.serve import metrics
+
+LATENCY_MS_BOUNDARIES = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
+
+
+class IngressMetrics:
+    def __init__(self) -> None:
+        self.queries = metrics.Counter(
+            "serve_app_queries_total", description="Answered queries by source.", tag_keys=("source",)
+        )
+        self.query_ms = metrics.Histogram(
+            "serve_app_query_ms", description="Query latency inside the ingress.", boundaries=LATENCY_MS_BOUNDARIES
+        )
+        self.retrieval_ms = metrics.Histogram(
+            "serve_app_retrieval_ms",
+            description="PostgreSQL retrieval latency (uncached queries).",
+            boundaries=LATENCY_MS_BOUNDARIES,
+        )
+        self.result_cache = metrics.Counter(
+            "serve_app_result_cache_total", description="Result cache lookups by outcome.", tag_keys=("outcome",)
+        )
+        self.redis_errors = metrics.Counter("serve_app_redis_errors_total", description="Failed Redis calls (cache).")
+        self.rate_limit = metrics.Counter(
+            "serve_app_rate_limit_total", description="Rate-limit decisions.", tag_keys=("decision",)
+        )
+        self.query_log = metrics.Counter(
+            "serve_app_query_log_rows_total", description="Query-log rows by fate.", tag_keys=("fate",)
+        )
+        self._last: dict[tuple[str, str], float] = {}
+
+    def observe(self, result, cached: bool) -> None:
+        self.queries.inc(tags={"source": result.source})
+        self.query_ms.observe(result.timings_ms.get("total", 0.0))
+        if not cached and "retrieve" in result.timings_ms:
+            self.retrieval_ms.observe(result.timings_ms["retrieve"])
+
+    def export(self, service) -> None:
+        """Add what the service's counters gained since the last call."""
+        cache, limiter, log = service.result_cache.stats, service.rate_limiter.stats, service.query_log
+        self._delta(self.result_cache, "outcome", "local_hit", cache.local_hits)
+        self._delta(self.result_cache, "outcome", "redis_hit", cache.redis_hits)
+        self._delta(self.result_cache, "outcome", "miss", cache.misses)
+        self._delta(self.result_cache, "outcome", "coalesced", cache.coalesced)
+        self._delta(self.redis_errors, None, "", cache.redis_errors)
+        self._delta(self.rate_limit, "decision", "allowed", limiter.allowed)
+        self._delta(self.rate_limit, "decision", "rejected", limiter.rejected)
+        self._delta(self.query_log, "fate", "written", log.written)
+        self._delta(self.query_log, "fate", "dropped", log.dropped)
+
+    def _delta(self, counter, tag: str | None, value: str, total: float) -> None:
+        key = (counter.info["name"], value)
+        gained = total - self._last.get(key, 0)
+        if gained > 0:
+            counter.inc(gained, tags={tag: value} if tag else None)
+        self._last[key] = total
+
+
+class ExtractorMetrics:
+    def __init__(self) -> None:
+        self.extractions = metrics.Counter(
+            "serve_app_extractions_total",
+            description="Extractions by source (rules, model) and model outcome.",
+            tag_keys=("source", "outcome"),
+        )
+        self.cache = metrics.Counter(
+            "serve_app_extraction_cache_total", description="Extraction cache lookups.", tag_keys=("outcome",)
+        )
+
+
+class ModelMetrics:
+    def __init__(self) -> None:
+        self.loads = metrics.Counter(
+            "serve_app_adapter_loads_total", description="Adapter loads.", tag_keys=("adapter",)
+        )
+        self.evictions = metrics.Counter(
+            "serve_app_adapter_evictions_total", description="Adapter evictions.", tag_keys=("adapter",)
+        )
+        self.load_seconds = metrics.Histogram(
+            "serve_app_adapter_load_seconds",
+            description="Adapter load time.",
+            boundaries=[0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30],
+            tag_keys=("adapter",),
+        )
