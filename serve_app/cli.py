@@ -123,7 +123,7 @@ async def query_pipeline(settings: Settings, model: str | None = None) -> AsyncI
 
 
 async def _local_model(settings: Settings, pool, adapter: str):
-    """HFEngine over the demo base (or ``SERVE_APP_HOME/models/demo-base``) with the registry's adapters."""
+    """An HFEngine over ``SERVE_APP_HOME/models/demo-base`` with the registry's adapters (ModelServer's stand-in)."""
     from serve_app.models.adapter_cache import AdapterCache
     from serve_app.models.adapters import AdapterRegistry
     from serve_app.models.hf_engine import HFEngine
@@ -174,47 +174,36 @@ async def _query(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if failures and args.text is not None else 0
 
 
-async def _make_demo_model(settings: Settings, args: argparse.Namespace) -> int:
+async def register_demo_model(settings: Settings, url: str, force: bool = False):
+    """Build the demo model if missing (or ``force``) and register its adapters; return the ``DemoModel``."""
     from serve_app.models.adapters import AdapterRegistry, validate_adapter
     from serve_app.models.demo import make_demo_model
 
+    demo = await asyncio.to_thread(make_demo_model, settings.models_dir, force)
+    pool = await create_pool(url, settings)
+    try:
+        registry = AdapterRegistry(pool)
+        for name in demo.adapters:
+            await registry.upsert(validate_adapter(name, name, settings.models_dir / "adapters", demo.base), name)
+    finally:
+        await pool.close()
+    return demo
+
+
+async def _make_demo_model(settings: Settings, args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    demo = await asyncio.to_thread(make_demo_model, settings.models_dir, args.force)
-    adapter_root = settings.models_dir / "adapters"
     async with database_url(settings) as url:
         conn = await connect_admin(url)
         try:
             await prepare_database(conn)
         finally:
             await conn.close()
-        pool = await create_pool(url, settings)
-        try:
-            registry = AdapterRegistry(pool)
-            for name in demo.adapters:
-                await registry.upsert(validate_adapter(name, name, adapter_root, demo.base), name)
-        finally:
-            await pool.close()
+        demo = await register_demo_model(settings, url, args.force)
     print(
-        f"demo base model: {demo.base}\nadapters: {', '.join(demo.adapters)} under {adapter_root} "
+        f"demo base model: {demo.base}\nadapters: {', '.join(demo.adapters)} under {settings.models_dir / 'adapters'} "
         f"(registered); {time.perf_counter() - started:.1f}s"
     )
     return 0
-
-
-async def register_demo_model(settings: Settings, url: str) -> None:
-    from serve_app.models.adapters import AdapterRegistry, validate_adapter
-    from serve_app.models.demo import make_demo_model
-
-    demo = await asyncio.to_thread(make_demo_model, settings.models_dir)
-    pool = await create_pool(url, settings)
-    try:
-        registry = AdapterRegistry(pool)
-        for name in demo.adapters:
-            if await registry.get(name) is None:
-                spec = validate_adapter(name, name, settings.models_dir / "adapters", demo.base)
-                await registry.register(spec, name)
-    finally:
-        await pool.close()
 
 
 def _wait_ready(port: int, process, timeout_s: float) -> float:

@@ -14,6 +14,7 @@ from typing import Protocol
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -140,8 +141,6 @@ def build_http_app(
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(ApiError(500, "internal_error", "internal error; it has been logged"))
-
-    from starlette.exceptions import HTTPException
 
     return Starlette(
         routes=[
