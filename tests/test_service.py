@@ -183,3 +183,62 @@ async def test_http_admin_auth_and_meta(http_client: httpx.AsyncClient) -> None:
     assert (await http_client.get("/api/v1/query")).status_code == 405
     spec = (await http_client.get("/openapi.json")).json()
     assert "/api/v1/query" in spec["paths"] and "QueryRequest" in spec["components"]["schemas"]
+
+
+async def test_postgres_outage_is_a_503_and_recovery_is_automatic(tmp_path, redis_client) -> None:
+    """Stop the database under the HTTP app: clear 503s, bounded in time; restart it: answers resume."""
+    import time
+
+    from serve_app.db.migrate import apply_migrations
+    from serve_app.db.pool import connect_admin
+    from serve_app.directory.loader import load_directory
+    from serve_app.directory.records import demo_cnaps_path
+    from serve_app.embedded import EmbeddedPostgres
+    from serve_app.settings import Settings
+
+    server = EmbeddedPostgres(tmp_path / "pg", port=free_port())
+    url = server.start()
+    conn = await connect_admin(url)
+    await apply_migrations(conn)
+    await load_directory(conn, demo_cnaps_path())
+    await conn.close()
+    pool = await create_pool(url, Settings(db_statement_timeout_ms=1000, db_connect_timeout_s=1.0))
+    async with pool.acquire() as conn:
+        extractor = RulesExtractor(await Vocabulary.from_database(conn))
+
+    async def fake_extract(normalized: str, model: str | None) -> ExtractionOutcome:
+        """Extraction in-process instead of through the EntityExtractor deployment."""
+        extraction = extractor.extract(normalized)
+        return ExtractionOutcome(entities=extraction.entities, source="rules", confidence=extraction.confidence)
+
+    service = QueryService(
+        extract=fake_extract,
+        repository=BranchRepository(pool),
+        result_cache=ResultCache(None, 60, 0),
+        rate_limiter=RateLimiter(None, 1, 1),
+        query_log=QueryLog(pool),
+        registry=AdapterRegistry(pool),
+    )
+    app = build_http_app(service, FakeAdmin(), None)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            assert (await client.post("/api/v1/query", json={"query": "华夏银行江油西山支行"})).status_code == 200
+            server.stop()
+            started = time.monotonic()
+            down = await client.post("/api/v1/query", json={"query": "工行徐州经济开发区支行"})
+            assert down.status_code == 503 and time.monotonic() - started < 5
+            assert down.json()["error"]["code"] == "unavailable" and down.headers["retry-after"] == "1"
+            assert (await client.get("/readyz")).status_code == 503
+            server.start()
+            deadline = time.monotonic() + 5
+            while True:  # the pool replaces its broken connections by itself
+                response = await client.post("/api/v1/query", json={"query": "中国农业银行萧县支行营业部"})
+                if response.status_code == 200 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            assert response.status_code == 200, response.text
+            assert response.json()["matches"]
+    finally:
+        await service.query_log.close()
+        await pool.close()
+        server.stop()
