@@ -14,6 +14,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments.metrics import ExtractorMetrics
 from serve_app.config import ExtractorTunables
 from serve_app.db.pool import create_pool
+from serve_app.directory.loader import read_data_version
 from serve_app.extraction.cache import ExtractionCache
 from serve_app.extraction.model_use import adapter_to_ask, combine, rules_outcome
 from serve_app.extraction.rules import RulesExtractor
@@ -34,7 +35,7 @@ class EntityExtractor:
         try:
             async with pool.acquire() as conn:
                 vocabulary = await Vocabulary.from_database(conn)
-                data_version = int(await conn.fetchval("SELECT value FROM directory_meta WHERE key = 'data_version'"))
+                data_version = await read_data_version(conn)
         finally:
             await pool.close()
         self.extractor = RulesExtractor(vocabulary)

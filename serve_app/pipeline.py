@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from serve_app.directory.loader import read_data_version
 from serve_app.extraction.cache import ExtractionCache
 from serve_app.extraction.model_use import adapter_to_ask, combine, rules_outcome
 from serve_app.extraction.rules import RulesExtractor
@@ -132,7 +133,7 @@ async def build_pipeline(
     """A pipeline over the directory in ``pool``'s database; the vocabulary is read from it once."""
     async with pool.acquire() as conn:
         vocabulary = await Vocabulary.from_database(conn)
-        data_version = int(await conn.fetchval("SELECT value FROM directory_meta WHERE key = 'data_version'"))
+        data_version = await read_data_version(conn)
     cache = None if extraction_cache_redis is None else ExtractionCache(extraction_cache_redis, data_version)
     return QueryPipeline(RulesExtractor(vocabulary), BranchRepository(pool), cache, model)
 

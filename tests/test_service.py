@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from serve_app.db.pool import create_pool
 from serve_app.embedded import free_port
+from serve_app.extraction.model_use import rules_outcome
 from serve_app.extraction.rules import RulesExtractor
 from serve_app.extraction.vocabulary import Vocabulary
 from serve_app.models.adapters import AdapterRegistry
@@ -126,18 +127,21 @@ class FakeAdmin:
         return {}
 
 
-@pytest.fixture
-async def http_client(sample_pool, redis_client):
-    async with sample_pool.acquire() as conn:
+async def fake_extract(pool):
+    """Fake of the EntityExtractor deployment: rules extraction in this process, over ``pool``'s directory."""
+    async with pool.acquire() as conn:
         extractor = RulesExtractor(await Vocabulary.from_database(conn))
 
-    async def fake_extract(normalized: str, model: str | None) -> ExtractionOutcome:
-        """Extraction in-process instead of through the EntityExtractor deployment."""
-        extraction = extractor.extract(normalized)
-        return ExtractionOutcome(entities=extraction.entities, source="rules", confidence=extraction.confidence)
+    async def extract(normalized: str, model: str | None) -> ExtractionOutcome:
+        return rules_outcome(extractor.extract(normalized))
 
+    return extract
+
+
+@pytest.fixture
+async def http_client(sample_pool, redis_client):
     service = QueryService(
-        extract=fake_extract,
+        extract=await fake_extract(sample_pool),
         repository=BranchRepository(sample_pool),
         result_cache=ResultCache(redis_client, 60, 100, prefix=f"t{free_port()}"),
         rate_limiter=RateLimiter(redis_client, 1000, 1000, prefix=f"t{free_port()}"),
@@ -203,16 +207,8 @@ async def test_postgres_outage_is_a_503_and_recovery_is_automatic(tmp_path, redi
     await load_directory(conn, demo_cnaps_path())
     await conn.close()
     pool = await create_pool(url, Settings(db_statement_timeout_ms=1000, db_connect_timeout_s=1.0))
-    async with pool.acquire() as conn:
-        extractor = RulesExtractor(await Vocabulary.from_database(conn))
-
-    async def fake_extract(normalized: str, model: str | None) -> ExtractionOutcome:
-        """Extraction in-process instead of through the EntityExtractor deployment."""
-        extraction = extractor.extract(normalized)
-        return ExtractionOutcome(entities=extraction.entities, source="rules", confidence=extraction.confidence)
-
     service = QueryService(
-        extract=fake_extract,
+        extract=await fake_extract(pool),
         repository=BranchRepository(pool),
         result_cache=ResultCache(None, 60, 0),
         rate_limiter=RateLimiter(None, 1, 1),

@@ -81,6 +81,11 @@ def dedupe(records: Iterable[BranchRecord]) -> tuple[list[BranchRecord], int]:
     return list(seen.values()), total - len(seen)
 
 
+async def read_data_version(conn: asyncpg.Connection) -> int:
+    """The directory's data version: bumped by every load, part of every cache key."""
+    return int(await conn.fetchval("SELECT value FROM directory_meta WHERE key = 'data_version'"))
+
+
 async def bump_data_version(conn: asyncpg.Connection) -> int:
     return int(
         await conn.fetchval(
@@ -122,7 +127,7 @@ async def directory_stats(conn: asyncpg.Connection) -> dict:
         "branches_by_source": by_source,
         "banks": await conn.fetchval("SELECT count(*) FROM banks"),
         "regions": await conn.fetchval("SELECT count(*) FROM regions"),
-        "data_version": int(await conn.fetchval("SELECT value FROM directory_meta WHERE key = 'data_version'")),
+        "data_version": await read_data_version(conn),
         "database_size": await conn.fetchval("SELECT pg_size_pretty(pg_database_size(current_database()))"),
         "ctype": await conn.fetchval("SELECT datctype FROM pg_database WHERE datname = current_database()"),
         "migrations": [r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations ORDER BY version")],

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import asyncpg
 
+from serve_app.directory.loader import read_data_version
 from serve_app.models.adapters import AdapterRegistry
 from serve_app.normalize import normalize
 from serve_app.pipeline import ExtractFn, answer
@@ -54,7 +55,7 @@ class QueryService:
 
     async def refresh_data_version(self) -> int:
         async with self.repository.pool.acquire() as conn:
-            self.data_version = int(await conn.fetchval("SELECT value FROM directory_meta WHERE key = 'data_version'"))
+            self.data_version = await read_data_version(conn)
         return self.data_version
 
     async def query(self, request: QueryRequest, client: str) -> QueryResult:
