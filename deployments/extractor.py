@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 
 from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.serve.exceptions import DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from deployments.metrics import ExtractorMetrics
@@ -19,6 +21,7 @@ from serve_app.extraction.cache import ExtractionCache
 from serve_app.extraction.model_use import adapter_to_ask, combine, rules_outcome
 from serve_app.extraction.rules import RulesExtractor
 from serve_app.extraction.vocabulary import Vocabulary
+from serve_app.models.engine import ModelUnavailableError
 from serve_app.models.task import ModelAnswer
 from serve_app.redis_client import create_redis
 from serve_app.settings import Settings
@@ -61,7 +64,11 @@ class EntityExtractor:
             self.metrics.extractions.inc(tags={"source": "rules", "outcome": "not_asked"})
             return rules_outcome(rules).model_dump()
         handle = self.model_server.options(multiplexed_model_id=adapter)
-        answer = ModelAnswer.model_validate(await handle.extract.remote(normalized, adapter))
+        try:
+            answer = ModelAnswer.model_validate(await handle.extract.remote(normalized, adapter))
+        except (RayActorError, ActorUnavailableError, DeploymentUnavailableError) as exc:
+            self.metrics.extractions.inc(tags={"source": "model", "outcome": "unavailable"})
+            raise ModelUnavailableError(f"no model replica could answer for {adapter!r}; retry shortly") from exc
         outcome = combine(rules, answer, adapter, self.extractor.vocabulary)
         self.metrics.extractions.inc(tags={"source": outcome.source, "outcome": "valid" if answer.valid else "invalid"})
         return outcome.model_dump()

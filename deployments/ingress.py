@@ -10,6 +10,7 @@ import asyncio
 import logging
 
 from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from redis.exceptions import RedisError
@@ -18,7 +19,7 @@ from deployments.metrics import IngressMetrics
 from serve_app.config import IngressTunables
 from serve_app.db.pool import create_pool
 from serve_app.models.adapters import AdapterIn, AdapterOut, AdapterRegistry, validate_adapter
-from serve_app.models.engine import AdapterError
+from serve_app.models.engine import AdapterError, ModelUnavailableError
 from serve_app.redis_client import create_redis
 from serve_app.retrieval import BranchRepository
 from serve_app.schemas import ExtractionOutcome
@@ -56,7 +57,7 @@ class Ingress:
 
         self.service = QueryService(
             extract=self._extract,
-            repository=BranchRepository(self.pool),
+            repository=BranchRepository(self.pool, settings.db_acquire_timeout_s),
             result_cache=ResultCache(self.redis, tunables.result_cache_ttl_s, tunables.local_cache_size),
             rate_limiter=RateLimiter(self.redis, tunables.rate_limit_per_s, tunables.rate_limit_burst),
             query_log=QueryLog(self.pool, tunables.query_log_batch, tunables.query_log_interval_s),
@@ -82,16 +83,25 @@ class Ingress:
         self.tunables = tunables
 
     async def _extract(self, normalized: str, model: str | None) -> ExtractionOutcome:
+        timeout_s = self.tunables.extract_timeout_s
         try:
-            return ExtractionOutcome.model_validate(await self.extractor.extract.remote(normalized, model))
+            async with asyncio.timeout(timeout_s):  # cancelling the response cancels the Serve request
+                outcome = await self.extractor.extract.remote(normalized, model)
+            return ExtractionOutcome.model_validate(outcome)
         except BackPressureError as exc:
             raise ApiError(
                 503, "overloaded", "the service is at capacity; retry shortly", {"Retry-After": "1"}
             ) from exc
-        except DeploymentUnavailableError as exc:
+        except ModelUnavailableError as exc:
+            raise ApiError(503, "model_unavailable", str(exc), {"Retry-After": "1"}) from exc
+        except (DeploymentUnavailableError, RayActorError, ActorUnavailableError) as exc:
             raise unavailable("entity extraction") from exc
         except AdapterError as exc:
             raise ApiError(422, "adapter_unusable", str(exc)) from exc
+        except TimeoutError as exc:
+            raise ApiError(
+                504, "timeout", f"extraction did not finish within {timeout_s:g} s; retry shortly", {"Retry-After": "1"}
+            ) from exc
 
     async def _refresh(self) -> None:
         while True:
@@ -156,6 +166,7 @@ class Ingress:
                 "written": service.query_log.written,
                 "pending": service.query_log.pending,
                 "dropped": service.query_log.dropped,
+                "rejected": service.query_log.rejected,
                 "failures": service.query_log.failures,
             },
             "data_version": service.data_version,

@@ -27,7 +27,7 @@ from serve_app.embedded import EmbeddedPostgres
 from serve_app.pipeline import QueryPipeline, build_pipeline
 from serve_app.redis_client import create_redis
 from serve_app.schemas import QueryRequest, QueryResult
-from serve_app.settings import Settings
+from serve_app.settings import Settings, redact_url
 
 
 @contextlib.asynccontextmanager
@@ -250,6 +250,9 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
 
     config = yaml.safe_load(args.config.read_text())
     port = int(config.get("http_options", {}).get("port", 8000))
+    # SIGTERM (systemd, Kubernetes, `kill`) stops as Ctrl-C does: Serve drains its replicas, which flush
+    # their query logs, and then the embedded servers stop.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with services(settings) as urls:
         os.environ["SERVE_APP_DATABASE_URL"] = urls.database_url  # the replicas inherit these
         os.environ["SERVE_APP_REDIS_URL"] = urls.redis_url
@@ -269,7 +272,10 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
                 await register_demo_model(settings, urls.database_url)
 
         asyncio.run(prepare())
-        print(f"PostgreSQL {urls.database_url}\nRedis      {urls.redis_url}\nstarting Ray Serve from {args.config} …")
+        print(
+            f"PostgreSQL {redact_url(urls.database_url)}\nRedis      {redact_url(urls.redis_url)}\n"
+            f"starting Ray Serve from {args.config} …"
+        )
         serve_bin = Path(sys.executable).with_name("serve")
         process = subprocess.Popen([str(serve_bin), "run", str(args.config)], start_new_session=True)
         try:

@@ -69,6 +69,9 @@ class IngressTunables(_Strict):
     local_cache_size: int = Field(default=10_000, ge=0)
     query_log_batch: int = Field(default=200, ge=1)
     query_log_interval_s: float = Field(default=1.0, gt=0)
+    extract_timeout_s: float = Field(
+        default=10.0, gt=0, description="Longest wait for extraction (and the model) before a 504."
+    )
 
 
 class IngressConfig(_Strict):

@@ -82,17 +82,19 @@ def plan_for(entities: Entities) -> list[str]:
 class BranchRepository:
     """Async lookups over one asyncpg pool (one pool per process; never shared across processes)."""
 
-    def __init__(self, pool: asyncpg.Pool):
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout_s: float | None = None):
         self.pool = pool
+        self.acquire_timeout_s = acquire_timeout_s  # waiting for a free connection; None waits for ever
 
     async def search(self, entities: Entities, text: str, top_k: int = 5) -> list[Match]:
         """Rank directory records for a query. ``text`` is the normalized query.
 
         Returns at most ``top_k`` matches, best first; an empty list when nothing is similar enough.
+        Raises ``TimeoutError`` when no pooled connection comes free within ``acquire_timeout_s``.
         """
         if top_k <= 0:
             return []
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
             for plan in plan_for(entities):
                 rows = await conn.fetch(STATEMENTS[plan], *_arguments(plan, entities, text, top_k))
                 if rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -9,6 +10,21 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 #: Longest query accepted. Real branch names are under 60 characters; statements add boilerplate.
 MAX_QUERY_CHARS = 512
 MAX_TOP_K = 50
+#: Adapter names: what the registry accepts, so a request naming anything else is refused at the edge.
+ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+ADAPTER_NAME_RULE = "adapter names are 1-64 letters, digits, '_' or '-', starting with a letter or digit"
+#: C0/C1 control characters other than tab, newline and carriage return (a regex class body). PostgreSQL
+#: cannot store NUL, and none of them belongs in a branch name or a path. (Lone surrogates, which JSON
+#: can spell as escapes, are already refused by pydantic's string validation.)
+CONTROL_CHARACTERS = "\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f"
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
+
+
+def refuse_control_characters(value: str, what: str) -> str:
+    """``value`` unchanged, or ``ValueError`` naming ``what`` if it holds a control character."""
+    if _CONTROL.search(value):
+        raise ValueError(f"{what} must not contain control characters (other than tab and newline)")
+    return value
 
 
 class Entities(BaseModel):
@@ -53,13 +69,29 @@ class QueryRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="Free text naming a branch.")
-    model: str | None = Field(default=None, description="LoRA adapter to extract with; null for rules only.")
+    query: str = Field(
+        min_length=1,
+        max_length=MAX_QUERY_CHARS,
+        description="Free text naming a branch; no control characters but tab and newline.",
+        json_schema_extra={"pattern": f"^[^{CONTROL_CHARACTERS}]*$"},
+    )
+    model: str | None = Field(
+        default=None,
+        description="Registered LoRA adapter to extract with; null for rules only.",
+        json_schema_extra={"pattern": ADAPTER_NAME.pattern},
+    )
     top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
+
+    @field_validator("query")
+    @classmethod
+    def _no_control_characters(cls, value: str) -> str:
+        return refuse_control_characters(value, "query")
 
     @field_validator("model")
     @classmethod
-    def _blank_model_is_none(cls, value: str | None) -> str | None:
+    def _blank_model_is_none_else_a_name(cls, value: str | None) -> str | None:
+        if value and not ADAPTER_NAME.fullmatch(value):
+            raise ValueError(ADAPTER_NAME_RULE)
         return value or None
 
 

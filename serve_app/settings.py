@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
 from pydantic import Field, SecretStr, field_validator
@@ -36,6 +37,9 @@ class Settings(BaseSettings):
     db_pool_max: int = Field(default=10, ge=1)
     db_statement_timeout_ms: int = Field(default=2000, ge=1)
     db_connect_timeout_s: float = Field(default=5.0, gt=0)
+    db_acquire_timeout_s: float = Field(
+        default=2.0, gt=0, description="Longest wait for a pooled connection (opening one included), then 504."
+    )
     redis_max_connections: int = Field(default=64, ge=1)
     redis_timeout_s: float = Field(default=0.5, gt=0)
 
@@ -56,3 +60,15 @@ class Settings(BaseSettings):
     @cached_property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``: the form that may be printed or logged."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

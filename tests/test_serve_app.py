@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import os
 import subprocess
 import sys
 import time
@@ -19,16 +18,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serve_app.db.migrate import apply_migrations
-from serve_app.db.pool import connect_admin, create_pool
-from serve_app.directory.loader import load_directory
-from serve_app.directory.records import demo_cnaps_path
 from serve_app.embedded import EmbeddedRedis, free_port
-from serve_app.models.adapters import AdapterRegistry, validate_adapter
-from serve_app.models.demo import build_adapter, make_demo_model
 from tests.conftest import create_database
+from tests.serve_harness import (
+    SEED_CODE,
+    deploy,
+    post_query,
+    prepare_app_database,
+    serve_details,
+    start_ray_serve,
+    stop_ray_serve,
+    wait_for,
+)
 
-SEED_CODE = "304659715925"
 ADMIN = {"authorization": "Bearer test-admin-token"}
 APP_ARGS = {
     "ingress": {"resources": {"num_cpus": 0.1, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}},
@@ -52,37 +54,14 @@ INGRESS_TUNABLES = {"rate_limit_per_s": 200, "rate_limit_burst": 400}
 BASE_AUTOSCALING = {"min_replicas": 1, "max_replicas": 1}
 
 
-def deploy(ingress_tunables: dict, ingress_autoscaling: dict = BASE_AUTOSCALING) -> None:
-    """Deploy from a config, as `serve deploy` / `serve run CONFIG` do: the path that updates in place."""
-    from ray.serve._private import api as serve_private
-    from ray.serve.schema import ServeDeploySchema
-
-    config = {
-        "applications": [
-            {
-                "name": "test",
-                "route_prefix": "/",
-                "import_path": "deployments.app:build_app",
-                "args": APP_ARGS,
-                "deployments": [
-                    {"name": "Ingress", "user_config": ingress_tunables, "autoscaling_config": ingress_autoscaling},
-                    {"name": "ModelServer", "user_config": {"max_batch_size": 2, "max_new_tokens": 48}},
-                ],
-            }
-        ]
-    }
-    client = serve_private.serve_start()
-    client.deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
-
-
-def wait_for(condition, timeout_s: float = 60, interval_s: float = 0.25):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"condition not met within {timeout_s}s")
+def deploy_test_app(ingress_tunables: dict, ingress_autoscaling: dict = BASE_AUTOSCALING) -> None:
+    deploy(
+        APP_ARGS,
+        [
+            {"name": "Ingress", "user_config": ingress_tunables, "autoscaling_config": ingress_autoscaling},
+            {"name": "ModelServer", "user_config": {"max_batch_size": 2, "max_new_tokens": 48}},
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,47 +75,20 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
 @pytest.fixture(scope="module")
 def serve_app(embedded_postgres, redis_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Deploy the application; yield its base URL."""
-    import ray
-    from ray import serve
-
     home = tmp_path_factory.mktemp("serve-home")
-    database_url = asyncio.run(_prepare_database(embedded_postgres, home))
-    os.environ.update(  # before ray.init: Ray's worker processes inherit them
-        SERVE_APP_DATABASE_URL=database_url,
-        SERVE_APP_REDIS_URL=redis_server.url,
-        SERVE_APP_HOME=str(home),
-        SERVE_APP_ADMIN_TOKEN="test-admin-token",
-        RAY_AUTH_MODE="disabled",
-    )
+    database_url = asyncio.run(create_database(embedded_postgres, "serve"))
+    asyncio.run(prepare_app_database(database_url, home))
+    env = {
+        "SERVE_APP_DATABASE_URL": database_url,
+        "SERVE_APP_REDIS_URL": redis_server.url,
+        "SERVE_APP_HOME": str(home),
+        "SERVE_APP_ADMIN_TOKEN": "test-admin-token",
+    }
     port = free_port()
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    deploy(INGRESS_TUNABLES)
+    start_ray_serve(env, port)
+    deploy_test_app(INGRESS_TUNABLES)
     yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-    ray.shutdown()
-
-
-async def _prepare_database(embedded_postgres, home: Path) -> str:
-    url = await create_database(embedded_postgres, "serve")
-    conn = await connect_admin(url)
-    try:
-        await apply_migrations(conn)
-        await load_directory(conn, demo_cnaps_path())
-    finally:
-        await conn.close()
-    demo = make_demo_model(home / "models")
-    build_adapter(demo.base, home / "models" / "adapters" / "job_24", seed=24)
-    pool = await create_pool(url)
-    registry = AdapterRegistry(pool)
-    for name in ("job_22", "job_23", "job_24"):
-        await registry.register(validate_adapter(name, name, home / "models" / "adapters", demo.base), name)
-    await pool.close()
-    return url
-
-
-def post_query(base: str, query: str, **extra) -> httpx.Response:
-    return httpx.post(f"{base}/api/v1/query", json={"query": query, **extra}, timeout=60)
+    stop_ray_serve()
 
 
 def model_stats(base: str) -> dict:
@@ -226,7 +178,7 @@ def test_overload_returns_503_json_not_a_hang(serve_app: str) -> None:
 def test_user_config_is_applied_without_restarting_replicas(serve_app: str) -> None:
     before = httpx.get(f"{serve_app}/api/v1/stats", headers=ADMIN, timeout=10).json()
     assert before["tunables"]["rate_limit_burst"] == 400
-    deploy({"rate_limit_per_s": 1, "rate_limit_burst": 5})
+    deploy_test_app({"rate_limit_per_s": 1, "rate_limit_burst": 5})
     after = wait_for(
         lambda: (
             (s := httpx.get(f"{serve_app}/api/v1/stats", headers=ADMIN, timeout=10).json())
@@ -239,12 +191,10 @@ def test_user_config_is_applied_without_restarting_replicas(serve_app: str) -> N
 
 
 def test_autoscaling_change_is_applied_in_place(serve_app: str) -> None:
-    from ray.serve._private import api as serve_private
-
     before = httpx.get(f"{serve_app}/api/v1/stats", headers=ADMIN, timeout=10).json()
     autoscaling = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 5}
-    deploy({"rate_limit_per_s": 1, "rate_limit_burst": 5}, autoscaling)
-    details = serve_private.serve_start().get_serve_details()
+    deploy_test_app({"rate_limit_per_s": 1, "rate_limit_burst": 5}, autoscaling)
+    details = serve_details()
     ingress = details["applications"]["test"]["deployments"]["Ingress"]
     config = ingress["deployment_config"]
     assert config["autoscaling_config"]["max_replicas"] == 2

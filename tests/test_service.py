@@ -102,6 +102,22 @@ async def test_query_log_flushes_on_size_and_close(sample_database_url: str) -> 
         await pool.close()
 
 
+async def test_query_log_drops_only_the_row_the_database_refuses(sample_database_url: str) -> None:
+    """A row PostgreSQL will not store (NUL in text) must not block the rows around it, now or later."""
+    pool = await create_pool(sample_database_url)
+    try:
+        await pool.execute("TRUNCATE query_log")
+        log = QueryLog(pool, batch_size=1000, interval_s=60)
+        for text in ("first", "bad\x00row", "last"):
+            log.record(query=text, normalized=text, source="rules", model=None, top_code=None,
+                       matches=0, latency_ms=1.0, client="test")  # fmt: skip
+        assert await log.flush() == 2
+        assert (log.written, log.rejected, log.pending) == (2, 1, 0)
+        assert await pool.fetchval("SELECT array_agg(query ORDER BY id) FROM query_log") == ["first", "last"]
+    finally:
+        await pool.close()
+
+
 class FakeAdmin:
     """Admin operations stand-in: the HTTP layer only needs their answers."""
 
@@ -149,37 +165,88 @@ async def http_client(sample_pool, redis_client):
         registry=AdapterRegistry(sample_pool),
     )
     await service.refresh_data_version()
-    app = build_http_app(service, FakeAdmin(), SecretStr("s3cret"), max_body_bytes=1024)
+    app = build_http_app(service, FakeAdmin(), SecretStr("s3cret"), max_body_bytes=16_384)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         yield client
     await service.query_log.close()
 
 
-async def test_http_query_and_errors(http_client: httpx.AsyncClient) -> None:
+async def test_http_query_then_cache(http_client: httpx.AsyncClient) -> None:
     ok = await http_client.post("/api/v1/query", json={"query": "华夏银行江油西山支行"})
     assert ok.status_code == 200 and ok.json()["matches"][0]["code"] == SEED_CODE
     again = await http_client.post("/api/v1/query", json={"query": "华夏银行江油西山支行"})
     assert again.json()["source"] == "cache"
-    cases = [
-        (dict(content=b"{not json"), 400, "invalid_json"),
-        (dict(content="x" * 2000), 413, "body_too_large"),
-        (dict(json=["a list"]), 422, "invalid_request"),
-        (dict(json={"query": "a", "top_k": 99}), 422, "invalid_request"),
-        (dict(json={"query": "华夏", "model": "nobody"}), 404, "unknown_model"),
-        (dict(json={"query": "'; DROP TABLE branches; --"}), 200, None),
-        (dict(json={"query": "../../etc/passwd\x00"}), 200, None),
-    ]
-    for kwargs, status, code in cases:
-        response = await http_client.post("/api/v1/query", **kwargs)
-        assert response.status_code == status, (kwargs, response.text)
-        if code:
-            assert response.json()["error"]["code"] == code
+
+
+#: Hostile or malformed bodies for POST /api/v1/query: (body, expected status, expected error code).
+#: A ``str`` body is sent as raw bytes (UTF-8), anything else as JSON.
+BAD_QUERY_BODIES = [
+    pytest.param(b"\xff\xfe\x00{", 400, "invalid_json", id="invalid-utf8"),
+    pytest.param('{"query": "华夏"', 400, "invalid_json", id="truncated-json"),
+    pytest.param("[" * 5000 + "]" * 5000, 400, "invalid_json", id="nested-5000-deep"),
+    pytest.param('{"query": "\\ud800"}', 422, "invalid_request", id="lone-surrogate-escape"),
+    pytest.param("x" * 20_000, 413, "body_too_large", id="oversized-20kB"),
+    pytest.param({"query": "华" * 10_000}, 413, "body_too_large", id="10k-cjk-chars-30kB"),
+    pytest.param({"query": "x" * 10_000}, 422, "invalid_request", id="10k-ascii-chars"),
+    pytest.param({"query": "x" * 513}, 422, "invalid_request", id="513-chars"),
+    pytest.param("null", 422, "invalid_request", id="json-null"),
+    pytest.param(["华夏银行"], 422, "invalid_request", id="json-array"),
+    pytest.param('"华夏银行"', 422, "invalid_request", id="json-string"),
+    pytest.param({}, 422, "invalid_request", id="no-query"),
+    pytest.param({"query": 5}, 422, "invalid_request", id="query-number"),
+    pytest.param({"query": None}, 422, "invalid_request", id="query-null"),
+    pytest.param({"query": ["华夏"]}, 422, "invalid_request", id="query-list"),
+    pytest.param({"query": ""}, 422, "invalid_request", id="query-empty"),
+    pytest.param({"query": " \t\n\u3000 "}, 422, "invalid_request", id="query-whitespace"),
+    pytest.param({"query": "华夏\x00银行"}, 422, "invalid_request", id="query-nul"),
+    pytest.param({"query": "\x1b[31m华夏银行"}, 422, "invalid_request", id="query-ansi-escape"),
+    pytest.param({"query": "华夏\x85银行"}, 422, "invalid_request", id="query-c1-control"),
+    pytest.param({"query": "华夏", "top_k": 0}, 422, "invalid_request", id="top_k-zero"),
+    pytest.param({"query": "华夏", "top_k": 1.5}, 422, "invalid_request", id="top_k-float"),
+    pytest.param({"query": "华夏", "top_k": 10**40}, 422, "invalid_request", id="top_k-huge"),
+    pytest.param({"query": "华夏", "top_k": "lots"}, 422, "invalid_request", id="top_k-string"),
+    pytest.param({"query": "华夏", "extra": 1}, 422, "invalid_request", id="unknown-field"),
+    pytest.param({"query": "华夏", "model": "../../etc/passwd"}, 422, "invalid_request", id="model-path-traversal"),
+    pytest.param({"query": "华夏", "model": "x'; DROP TABLE adapters; --"}, 422, "invalid_request", id="model-sqli"),
+    pytest.param({"query": "华夏", "model": "a" * 65}, 422, "invalid_request", id="model-too-long"),
+    pytest.param({"query": "华夏", "model": 7}, 422, "invalid_request", id="model-number"),
+    pytest.param({"query": "华夏", "model": "job_99"}, 404, "unknown_model", id="model-unregistered"),
+    # Hostile but valid text is a query like any other: a normal answer, never an error.
+    pytest.param({"query": "'; DROP TABLE branches; --"}, 200, None, id="query-sqli"),
+    pytest.param({"query": "华夏银行' OR '1'='1"}, 200, None, id="query-sqli-or"),
+    pytest.param({"query": "../../etc/passwd"}, 200, None, id="query-path-traversal"),
+    pytest.param({"query": "%s%s%n {0} ${jndi:ldap://x}"}, 200, None, id="query-format-strings"),
+    pytest.param({"query": "华夏银行\t江油\n西山支行"}, 200, None, id="query-tab-newline"),
+    pytest.param({"query": "华夏\u200b银行\u202e江油🏦"}, 200, None, id="query-zero-width-rtl-emoji"),
+    pytest.param({"query": "华" * 512}, 200, None, id="512-chars"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "code"), BAD_QUERY_BODIES)
+async def test_bad_input_is_a_clear_4xx_or_a_normal_answer(http_client, sample_pool, body, status, code) -> None:
+    rows_before = await sample_pool.fetchval("SELECT count(*) FROM branches")
+    raw = isinstance(body, str | bytes)
+    response = await http_client.post("/api/v1/query", **({"content": body} if raw else {"json": body}))
+    assert response.status_code == status, response.text
+    payload = response.json()
+    if code is None:
+        QueryResult.model_validate(payload)
+    else:
+        assert payload["error"]["code"] == code and payload["error"]["message"]
+        assert "Traceback" not in response.text
+    assert await sample_pool.fetchval("SELECT count(*) FROM branches") == rows_before
+    healthy = await http_client.post("/api/v1/query", json={"query": "华夏银行江油西山支行"})
+    assert healthy.status_code == 200 and healthy.json()["matches"][0]["code"] == SEED_CODE
 
 
 async def test_http_admin_auth_and_meta(http_client: httpx.AsyncClient) -> None:
     assert (await http_client.get("/api/v1/adapters")).status_code == 401
-    wrong = await http_client.get("/api/v1/adapters", headers={"authorization": "Bearer nope"})
-    assert wrong.status_code == 401
+    near_misses = ("Bearer nope", "Bearer s3cre", "Bearer s3cret ", "bearer s3cret", "s3cret", "Bearer " + "x" * 8000)
+    for supplied in near_misses:
+        wrong = await http_client.get("/api/v1/adapters", headers={"authorization": supplied})
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "unauthorized", supplied
+    traversal = await http_client.delete("/api/v1/adapters/..%2F..%2Fetc", headers={"authorization": "Bearer s3cret"})
+    assert traversal.status_code == 404
     right = await http_client.get("/api/v1/adapters", headers={"authorization": "Bearer s3cret"})
     assert right.status_code == 200 and right.json() == []
     assert (await http_client.get("/readyz")).json()["status"] == "ready"
@@ -238,3 +305,22 @@ async def test_postgres_outage_is_a_503_and_recovery_is_automatic(tmp_path, redi
         await service.query_log.close()
         await pool.close()
         server.stop()
+
+
+async def test_adapter_registration_is_atomic_under_concurrency(sample_pool) -> None:
+    """Ten concurrent registrations of one name: exactly one row and one success; the rest say why."""
+    from pathlib import Path
+
+    from serve_app.models.engine import AdapterError, AdapterSpec
+
+    registry = AdapterRegistry(sample_pool)
+    name = f"race_{free_port()}"
+    spec = AdapterSpec(name=name, path=Path("/unused"), base_model="demo-base", rank=8)
+    outcomes = await asyncio.gather(*(registry.register(spec, name) for _ in range(10)), return_exceptions=True)
+    try:
+        assert sum(not isinstance(o, Exception) for o in outcomes) == 1
+        failures = [o for o in outcomes if isinstance(o, Exception)]
+        assert all(isinstance(o, AdapterError) and "already registered" in str(o) for o in failures)
+        assert await sample_pool.fetchval("SELECT count(*) FROM adapters WHERE name = $1", name) == 1
+    finally:
+        assert await registry.delete(name)

@@ -8,7 +8,6 @@ made for the resident base model, and weights present.
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 from pathlib import Path
 
@@ -16,8 +15,8 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from serve_app.models.engine import AdapterError, AdapterSpec
+from serve_app.schemas import ADAPTER_NAME, ADAPTER_NAME_RULE, refuse_control_characters
 
-ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 
 
@@ -33,8 +32,13 @@ class AdapterIn(BaseModel):
     @classmethod
     def _safe_name(cls, value: str) -> str:
         if not ADAPTER_NAME.fullmatch(value):
-            raise ValueError("adapter names are 1-64 letters, digits, '_' or '-', starting with a letter or digit")
+            raise ValueError(ADAPTER_NAME_RULE)
         return value
+
+    @field_validator("path")
+    @classmethod
+    def _printable_path(cls, value: str) -> str:
+        return refuse_control_characters(value, "path")
 
 
 class AdapterOut(BaseModel):
@@ -67,7 +71,10 @@ def validate_adapter(
     if not ADAPTER_NAME.fullmatch(name):
         raise AdapterError(f"invalid adapter name {name!r}")
     root = adapter_root.resolve()
-    folder = (root / path).resolve()
+    try:
+        folder = (root / path).resolve()
+    except (OSError, ValueError) as exc:  # embedded NUL, symlink loop, name too long
+        raise AdapterError(f"adapter path {str(path)!r} cannot be resolved ({exc})") from exc
     if not folder.is_relative_to(root):
         raise AdapterError(f"adapter path {str(path)!r} is outside the adapter root")
     config_file = folder / "adapter_config.json"

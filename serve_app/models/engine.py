@@ -16,6 +16,10 @@ class AdapterError(ValueError):
     """An adapter cannot be used: unknown, malformed, or made for another base model."""
 
 
+class ModelUnavailableError(RuntimeError):
+    """No model replica could answer (it died mid-request or is being replaced); retrying may succeed."""
+
+
 class EngineError(RuntimeError):
     """The engine cannot serve (not started, or its base model failed to load)."""
 

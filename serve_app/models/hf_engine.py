@@ -91,15 +91,26 @@ class HFEngine:
     def _discard_partial(self, name: str) -> None:
         if self._peft is not None and name in self._peft.peft_config:
             try:
-                self._peft.delete_adapter(name)
+                self._delete(name)
             except Exception:
                 log.exception("could not remove the half-loaded adapter %s", name)
+
+    def _delete(self, name: str) -> None:
+        """Delete an adapter and keep peft's *active* adapter one that exists.
+
+        peft re-points the active adapter from what its layers still hold, which after a failed load can
+        be a name already deleted; its ``generate`` then fails with a KeyError for every later batch.
+        """
+        self._peft.delete_adapter(name)
+        remaining = list(self._peft.peft_config)
+        if remaining and self._peft.active_adapter not in remaining:
+            self._peft.set_adapter(remaining[0])
 
     async def unload_adapter(self, name: str) -> None:
         async with self._lock:
             if self._adapters.pop(name, None) is None:
                 return
-            await asyncio.to_thread(self._peft.delete_adapter, name)
+            await asyncio.to_thread(self._delete, name)
             self._stats.adapter_unloads += 1
 
     def loaded_adapters(self) -> list[str]:

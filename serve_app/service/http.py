@@ -65,6 +65,8 @@ def build_http_app(
             data = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ApiError(400, "invalid_json", f"body is not UTF-8 JSON: {exc}") from exc
+        except RecursionError as exc:  # a small body can nest deeper than the parser recurses
+            raise ApiError(400, "invalid_json", "body nests too deeply") from exc
         if not isinstance(data, dict):
             raise ApiError(422, "invalid_request", "body must be a JSON object")
         try:
@@ -197,14 +199,14 @@ def _openapi() -> dict:
             "/api/v1/query": {
                 "post": {
                     "requestBody": {"required": True, "content": {"application/json": {"schema": ref("QueryRequest")}}},
-                    "responses": ok(ref("QueryResult")) | errors(400, 404, 413, 422, 429, 503),
+                    "responses": ok(ref("QueryResult")) | errors(400, 404, 413, 422, 429, 503, 504),
                 }
             },
             "/api/v1/query/model-cache-stats": {
-                "get": {"security": admin, "responses": ok({"type": "object"}) | errors(401, 403)}
+                "get": {"security": admin, "responses": ok({"type": "object"}) | errors(401, 403, 503)}
             },
             "/api/v1/query/clear-model-cache": {
-                "post": {"security": admin, "responses": ok({"type": "object"}) | errors(401, 403)}
+                "post": {"security": admin, "responses": ok({"type": "object"}) | errors(401, 403, 503)}
             },
             "/api/v1/adapters": {
                 "get": {

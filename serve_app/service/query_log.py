@@ -2,7 +2,9 @@
 
 A batch is written when it reaches ``batch_size``, every ``interval_s``, and on ``close()`` (replica
 shutdown). While PostgreSQL is down rows stay buffered up to ``max_buffer``; past that the oldest are
-dropped and counted. Worst case on a crash: the rows of one interval (or one batch) are lost.
+dropped and counted. A batch the database refuses for its *data* is written row by row, and only the
+rows it refuses are dropped (counted as ``rejected``), so one bad row cannot block the log.
+Worst case on a crash: the rows buffered since the last flush (one interval or one batch) are lost.
 """
 
 from __future__ import annotations
@@ -16,6 +18,17 @@ import asyncpg
 
 log = logging.getLogger(__name__)
 
+#: The connection or server is unavailable: keep the rows and retry on the next flush.
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.QueryCanceledError,
+)
+
 _INSERT = """INSERT INTO query_log (query, normalized, source, model, top_code, matches, latency_ms, client)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
 
@@ -26,7 +39,7 @@ class QueryLog:
         self.batch_size = batch_size
         self.interval_s = interval_s
         self._buffer: deque[tuple] = deque(maxlen=max_buffer)
-        self.written = self.dropped = self.failures = 0
+        self.written = self.dropped = self.rejected = self.failures = 0
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
 
@@ -57,21 +70,44 @@ class QueryLog:
         return len(self._buffer)
 
     async def flush(self) -> int:
-        """Write what is buffered; return rows written (0 if the database refused; rows are kept)."""
+        """Write what is buffered; return rows written (0 if the database is away; rows are kept)."""
         async with self._lock:
             rows = list(self._buffer)
             if not rows:
                 return 0
             try:
-                await self.pool.executemany(_INSERT, rows)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                try:
+                    await self.pool.executemany(_INSERT, rows)  # atomic: all rows or none
+                except _UNAVAILABLE:
+                    raise
+                except asyncpg.PostgresError as exc:
+                    log.warning("query log batch refused (%s); writing it row by row", exc)
+                    return await self._write_one_by_one(len(rows))
+            except _UNAVAILABLE as exc:
                 self.failures += 1
-                log.warning("query log flush failed, %d rows kept: %s", len(rows), exc)
+                log.warning("query log flush failed, %d rows kept: %s", self.pending, exc)
                 return 0
             for _ in rows:
                 self._buffer.popleft()
             self.written += len(rows)
             return len(rows)
+
+    async def _write_one_by_one(self, count: int) -> int:
+        """Write the oldest ``count`` rows singly, dropping only those the database refuses."""
+        written = 0
+        async with self.pool.acquire() as conn:
+            for _ in range(count):
+                try:
+                    await conn.execute(_INSERT, *self._buffer[0])
+                    written += 1
+                    self.written += 1
+                except _UNAVAILABLE:
+                    raise
+                except asyncpg.PostgresError as exc:
+                    self.rejected += 1
+                    log.warning("query log row rejected by the database: %s", exc)
+                self._buffer.popleft()
+        return written
 
     async def close(self) -> None:
         if self._task is not None:

@@ -27,9 +27,20 @@ from serve_app.service.result_cache import ResultCache
 
 log = logging.getLogger(__name__)
 
-#: What counts as "the database is down" (connection refused/reset, pool exhausted, timeouts, shutdown).
-DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+#: The database did not answer in time: its statement timeout fired, or no pooled connection came free.
+DATABASE_TIMEOUTS = (TimeoutError, asyncpg.QueryCanceledError)
+#: What counts as "the database is down" (connection refused/reset, shutdown, any server error).
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 _ADAPTER_NAMES_TTL_S = 5.0
+
+
+def database_timeout(exc: BaseException) -> ApiError:
+    """The 504 for a lookup that ran out of time: its statement was cancelled, or no connection came free."""
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        what = "the branch directory (PostgreSQL) did not answer within its statement timeout"
+    else:
+        what = "no connection to the branch directory (PostgreSQL) came free in time"
+    return ApiError(504, "timeout", f"{what}; retry shortly", {"Retry-After": "1"})
 
 
 class QueryService:
@@ -71,6 +82,9 @@ class QueryService:
             result, cached = await self.result_cache.get_or_compute(
                 key, lambda: answer(self.extract, self.repository, request, normalized, {})
             )
+        except DATABASE_TIMEOUTS as exc:
+            log.warning("database timeout while answering: %r", exc)
+            raise database_timeout(exc) from exc
         except DATABASE_ERRORS as exc:
             log.warning("database error while answering: %s", exc)
             raise unavailable("the branch directory (PostgreSQL)") from exc
@@ -108,5 +122,5 @@ class QueryService:
         try:
             async with asyncio.timeout(timeout_s):
                 await self.repository.pool.fetchval("SELECT 1")
-        except DATABASE_ERRORS as exc:
+        except (*DATABASE_TIMEOUTS, *DATABASE_ERRORS) as exc:
             raise unavailable("the branch directory (PostgreSQL)") from exc

@@ -1,0 +1,215 @@
+"""Running the real Serve application in tests: database set-up, Ray + Serve start, config deploys, polling,
+and a bounded load generator that records every response.
+
+Nothing here fakes a part of the service; it only drives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from serve_app.db.migrate import apply_migrations
+from serve_app.db.pool import connect_admin, create_pool
+from serve_app.directory.loader import load_directory
+from serve_app.directory.records import demo_cnaps_path
+from serve_app.models.adapters import AdapterRegistry, validate_adapter
+from serve_app.models.demo import build_adapter, make_demo_model
+
+SEED_CODE = "304659715925"
+#: Real branch names from the sample directory: the "hot" set of the load generator.
+HOT_QUERIES = [
+    "华夏银行江油西山支行",
+    "中国农业银行萧县支行营业部",
+    "工行徐州经济开发区支行",
+    "建行人民路支行",
+    "华夏银行成都分行",
+]
+
+
+async def prepare_app_database(database_url: str, home: Path) -> None:
+    """Migrate and load the sample directory; build the demo model with job_22/23/24 and register them."""
+    conn = await connect_admin(database_url)
+    try:
+        await apply_migrations(conn)
+        await load_directory(conn, demo_cnaps_path())
+    finally:
+        await conn.close()
+    demo = make_demo_model(home / "models")
+    build_adapter(demo.base, home / "models" / "adapters" / "job_24", seed=24)
+    pool = await create_pool(database_url)
+    try:
+        registry = AdapterRegistry(pool)
+        for name in ("job_22", "job_23", "job_24"):
+            await registry.register(validate_adapter(name, name, home / "models" / "adapters", demo.base), name)
+    finally:
+        await pool.close()
+
+
+def start_ray_serve(env: dict[str, str], port: int) -> None:
+    """Start an in-process Ray (workers inherit ``env``) and Serve's proxy on ``port``."""
+    import ray
+    from ray import serve
+
+    os.environ.update(env | {"RAY_AUTH_MODE": "disabled"})  # before ray.init: worker processes inherit it
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+
+
+def stop_ray_serve() -> None:
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+def deploy(args: dict, deployments: list[dict], name: str = "test") -> None:
+    """Deploy from a config, as `serve deploy` / `serve run CONFIG` do: the path that updates in place."""
+    from ray.serve._private import api as serve_private
+    from ray.serve.schema import ServeDeploySchema
+
+    config = {
+        "applications": [
+            {
+                "name": name,
+                "route_prefix": "/",
+                "import_path": "deployments.app:build_app",
+                "args": args,
+                "deployments": deployments,
+            }
+        ]
+    }
+    client = serve_private.serve_start()
+    client.deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
+
+
+def serve_details() -> dict:
+    from ray.serve._private import api as serve_private
+
+    return serve_private.serve_start().get_serve_details()
+
+
+def wait_for(condition: Callable, timeout_s: float = 60, interval_s: float = 0.25):
+    """Poll ``condition`` until it returns something truthy (returned) or the timeout passes (error)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+def post_query(base: str, query: str, **extra) -> httpx.Response:
+    return httpx.post(f"{base}/api/v1/query", json={"query": query, **extra}, timeout=60)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One request of the load generator. ``status`` 0: no HTTP answer (transport error or client timeout)."""
+
+    kind: str
+    started: float  # time.monotonic()
+    finished: float
+    status: int
+    code: str | None  # the error code of a JSON error body
+    source: str | None  # the ``source`` of a 200 answer
+    message: str | None = None  # the error message of a JSON error body (or the transport error)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+
+@dataclass
+class Load:
+    """Concurrent request loops against a running app, in a thread of their own, until stopped.
+
+    ``mix`` maps a request kind to its number of concurrent workers:
+
+    - ``hot``: real branch names, answered from the result cache after their first time;
+    - ``cold``: a real name plus a unique suffix, so every one is extracted and retrieved;
+    - ``model``: a cold query extracted by an adapter (job_22 / job_23 alternately);
+    - ``adapter:NAME``: a cold query for adapter NAME.
+
+    The generator stops by itself after ``max_s`` seconds, so a failing test cannot leave it running.
+    """
+
+    base: str
+    mix: dict[str, int]
+    timeout_s: float = 60.0
+    max_s: float = 300.0
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._counter = itertools.count()
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.timeout_s + 10)
+
+    def since(self, moment: float, kind: str | None = None) -> list[Outcome]:
+        return [o for o in list(self.outcomes) if o.started >= moment and (kind is None or o.kind == kind)]
+
+    def in_flight_at(self, moment: float, kind: str | None = None) -> int:
+        return sum(
+            1 for o in list(self.outcomes) if o.started < moment < o.finished and (kind is None or o.kind == kind)
+        )
+
+    def _body(self, kind: str) -> dict:
+        n = next(self._counter)
+        name = HOT_QUERIES[n % len(HOT_QUERIES)]
+        if kind == "hot":
+            return {"query": name}
+        cold = f"{name}{uuid.uuid4().hex[:6]}"
+        if kind == "cold":
+            return {"query": cold}
+        if kind == "model":
+            return {"query": cold, "model": ("job_22", "job_23")[n % 2]}
+        return {"query": cold, "model": kind.removeprefix("adapter:")}
+
+    async def _run(self) -> None:
+        deadline = time.monotonic() + self.max_s
+        limits = httpx.Limits(max_connections=sum(self.mix.values()) + 4)
+        async with httpx.AsyncClient(base_url=self.base, timeout=self.timeout_s, limits=limits) as client:
+
+            async def worker(kind: str) -> None:
+                while not self._stop.is_set() and time.monotonic() < deadline:
+                    started = time.monotonic()
+                    code = source = message = None
+                    try:
+                        response = await client.post("/api/v1/query", json=self._body(kind))
+                        status, payload = response.status_code, _json_or_none(response)
+                    except httpx.HTTPError as exc:
+                        status, payload, message = 0, None, repr(exc)
+                    if isinstance(payload, dict):
+                        error = payload.get("error") or {}
+                        code, message, source = error.get("code"), error.get("message"), payload.get("source")
+                    self.outcomes.append(Outcome(kind, started, time.monotonic(), status, code, source, message))
+                    if status != 200:
+                        await asyncio.sleep(0.05)  # a client that backs off a little, as Retry-After asks
+
+            await asyncio.gather(*(worker(kind) for kind, count in self.mix.items() for _ in range(count)))
+
+
+def _json_or_none(response: httpx.Response):
+    try:
+        return response.json()
+    except ValueError:
+        return None

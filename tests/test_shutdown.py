@@ -1,0 +1,97 @@
+"""Graceful shutdown, end to end: `serve-app up` stopped by SIGTERM loses no acknowledged query-log row."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+import yaml
+
+from serve_app.embedded import free_port
+from tests.conftest import create_database
+
+ROOT = Path(__file__).resolve().parents[1]
+QUERIES = 25
+
+
+def _count_rows(url: str) -> int:
+    async def count() -> int:
+        conn = await asyncpg.connect(url)
+        try:
+            return await conn.fetchval("SELECT count(*) FROM query_log")
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
+def _rules_only_config(port: int) -> dict:
+    """configs/local.yaml without the model, and a query log that only a shutdown flushes."""
+    config = yaml.safe_load((ROOT / "configs" / "local.yaml").read_text())
+    config["http_options"]["port"] = port
+    (app,) = config["applications"]
+    app["args"]["model"] = None
+    app["deployments"] = [d for d in app["deployments"] if d["name"] != "ModelServer"]
+    for deployment in app["deployments"]:
+        deployment["autoscaling_config"] |= {"min_replicas": 1, "max_replicas": 1}
+    ingress = next(d for d in app["deployments"] if d["name"] == "Ingress")
+    ingress["user_config"] |= {"query_log_batch": 100_000, "query_log_interval_s": 3600}
+    return config
+
+
+def test_sigterm_flushes_every_acknowledged_query_log_row(embedded_postgres, embedded_redis, tmp_path) -> None:
+    database_url = asyncio.run(create_database(embedded_postgres, "shutdown"))
+    password = f"pw-{uuid.uuid4().hex}"  # trust auth ignores it; it must never be printed
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(_rules_only_config(port)))
+    env = os.environ | {
+        "SERVE_APP_DATABASE_URL": database_url.replace("://postgres@", f"://postgres:{password}@"),
+        "SERVE_APP_REDIS_URL": embedded_redis.url,
+        "SERVE_APP_HOME": str(tmp_path / "home"),
+        "RAY_AUTH_MODE": "disabled",
+        "SERVE_APP_ADMIN_TOKEN": "shutdown-admin",
+    }
+    output = tmp_path / "up.log"
+    with output.open("wb") as sink:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("serve-app")), "up", "--config", str(config), "--no-demo-model"],
+            cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while "ready in" not in output.read_text(errors="replace"):
+            assert process.poll() is None, output.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, output.read_text(errors="replace")[-3000:]
+            time.sleep(0.5)
+        base = f"http://127.0.0.1:{port}"
+        for i in range(QUERIES):
+            response = httpx.post(f"{base}/api/v1/query", json={"query": f"华夏银行江油西山支行{i}"}, timeout=30)
+            assert response.status_code == 200, response.text
+        stats = httpx.get(f"{base}/api/v1/stats", headers={"authorization": "Bearer shutdown-admin"}, timeout=10).json()
+        pending = stats["query_log"]["pending"]
+        assert pending >= QUERIES // 2, json.dumps(stats)  # acknowledged, and still only in the ingress's buffer
+        assert _count_rows(database_url) == QUERIES + 1 - pending
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 0
+    finally:
+        if process.poll() is None:  # the test failed early: stop it as a user would, so Ray is not left behind
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+    # The readiness probe's first query is acknowledged and logged too.
+    assert _count_rows(database_url) == QUERIES + 1
+    printed = output.read_text(errors="replace")
+    assert password not in printed and "postgres:***@" in printed
