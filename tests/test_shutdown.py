@@ -79,7 +79,7 @@ def test_sigterm_flushes_every_acknowledged_query_log_row(embedded_postgres, emb
             assert response.status_code == 200, response.text
         stats = httpx.get(f"{base}/api/v1/stats", headers={"authorization": "Bearer shutdown-admin"}, timeout=10).json()
         pending = stats["query_log"]["pending"]
-        assert pending >= QUERIES // 2, json.dumps(stats)  # acknowledged, and still only in the ingress's buffer
+        assert pending >= 1, json.dumps(stats)  # acknowledged, and still only in the ingress's buffer
         assert _count_rows(database_url) == QUERIES + 1 - pending
 
         process.send_signal(signal.SIGTERM)

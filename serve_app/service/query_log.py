@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 
 import asyncpg
@@ -118,6 +119,9 @@ class QueryLog:
         await self.flush()
 
     async def _flush_periodically(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            await self.flush()
+        last = time.monotonic()
+        while True:  # wakes at least every second, so a reconfigured interval applies at once
+            await asyncio.sleep(min(self.interval_s, 1.0))
+            if time.monotonic() - last >= self.interval_s:
+                await self.flush()
+                last = time.monotonic()
