@@ -9,10 +9,9 @@ from __future__ import annotations
 import logging
 
 from ray import serve
-from ray.exceptions import ActorUnavailableError, RayActorError
-from ray.serve.exceptions import DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
+from deployments.handles import REPLICA_UNAVAILABLE
 from deployments.metrics import ExtractorMetrics
 from serve_app.config import ExtractorTunables
 from serve_app.db.pool import create_pool
@@ -66,7 +65,7 @@ class EntityExtractor:
         handle = self.model_server.options(multiplexed_model_id=adapter)
         try:
             answer = ModelAnswer.model_validate(await handle.extract.remote(normalized, adapter))
-        except (RayActorError, ActorUnavailableError, DeploymentUnavailableError) as exc:
+        except REPLICA_UNAVAILABLE as exc:
             self.metrics.extractions.inc(tags={"source": "model", "outcome": "unavailable"})
             raise ModelUnavailableError(f"no model replica could answer for {adapter!r}; retry shortly") from exc
         outcome = combine(rules, answer, adapter, self.extractor.vocabulary)

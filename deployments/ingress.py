@@ -10,11 +10,11 @@ import asyncio
 import logging
 
 from ray import serve
-from ray.exceptions import ActorUnavailableError, RayActorError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from redis.exceptions import RedisError
 
+from deployments.handles import REPLICA_UNAVAILABLE
 from deployments.metrics import IngressMetrics
 from serve_app.config import IngressTunables
 from serve_app.db.pool import create_pool
@@ -94,7 +94,7 @@ class Ingress:
             ) from exc
         except ModelUnavailableError as exc:
             raise ApiError(503, "model_unavailable", str(exc), {"Retry-After": "1"}) from exc
-        except (DeploymentUnavailableError, RayActorError, ActorUnavailableError) as exc:
+        except REPLICA_UNAVAILABLE as exc:
             raise unavailable("entity extraction") from exc
         except AdapterError as exc:
             raise ApiError(422, "adapter_unusable", str(exc)) from exc

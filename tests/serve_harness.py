@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import httpx
 
 from serve_app.db.migrate import apply_migrations
@@ -108,6 +109,19 @@ def wait_for(condition: Callable, timeout_s: float = 60, interval_s: float = 0.2
             return value
         time.sleep(interval_s)
     raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+def fetch_value(database_url: str, statement: str):
+    """Run one statement on a fresh connection and return its first value (for tests outside an event loop)."""
+
+    async def run():
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await conn.fetchval(statement)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
 
 
 def post_query(base: str, query: str, **extra) -> httpx.Response:

@@ -32,6 +32,7 @@ from tests.serve_harness import (
     Load,
     Outcome,
     deploy,
+    fetch_value,
     post_query,
     prepare_app_database,
     serve_details,
@@ -131,17 +132,6 @@ def summarize(outcomes: list[Outcome]) -> dict:
     }
 
 
-def _sql(url: str, statement: str):
-    async def run():
-        conn = await asyncpg.connect(url)
-        try:
-            return await conn.fetchval(statement)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
 def _result_keys(redis_url: str) -> int:
     async def count() -> int:
         client = create_redis(redis_url)
@@ -186,7 +176,7 @@ def test_redis_stop_and_restart_under_load_fails_no_request(app: FaultApp) -> No
 
 def test_postgres_stop_and_restart_under_load_is_503_then_recovers_by_itself(app: FaultApp) -> None:
     wait_for(lambda: _stats(app)["query_log"]["pending"] == 0)  # earlier tests' rows are written
-    _sql(app.database_url, "TRUNCATE query_log")
+    fetch_value(app.database_url, "TRUNCATE query_log")
     with Load(app.base, {"hot": 2, "cold": 3}) as load:
         time.sleep(2)
         app.postgres.stop()
@@ -214,9 +204,8 @@ def test_postgres_stop_and_restart_under_load_is_503_then_recovers_by_itself(app
     assert settled and all(o.ok for o in settled), summarize(settled)
     # Nothing acknowledged is lost: the rows buffered while PostgreSQL was away are written after it returns.
     acknowledged = sum(o.ok for o in load.outcomes)
-    logged = wait_for(
-        lambda: (n := _sql(app.database_url, "SELECT count(*) FROM query_log")) >= acknowledged and n, timeout_s=15
-    )
+    count_rows = "SELECT count(*) FROM query_log"
+    logged = wait_for(lambda: (n := fetch_value(app.database_url, count_rows)) >= acknowledged and n, timeout_s=15)
     assert logged == acknowledged
     REPORT["postgres_restart"]["query_log_rows"] = {"acknowledged": acknowledged, "written": logged}
 

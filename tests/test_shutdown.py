@@ -12,26 +12,15 @@ import time
 import uuid
 from pathlib import Path
 
-import asyncpg
 import httpx
 import yaml
 
 from serve_app.embedded import free_port
 from tests.conftest import create_database
+from tests.serve_harness import fetch_value
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = 25
-
-
-def _count_rows(url: str) -> int:
-    async def count() -> int:
-        conn = await asyncpg.connect(url)
-        try:
-            return await conn.fetchval("SELECT count(*) FROM query_log")
-        finally:
-            await conn.close()
-
-    return asyncio.run(count())
 
 
 def _rules_only_config(port: int) -> dict:
@@ -80,7 +69,7 @@ def test_sigterm_flushes_every_acknowledged_query_log_row(embedded_postgres, emb
         stats = httpx.get(f"{base}/api/v1/stats", headers={"authorization": "Bearer shutdown-admin"}, timeout=10).json()
         pending = stats["query_log"]["pending"]
         assert pending >= 1, json.dumps(stats)  # acknowledged, and still only in the ingress's buffer
-        assert _count_rows(database_url) == QUERIES + 1 - pending
+        assert fetch_value(database_url, "SELECT count(*) FROM query_log") == QUERIES + 1 - pending
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=120) == 0
@@ -92,6 +81,6 @@ def test_sigterm_flushes_every_acknowledged_query_log_row(embedded_postgres, emb
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
     # The readiness probe's first query is acknowledged and logged too.
-    assert _count_rows(database_url) == QUERIES + 1
+    assert fetch_value(database_url, "SELECT count(*) FROM query_log") == QUERIES + 1
     printed = output.read_text(errors="replace")
     assert password not in printed and "postgres:***@" in printed
