@@ -27,13 +27,14 @@ from serve_app.service.errors import ApiError, unavailable
 from serve_app.service.http import build_http_app
 from serve_app.service.model_board import ModelBoard
 from serve_app.service.query_log import QueryLog
-from serve_app.service.query_service import QueryService
+from serve_app.service.query_service import QueryService, database_errors
 from serve_app.service.rate_limit import RateLimiter
 from serve_app.service.result_cache import ResultCache
 from serve_app.settings import Settings
 
 log = logging.getLogger(__name__)
 REFRESH_S = 2.0  # data version and metrics export
+REGISTRY = "the adapter registry (PostgreSQL)"
 
 
 @serve.deployment
@@ -138,7 +139,8 @@ class Ingress:
         return True
 
     async def list_adapters(self) -> list[AdapterOut]:
-        return await self.registry.list()
+        with database_errors(REGISTRY):
+            return await self.registry.list()
 
     async def register_adapter(self, adapter: AdapterIn) -> AdapterOut:
         if self.adapter_root is None or self.base_model is None:
@@ -147,13 +149,15 @@ class Ingress:
             spec = await asyncio.to_thread(
                 validate_adapter, adapter.name, adapter.path, self.adapter_root, self.base_model
             )
-            return await self.registry.register(spec, adapter.path)
+            with database_errors(REGISTRY):
+                return await self.registry.register(spec, adapter.path)
         except AdapterError as exc:
             status = 409 if "already registered" in str(exc) else 422
             raise ApiError(status, "adapter_rejected", str(exc)) from exc
 
     async def delete_adapter(self, name: str) -> bool:
-        return await self.registry.delete(name)
+        with database_errors(REGISTRY):
+            return await self.registry.delete(name)
 
     def service_stats(self) -> dict:
         service = self.service

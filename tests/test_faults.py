@@ -181,7 +181,9 @@ def test_postgres_stop_and_restart_under_load_is_503_then_recovers_by_itself(app
         time.sleep(2)
         app.postgres.stop()
         stopped = time.monotonic()
-        time.sleep(4)
+        time.sleep(2)
+        registry_down = httpx.get(f"{app.base}/api/v1/adapters", headers=ADMIN, timeout=10)
+        time.sleep(2)
         app.postgres.start()
         restarted = time.monotonic()
         recovered = wait_for(
@@ -200,6 +202,9 @@ def test_postgres_stop_and_restart_under_load_is_503_then_recovers_by_itself(app
     assert any(o.kind == "hot" and o.ok for o in during)
     assert max(o.finished - o.started for o in load.outcomes) < 5
     assert recovered - restarted <= 5
+    # The admin API says which dependency is away, too.
+    assert registry_down.status_code == 503, registry_down.text
+    assert registry_down.json()["error"]["code"] == "unavailable" and "adapter registry" in registry_down.text
     settled = [o for o in load.outcomes if o.started > recovered + 0.5]
     assert settled and all(o.ok for o in settled), summarize(settled)
     # Nothing acknowledged is lost: the rows buffered while PostgreSQL was away are written after it returns.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import httpx
 import pytest
 from pydantic import SecretStr
@@ -18,9 +19,10 @@ from serve_app.models.adapters import AdapterRegistry
 from serve_app.redis_client import create_redis
 from serve_app.retrieval import BranchRepository
 from serve_app.schemas import Entities, ExtractionOutcome, QueryResult
+from serve_app.service.errors import ApiError
 from serve_app.service.http import build_http_app
 from serve_app.service.query_log import QueryLog
-from serve_app.service.query_service import QueryService
+from serve_app.service.query_service import QueryService, database_errors
 from serve_app.service.rate_limit import RateLimiter
 from serve_app.service.result_cache import ResultCache
 
@@ -305,6 +307,36 @@ async def test_postgres_outage_is_a_503_and_recovery_is_automatic(tmp_path, redi
         await service.query_log.close()
         await pool.close()
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (ConnectionRefusedError(111, "refused"), 503, "unavailable"),
+        (asyncpg.AdminShutdownError("terminating connection due to administrator command"), 503, "unavailable"),
+        (asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"), 503, "unavailable"),
+        # What asyncpg's pool raises when it resets a connection the server dropped mid-query (seen in CI).
+        (
+            asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress"),
+            503,
+            "unavailable",
+        ),
+        (asyncpg.QueryCanceledError("canceling statement due to statement timeout"), 504, "timeout"),
+        (TimeoutError(), 504, "timeout"),
+    ],
+)
+def test_database_errors_become_503_or_504(error, status, code) -> None:
+    with pytest.raises(ApiError) as raised, database_errors("the adapter registry (PostgreSQL)"):
+        raise error
+    assert (raised.value.status, raised.value.code, raised.value.headers) == (status, code, {"Retry-After": "1"})
+    assert raised.value.__cause__ is error
+    if status == 503:
+        assert "the adapter registry (PostgreSQL) is unavailable" in raised.value.message
+
+
+def test_database_errors_let_other_errors_through() -> None:
+    with pytest.raises(KeyError), database_errors():
+        raise KeyError("not a database problem")
 
 
 async def test_adapter_registration_is_atomic_under_concurrency(sample_pool) -> None:

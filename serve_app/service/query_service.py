@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import asyncpg
 
@@ -30,7 +31,10 @@ log = logging.getLogger(__name__)
 #: The database did not answer in time: its statement timeout fired, or no pooled connection came free.
 DATABASE_TIMEOUTS = (TimeoutError, asyncpg.QueryCanceledError)
 #: What counts as "the database is down" (connection refused/reset, shutdown, any server error).
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+#: ``InternalClientError`` is asyncpg finding a connection mid-operation when the pool resets it after
+#: the server went away under a query; the pool has already terminated that connection.
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+DIRECTORY = "the branch directory (PostgreSQL)"
 _ADAPTER_NAMES_TTL_S = 5.0
 
 
@@ -41,6 +45,20 @@ def database_timeout(exc: BaseException) -> ApiError:
     else:
         what = "no connection to the branch directory (PostgreSQL) came free in time"
     return ApiError(504, "timeout", f"{what}; retry shortly", {"Retry-After": "1"})
+
+
+@contextmanager
+def database_errors(what: str = DIRECTORY) -> Iterator[None]:
+    """Turn database trouble inside the block into the client's answer: a 504 ``timeout`` when it did not
+    answer in time, a 503 ``unavailable`` naming ``what`` when it failed. Anything else passes through."""
+    try:
+        yield
+    except DATABASE_TIMEOUTS as exc:
+        log.warning("database timeout (%s): %r", what, exc)
+        raise database_timeout(exc) from exc
+    except DATABASE_ERRORS as exc:
+        log.warning("database error (%s): %r", what, exc)
+        raise unavailable(what) from exc
 
 
 class QueryService:
@@ -75,19 +93,13 @@ class QueryService:
         if wait is not None:
             raise ApiError(429, "rate_limited", "too many requests; slow down", {"Retry-After": str(int(wait))})
         normalized = normalize(request.query)
-        try:
+        with database_errors():
             if request.model is not None:
                 await self._require_adapter(request.model)
             key = self.result_cache.key(normalized, request.model, request.top_k, self.data_version)
             result, cached = await self.result_cache.get_or_compute(
                 key, lambda: answer(self.extract, self.repository, request, normalized, {})
             )
-        except DATABASE_TIMEOUTS as exc:
-            log.warning("database timeout while answering: %r", exc)
-            raise database_timeout(exc) from exc
-        except DATABASE_ERRORS as exc:
-            log.warning("database error while answering: %s", exc)
-            raise unavailable("the branch directory (PostgreSQL)") from exc
         total_ms = round((time.perf_counter() - started) * 1000, 3)
         if cached:
             result = result.model_copy(
@@ -123,4 +135,4 @@ class QueryService:
             async with asyncio.timeout(timeout_s):
                 await self.repository.pool.fetchval("SELECT 1")
         except (*DATABASE_TIMEOUTS, *DATABASE_ERRORS) as exc:
-            raise unavailable("the branch directory (PostgreSQL)") from exc
+            raise unavailable(DIRECTORY) from exc
