@@ -330,8 +330,7 @@ def test_database_errors_become_503_or_504(error, status, code) -> None:
         raise error
     assert (raised.value.status, raised.value.code, raised.value.headers) == (status, code, {"Retry-After": "1"})
     assert raised.value.__cause__ is error
-    if status == 503:
-        assert "the adapter registry (PostgreSQL) is unavailable" in raised.value.message
+    assert "the adapter registry (PostgreSQL)" in raised.value.message
 
 
 def test_database_errors_let_other_errors_through() -> None:

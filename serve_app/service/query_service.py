@@ -38,13 +38,13 @@ DIRECTORY = "the branch directory (PostgreSQL)"
 _ADAPTER_NAMES_TTL_S = 5.0
 
 
-def database_timeout(exc: BaseException) -> ApiError:
+def database_timeout(exc: BaseException, what: str = DIRECTORY) -> ApiError:
     """The 504 for a lookup that ran out of time: its statement was cancelled, or no connection came free."""
     if isinstance(exc, asyncpg.QueryCanceledError):
-        what = "the branch directory (PostgreSQL) did not answer within its statement timeout"
+        reason = f"{what} did not answer within its statement timeout"
     else:
-        what = "no connection to the branch directory (PostgreSQL) came free in time"
-    return ApiError(504, "timeout", f"{what}; retry shortly", {"Retry-After": "1"})
+        reason = f"no connection to {what} came free in time"
+    return ApiError(504, "timeout", f"{reason}; retry shortly", {"Retry-After": "1"})
 
 
 @contextmanager
@@ -55,7 +55,7 @@ def database_errors(what: str = DIRECTORY) -> Iterator[None]:
         yield
     except DATABASE_TIMEOUTS as exc:
         log.warning("database timeout (%s): %r", what, exc)
-        raise database_timeout(exc) from exc
+        raise database_timeout(exc, what) from exc
     except DATABASE_ERRORS as exc:
         log.warning("database error (%s): %r", what, exc)
         raise unavailable(what) from exc
