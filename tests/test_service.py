@@ -88,36 +88,31 @@ async def test_token_bucket_allows_the_burst_then_asks_to_wait(redis_client) -> 
     await dead.aclose()
 
 
-async def test_query_log_flushes_on_size_and_close(sample_database_url: str) -> None:
-    pool = await create_pool(sample_database_url)
-    try:
-        await pool.execute("TRUNCATE query_log")
-        log = QueryLog(pool, batch_size=3, interval_s=60)
-        for i in range(7):
-            log.record(query=f"q{i}", normalized=f"q{i}", source="rules", model=None, top_code=None,
-                       matches=0, latency_ms=1.0, client="test")  # fmt: skip
-        await asyncio.sleep(0.2)  # size-triggered flushes
-        await log.close()  # the rest, as at a graceful shutdown
-        assert await pool.fetchval("SELECT count(*) FROM query_log") == 7
-        assert log.pending == 0 and log.written == 7
-    finally:
-        await pool.close()
+def _record(log: QueryLog, text: str) -> None:
+    log.record(query=text, normalized=text, source="rules", model=None, top_code=None, matches=0, latency_ms=1.0,
+               client="test")  # fmt: skip
 
 
-async def test_query_log_drops_only_the_row_the_database_refuses(sample_database_url: str) -> None:
+async def test_query_log_flushes_on_size_and_close(sample_pool) -> None:
+    await sample_pool.execute("TRUNCATE query_log")
+    log = QueryLog(sample_pool, batch_size=3, interval_s=60)
+    for i in range(7):
+        _record(log, f"q{i}")
+    await asyncio.sleep(0.2)  # size-triggered flushes
+    await log.close()  # the rest, as at a graceful shutdown
+    assert await sample_pool.fetchval("SELECT count(*) FROM query_log") == 7
+    assert log.pending == 0 and log.written == 7
+
+
+async def test_query_log_drops_only_the_row_the_database_refuses(sample_pool) -> None:
     """A row PostgreSQL will not store (NUL in text) must not block the rows around it, now or later."""
-    pool = await create_pool(sample_database_url)
-    try:
-        await pool.execute("TRUNCATE query_log")
-        log = QueryLog(pool, batch_size=1000, interval_s=60)
-        for text in ("first", "bad\x00row", "last"):
-            log.record(query=text, normalized=text, source="rules", model=None, top_code=None,
-                       matches=0, latency_ms=1.0, client="test")  # fmt: skip
-        assert await log.flush() == 2
-        assert (log.written, log.rejected, log.pending) == (2, 1, 0)
-        assert await pool.fetchval("SELECT array_agg(query ORDER BY id) FROM query_log") == ["first", "last"]
-    finally:
-        await pool.close()
+    await sample_pool.execute("TRUNCATE query_log")
+    log = QueryLog(sample_pool, batch_size=1000, interval_s=60)
+    for text in ("first", "bad\x00row", "last"):
+        _record(log, text)
+    assert await log.flush() == 2
+    assert (log.written, log.rejected, log.pending) == (2, 1, 0)
+    assert await sample_pool.fetchval("SELECT array_agg(query ORDER BY id) FROM query_log") == ["first", "last"]
 
 
 class FakeAdmin:
