@@ -125,10 +125,10 @@ async def evaluate(per_type: int, seed: int) -> dict:
                 started = time.perf_counter()
                 extraction = pipeline.extractor.extract(text)
                 extract_us.append((time.perf_counter() - started) * 1e6)
-                matches = await pipeline.repository.search(extraction.entities, text)
+                matches = (await pipeline.repository.search(extraction.entities, text)).candidates
                 ours.append(score(case, extraction.entities, [m.code for m in matches]) | {"noise": case["noise"]})
                 base_entities = cpca_entities(extraction.entities, cpca_row)
-                matches = await pipeline.repository.search(base_entities, text)
+                matches = (await pipeline.repository.search(base_entities, text)).candidates
                 baseline.append(score(case, base_entities, [m.code for m in matches]) | {"noise": case["noise"]})
             await pool.close()
         finally:

@@ -149,11 +149,11 @@ def right_answers(operator: Operator, gold: Record, query: str, records: list[Re
     return {r["code"] for r in index[operator.name].get(key, [])} | {gold["code"]}
 
 
-def build_index(records: list[Record]) -> dict:
+def build_index(records: list[Record], operators: tuple[Operator, ...] = OPERATORS) -> dict:
     index: dict = {"by_bank": {}}
     for record in records:
         index["by_bank"].setdefault(record["bank_name"], []).append(record)
-    for operator in OPERATORS:
+    for operator in operators:
         if operator.prefix:
             continue
         groups: dict = {}
@@ -161,3 +161,59 @@ def build_index(records: list[Record]) -> dict:
             groups.setdefault(operator.information(record), []).append(record)
         index[operator.name] = groups
     return index
+
+
+# --- operators added for the verdict evaluation (benchmarks/eval_verdict.py) -----------------------------
+
+#: Natural questions. The fit split and the evaluation split use different phrasings, so the evaluation
+#: measures questions the calibration never saw. {bank}, {branch}, {body} (the branch without its level)
+#: and {level} are filled from the record.
+QUESTION_TEMPLATES = {
+    "fit": (
+        "请问{bank}{branch}的联行号是什么",
+        "{bank}{branch}的行号",
+        "帮我查一下{bank}{branch}",
+        "{bank}{branch}的联行号是多少？",
+    ),
+    "eval": (
+        "请帮我查一下{bank}在{body}那个{level}的联行号",
+        "你好，{bank}{branch}的大额行号是多少呢",
+        "麻烦查询一下{bank}{branch}的银行代码",
+        "{bank}的{branch}联行号是什么？",
+    ),
+}
+_STATEMENT_PREFIXES = ("收款行：", "对方开户行:", "开户银行 ", "THE PEOPLE'S BANK OF CHINA ", "付款行名称：")
+
+
+def natural_question(split: str) -> Callable[[Record, random.Random], str | None]:
+    templates = QUESTION_TEMPLATES[split]
+
+    def apply(record: Record, rng: random.Random) -> str | None:
+        level = _LEVEL.search(record["branch"])
+        if not level or len(record["branch"]) - len(level.group(1)) < 2:
+            return None
+        body = record["branch"][: level.start()]
+        values = {"bank": record["bank_name"], "branch": record["branch"], "body": body, "level": level.group(1)}
+        return rng.choice(templates).format(**values)
+
+    return apply
+
+
+def statement_line(record: Record, rng: random.Random) -> str | None:
+    """How statement exports print the counterparty bank: a label, the official name, OCR spaces."""
+    chars = list(record["name"])
+    chars.insert(rng.randrange(1, len(chars)), " ")
+    return rng.choice(_STATEMENT_PREFIXES) + "".join(chars)
+
+
+def _bank_and_branch(record: Record) -> tuple:
+    return (record["bank_name"], record["branch"])
+
+
+def verdict_operators(split: str) -> tuple[Operator, ...]:
+    """The operators of the extraction evaluation plus natural questions (phrased per split) and statement lines."""
+    return (
+        *OPERATORS,
+        Operator("natural_question", natural_question(split), _bank_and_branch),
+        Operator("statement_line", statement_line),
+    )

@@ -144,10 +144,13 @@ def _print_result(result: QueryResult, as_json: bool) -> None:
         return
     entities = ", ".join(f"{k}={v}" for k, v in result.entities.model_dump(exclude_none=True).items())
     print(f"{result.query}\n  normalized: {result.normalized}\n  entities:   {entities or '-'}")
+    print(f"  verdict:    {result.verdict} ({result.reason})")
     for rank, match in enumerate(result.matches, 1):
-        print(f"  {rank}. {match.code}  {match.name}  ({match.province} {match.city})  score {match.score:.3f}")
-    if not result.matches:
-        print("  no match")
+        agree = " ".join(f"{part}={how}" for part, how in match.evidence.model_dump().items() if how != "unstated")
+        print(
+            f"  {rank}. {match.code}  {match.name}  ({match.province} {match.city})  "
+            f"confidence {match.confidence:.3f}  [{agree}]"
+        )
     print(f"  {result.timings_ms['total']:.1f} ms")
 
 

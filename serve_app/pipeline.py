@@ -1,7 +1,7 @@
 """The query pipeline — normalize → extract → retrieve — as one object, without Ray.
 
 The CLI runs it directly; the Serve deployments run the same code split across replicas. Nothing here
-raises for odd input: text that normalizes to nothing, or matches nothing, gives an empty ``matches``.
+raises for odd input: text that normalizes to nothing, or matches nothing, is a ``none`` verdict.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from serve_app.directory.codes import find_code
 from serve_app.directory.loader import read_data_version
 from serve_app.extraction.cache import ExtractionCache
 from serve_app.extraction.model_use import adapter_to_ask, combine, rules_outcome
@@ -21,8 +22,9 @@ from serve_app.models.adapters import AdapterRegistry, validate_adapter
 from serve_app.models.engine import AdapterError, GenerationRequest
 from serve_app.models.task import build_prompt, parse_answer
 from serve_app.normalize import normalize
-from serve_app.retrieval import BranchRepository
+from serve_app.retrieval import BranchRepository, Retrieval
 from serve_app.schemas import Entities, Extraction, ExtractionOutcome, QueryRequest, QueryResult
+from serve_app.verdict import judge, judge_code
 
 
 class LocalModel:
@@ -98,29 +100,40 @@ class QueryPipeline:
 
 
 ExtractFn = Callable[[str, str | None], Awaitable[ExtractionOutcome]]
+#: Candidates judged per query; more than ``top_k`` so that rivals of the best one are seen.
+CANDIDATES = 20
 
 
 async def answer(
     extract: ExtractFn, repository: BranchRepository, request: QueryRequest, normalized: str, timings: dict
 ) -> QueryResult:
-    """Extract (however ``extract`` does it: in-process, or a deployment handle) and retrieve.
+    """Extract (however ``extract`` does it: in-process, or a deployment handle), retrieve, judge.
 
-    The one query path: the offline pipeline and the service's ingress both end here.
+    The one query path: the offline pipeline and the service's ingress both end here. A query that is or
+    carries a 12-digit code is answered by the code (checked, then looked up), the text only confirming it.
     """
     mark = time.perf_counter()
-    if normalized:
+    code = find_code(request.query)
+    if normalized and not (code is not None and code.whole_query):  # a bare code names no branch words
         outcome = await extract(normalized, request.model)
     else:
         outcome = ExtractionOutcome(entities=Entities(), source="rules", confidence=0.0)
     timings["extract"] = _ms_since(mark)
     mark = time.perf_counter()
-    matches = await repository.search(outcome.entities, normalized, request.top_k) if normalized else []
+    if code is not None:
+        record = await repository.by_code(code.code) if code.valid else None
+        judgement = judge_code(code, record, outcome.entities)
+    else:
+        retrieval = await repository.search(outcome.entities, normalized, CANDIDATES) if normalized else Retrieval([])
+        judgement = judge(outcome.entities, retrieval, request.top_k, outcome.other_bank)
     timings["retrieve"] = _ms_since(mark)
     return QueryResult(
         query=request.query,
         normalized=normalized,
         entities=outcome.entities,
-        matches=matches,
+        verdict=judgement.verdict,
+        reason=judgement.reason,
+        matches=judgement.matches,
         source=outcome.source,
         model=outcome.model,
         timings_ms=timings,

@@ -1,28 +1,29 @@
-"""Ranked branch lookup in PostgreSQL: structured filters to find candidates, pg_trgm to rank them.
+"""Candidate branches in PostgreSQL: structured filters to find them, pg_trgm to rank them.
 
 The statement is chosen from a small fixed set by which entities are known, so each has a plan that
 uses the right index and no SQL is ever built from values:
 
-- bank known → the bank's branches that are in the extracted city or district, *or* whose name contains
-  the branch keyword: a BitmapOr of the btree ``(bank_name, city)``, ``(district)`` and the GIN index over
-  ``(bank_name, search_name)`` trigrams. Place is a strong ranking signal, not a hard filter, so a
-  misread place (朝阳 read as Beijing's) cannot hide the branch that carries the keyword.
-- no bank, place known → branches in that city or district whose name matches the keyword;
+- bank known → only that bank's branches: those in the extracted city or district, *or* whose name
+  contains the branch keyword (a BitmapOr of the btree ``(bank_name, city)``, ``(district)`` and the GIN
+  index over ``(bank_name, search_name)`` trigrams); then the bank's rows containing the keyword verbatim.
+  The bank is a constraint, never a hint: when none of its branches is similar, the answer is that none
+  is, not another bank's branch with the same street name.
+- no bank read, place known → branches in that city or district whose name matches the keyword;
 - otherwise → the trigram index alone.
-- a bank's rows scanned for the keyword verbatim, only when the above found nothing.
 
 Keyword matching is word similarity (``<%``): most of the probe's trigrams must occur, in order, which
-lets GIN skip the posting lists of trigrams every name shares (银行, 支行); plain ``%`` similarity at a
-useful threshold scans tens of thousands of rows at 150k. If a statement finds nothing, the search goes
-on with the next, more general one.
+lets GIN skip the posting lists of trigrams every name shares (银行, 支行). Whether a candidate *fits*
+the query, and how sure that is, is decided afterwards by ``serve_app.verdict``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import asyncpg
 
 from serve_app.normalize import normalize
-from serve_app.schemas import Entities, Match
+from serve_app.schemas import Entities
 
 #: Score bonuses for agreeing with the extracted place and for containing the whole branch keyword;
 #: the trigram terms are each in [0, 1].
@@ -35,7 +36,7 @@ KEYWORD_BONUS = 0.5
 # and truncated keywords such as 和平 have no trigrams inside a name); ties go to the shorter name (a
 # 营业部 or head office over its sub-branches), then to the code, so results are deterministic.
 _SELECT = f"""
-SELECT code, name, bank_name, province, city,
+SELECT code, name, bank_name, bank_code, province, city, district, branch,
        similarity(search_name, $1)
        + word_similarity($2, search_name)
        + CASE WHEN city = $3 THEN {CITY_BONUS} ELSE 0 END
@@ -57,6 +58,7 @@ _WHERE: dict[str, tuple[str, tuple[str, ...]]] = {
     # Last resort for a bank: the keyword verbatim, for probes too short for trigrams. Scans the bank's
     # rows, so it runs only when the indexed statements found nothing.
     "bank_substring": ("bank_name = $6 AND strpos(search_name, $2) > 0", ("bank",)),
+    # Without a bank read: any bank's branches, for a person to choose from.
     "place": ("(city = $3 OR district = $4) AND $2 <% search_name", ()),
     "province": ("province = $6 AND $2 <% search_name", ("province",)),
     "trgm": ("$2 <% search_name", ()),
@@ -64,13 +66,53 @@ _WHERE: dict[str, tuple[str, tuple[str, ...]]] = {
 STATEMENTS = {name: _SELECT.format(where=where) for name, (where, _) in _WHERE.items()}
 
 
+_BY_CODE = """SELECT code, name, bank_name, bank_code, province, city, district, branch, 0.0 AS score
+              FROM branches WHERE code = $1"""
+_BANK_HAS_BRANCHES = "SELECT EXISTS (SELECT 1 FROM branches WHERE bank_name = $1)"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A directory record considered for a query, with the ranking score of the statement that found it."""
+
+    code: str
+    name: str
+    bank: str
+    bank_code: str
+    province: str
+    city: str
+    district: str | None
+    branch: str  # the record's branch keyword: its normalized name after the institution
+    score: float
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Candidate:
+        return cls(
+            code=row["code"],
+            name=row["name"],
+            bank=row["bank_name"],
+            bank_code=row["bank_code"],
+            province=row["province"],
+            city=row["city"],
+            district=row["district"],
+            branch=row["branch"],
+            score=round(float(row["score"]), 4),
+        )
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    candidates: list[Candidate]
+    #: For a query whose bank was read and that found no candidate: does the directory hold that bank at all?
+    bank_in_directory: bool | None = None
+
+
 def plan_for(entities: Entities) -> list[str]:
     """The statements to try, in order, for the entities that are known."""
-    plans = []
     has_place = bool(entities.city or entities.district)
     if entities.bank:
-        plans.append("bank_place" if has_place else "bank")
-        plans.append("bank_substring")
+        return ["bank_place" if has_place else "bank", "bank_substring"]
+    plans = []
     if has_place:
         plans.append("place")
     if entities.province:
@@ -86,41 +128,40 @@ class BranchRepository:
         self.pool = pool
         self.acquire_timeout_s = acquire_timeout_s  # waiting for a free connection; None waits for ever
 
-    async def search(self, entities: Entities, text: str, top_k: int = 5) -> list[Match]:
-        """Rank directory records for a query. ``text`` is the normalized query.
+    async def search(self, entities: Entities, text: str, limit: int = 20) -> Retrieval:
+        """Candidates for a query, best-scored first. ``text`` is the normalized query.
 
-        Returns at most ``top_k`` matches, best first; an empty list when nothing is similar enough.
-        Raises ``TimeoutError`` when no pooled connection comes free within ``acquire_timeout_s``.
+        With a bank read, only that bank's branches are candidates. Returns at most ``limit``; none when
+        nothing is similar enough. Raises ``TimeoutError`` when no pooled connection comes free within
+        ``acquire_timeout_s``.
         """
-        if top_k <= 0:
-            return []
+        if limit <= 0:
+            return Retrieval([])
         async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
             for plan in plan_for(entities):
-                rows = await conn.fetch(STATEMENTS[plan], *_arguments(plan, entities, text, top_k))
+                rows = await conn.fetch(STATEMENTS[plan], *_arguments(plan, entities, text, limit))
                 if rows:
-                    return [
-                        Match(
-                            code=row["code"],
-                            name=row["name"],
-                            bank=row["bank_name"],
-                            province=row["province"],
-                            city=row["city"],
-                            score=round(float(row["score"]), 4),
-                        )
-                        for row in rows
-                    ]
-        return []
+                    return Retrieval([Candidate.from_row(row) for row in rows])
+            if entities.bank:
+                return Retrieval([], bank_in_directory=await conn.fetchval(_BANK_HAS_BRANCHES, entities.bank))
+        return Retrieval([])
 
-    async def explain(self, plan: str, entities: Entities, text: str, top_k: int = 5) -> str:
+    async def by_code(self, code: str) -> Candidate | None:
+        """The record with this CNAPS code, or None."""
+        async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
+            row = await conn.fetchrow(_BY_CODE, code)
+        return Candidate.from_row(row) if row else None
+
+    async def explain(self, plan: str, entities: Entities, text: str, limit: int = 20) -> str:
         """EXPLAIN (ANALYZE) of one statement, for tests and the benchmark."""
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                "EXPLAIN (ANALYZE, COSTS OFF) " + STATEMENTS[plan], *_arguments(plan, entities, text, top_k)
+                "EXPLAIN (ANALYZE, COSTS OFF) " + STATEMENTS[plan], *_arguments(plan, entities, text, limit)
             )
         return "\n".join(row[0] for row in rows)
 
 
-def _arguments(plan: str, entities: Entities, text: str, top_k: int) -> tuple:
+def _arguments(plan: str, entities: Entities, text: str, limit: int) -> tuple:
     probe = (normalize(entities.branch) if entities.branch else "") or text
     filters = tuple(getattr(entities, field) for field in _WHERE[plan][1])
-    return (text, probe, entities.city or "", entities.district or "", top_k, *filters)
+    return (text, probe, entities.city or "", entities.district or "", limit, *filters)

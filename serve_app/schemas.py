@@ -40,8 +40,25 @@ class Entities(BaseModel):
     branch: str | None = Field(default=None, description="Branch keyword, e.g. 江油西山支行.")
 
 
+#: How one part of the query agrees with a record: the same, close (contained, a prefix, similar), not at
+#: all, or the query does not say.
+Agreement = Literal["exact", "partial", "none", "unstated"]
+Verdict = Literal["match", "ambiguous", "none"]
+
+
+class Evidence(BaseModel):
+    """Which parts of the query agree with a record, so an auditor sees why it was proposed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bank: Agreement
+    city: Agreement
+    district: Agreement
+    branch: Agreement = Field(description="The branch keyword, place names and level aside.")
+
+
 class Match(BaseModel):
-    """One directory record returned for a query, best first."""
+    """One directory record proposed for a query, most probable first."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -50,7 +67,31 @@ class Match(BaseModel):
     bank: str
     province: str
     city: str
-    score: float = Field(description="Ranking score; higher is better. Comparable within one response.")
+    district: str | None = None
+    confidence: float = Field(
+        ge=0.0, le=1.0, description="Calibrated probability that this is the branch the query means."
+    )
+    evidence: Evidence
+    score: float = Field(description="Retrieval ranking score; comparable within one response only.")
+
+
+class BranchRecordOut(BaseModel):
+    """One directory record (``GET /api/v1/branches/{code}``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str
+    name: str
+    bank: str
+    bank_code: str = Field(description="CNAPS bank class: the code's first 3 digits.")
+    province: str
+    city: str
+    district: str | None
+
+    @classmethod
+    def from_candidate(cls, record) -> BranchRecordOut:
+        fields = ("code", "name", "bank", "bank_code", "province", "city", "district")
+        return cls(**{field: getattr(record, field) for field in fields})
 
 
 class Extraction(BaseModel):
@@ -61,6 +102,7 @@ class Extraction(BaseModel):
     entities: Entities
     confidence: float = Field(ge=0.0, le=1.0, description="How complete the reading is; low → ask the model.")
     level: str | None = Field(default=None, description="Branch level at the end of the text, e.g. 支行.")
+    other_bank: str | None = Field(default=None, description="A second bank the text names: the bank is uncertain.")
     extractor_version: int
 
 
@@ -96,13 +138,20 @@ class QueryRequest(BaseModel):
 
 
 class QueryResult(BaseModel):
-    """The answer to one query (``POST /api/v1/query`` and ``serve-app query --json``)."""
+    """The answer to one query (``POST /api/v1/query`` and ``serve-app query --json``).
+
+    ``verdict`` is what to do: ``match`` — pay to ``matches[0].code``, one branch fits and the service is
+    sure; ``ambiguous`` — a person must choose among ``matches``; ``none`` — no branch in the directory
+    fits what was written. ``reason`` is a stable code saying why (see the README).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     query: str
     normalized: str
     entities: Entities
+    verdict: Verdict
+    reason: str
     matches: list[Match]
     source: Literal["cache", "rules", "model"]
     model: str | None = None
@@ -119,3 +168,4 @@ class ExtractionOutcome(BaseModel):
     model: str | None = None
     confidence: float
     model_error: str | None = Field(default=None, description="Why the model's answer was not used.")
+    other_bank: str | None = Field(default=None, description="A second bank the text names: the bank is uncertain.")

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from serve_app.cli import main
 from serve_app.embedded import EmbeddedRedis
+from serve_app.extraction.rules import EXTRACTOR_VERSION
 from serve_app.pipeline import build_pipeline
 from serve_app.redis_client import create_redis
 from serve_app.schemas import MAX_QUERY_CHARS, QueryRequest
@@ -60,7 +61,7 @@ async def test_extraction_cache_is_shared_and_versioned(sample_pool, embedded_re
         assert second.extraction_cache.hits == 1
         assert result.matches[0].code == SEED_CODE
         key = first.extraction_cache.key("华夏银行江油西山支行")
-        assert ":n1:" in key and ":x2:" in key and ":d" in key
+        assert ":n1:" in key and f":x{EXTRACTOR_VERSION}:" in key and ":d" in key
         assert await first_client.ttl(key) > 0
     finally:
         await first_client.aclose()
@@ -88,7 +89,18 @@ def test_cli_query_json(monkeypatch: pytest.MonkeyPatch, sample_database_url: st
     assert main(["query", "华夏银行江油西山支行", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["matches"][0]["code"] == SEED_CODE
-    assert set(result) == {"query", "normalized", "entities", "matches", "source", "model", "timings_ms"}
+    assert set(result) == {
+        "query",
+        "normalized",
+        "entities",
+        "verdict",
+        "reason",
+        "matches",
+        "source",
+        "model",
+        "timings_ms",
+    }
+    assert (result["verdict"], result["reason"]) == ("match", "unique_fit")
 
 
 def test_cli_query_file_gives_one_line_per_input(

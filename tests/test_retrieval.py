@@ -32,7 +32,7 @@ def directory_pool(request: pytest.FixtureRequest, sample_pool, scale_pool):
 )
 async def test_seed_branch_is_top_1(entities: Entities, directory_pool) -> None:
     repository = BranchRepository(directory_pool)
-    matches = await repository.search(entities, SEED_TEXT, top_k=5)
+    matches = (await repository.search(entities, SEED_TEXT, limit=5)).candidates
     assert matches[0].code == SEED_CODE
     assert matches[0].name == "华夏银行股份有限公司江油西山支行"
     assert (matches[0].bank, matches[0].province, matches[0].city) == ("华夏银行", "四川省", "绵阳市")
@@ -42,42 +42,71 @@ async def test_seed_branch_is_top_1(entities: Entities, directory_pool) -> None:
 async def test_top_k_bounds_the_result(sample_pool) -> None:
     repository = BranchRepository(sample_pool)
     entities = Entities(bank="中国工商银行", city="北京市")
-    assert len(await repository.search(entities, normalize("工商银行北京支行"), top_k=3)) == 3
-    assert await repository.search(entities, "工商银行北京支行", top_k=0) == []
+    assert len((await repository.search(entities, normalize("工商银行北京支行"), limit=3)).candidates) == 3
+    assert (await repository.search(entities, "工商银行北京支行", limit=0)).candidates == []
 
 
 async def test_wrong_city_falls_back_to_the_bank(sample_pool) -> None:
     repository = BranchRepository(sample_pool)
     entities = Entities(bank="华夏银行", city="北京市", branch="江油西山支行")
-    matches = await repository.search(entities, SEED_TEXT)
+    matches = (await repository.search(entities, SEED_TEXT)).candidates
     assert matches[0].code == SEED_CODE
 
 
 async def test_nothing_similar_gives_no_matches(sample_pool) -> None:
     repository = BranchRepository(sample_pool)
-    assert await repository.search(Entities(), "ZZZZQQQQ") == []
+    assert (await repository.search(Entities(), "ZZZZQQQQ")).candidates == []
 
 
 async def test_short_truncated_keyword_is_found_verbatim(sample_pool) -> None:
     # "和平" has no trigram inside "…银行和平支行": only the verbatim fallback finds it.
     entities = Entities(bank="湖北宣恩农村商业银行", branch="和平")
-    matches = await BranchRepository(sample_pool).search(entities, normalize("湖北宣恩农村商业银行和平"))
+    matches = (await BranchRepository(sample_pool).search(entities, normalize("湖北宣恩农村商业银行和平"))).candidates
     assert matches[0].name == "湖北宣恩农村商业银行股份有限公司和平支行"
 
 
 async def test_place_is_a_signal_not_a_filter(sample_pool) -> None:
     # 朝阳 misread as Beijing's 朝阳区 must not hide the 溧阳 branch that carries the keyword.
     entities = Entities(bank="中国建设银行", city="北京市", district="朝阳区", branch="溧阳朝阳支行")
-    matches = await BranchRepository(sample_pool).search(entities, normalize("中国建设银行溧阳朝阳支行"))
+    matches = (await BranchRepository(sample_pool).search(entities, normalize("中国建设银行溧阳朝阳支行"))).candidates
     assert matches[0].name == "中国建设银行股份有限公司溧阳朝阳支行"
 
 
-def test_plans_go_from_specific_to_general() -> None:
-    assert plan_for(Entities(bank="B", city="C", district="D", province="P")) == [
-        "bank_place", "bank_substring", "place", "province", "trgm",
-    ]  # fmt: skip
-    assert plan_for(Entities(bank="B")) == ["bank", "bank_substring", "trgm"]
+def test_plans_go_from_specific_to_general_and_never_leave_the_bank() -> None:
+    assert plan_for(Entities(bank="B", city="C", district="D", province="P")) == ["bank_place", "bank_substring"]
+    assert plan_for(Entities(bank="B")) == ["bank", "bank_substring"]
+    assert plan_for(Entities(city="C", province="P")) == ["place", "province", "trgm"]
     assert plan_for(Entities()) == ["trgm"]
+
+
+async def test_a_read_bank_is_a_constraint_not_a_hint(sample_pool) -> None:
+    # The sample holds ICBC's 北京西客站支行 but no 民生 branch of that name: 民生 is never answered with ICBC's.
+    repository = BranchRepository(sample_pool)
+    entities = Entities(bank="中国民生银行", city="北京市", branch="北京西客站支行")
+    retrieval = await repository.search(entities, normalize("中国民生银行北京西客站支行"))
+    assert {c.bank for c in retrieval.candidates} <= {"中国民生银行"}
+    icbc = await repository.search(Entities(branch="北京西客站支行"), normalize("北京西客站支行"))
+    assert "中国工商银行" in {c.bank for c in icbc.candidates}  # the other bank's branch does exist
+
+
+async def test_a_bank_with_no_branches_is_reported_as_such(sample_pool) -> None:
+    repository = BranchRepository(sample_pool)
+    absent = await repository.search(Entities(bank="南京银行", branch="鼓楼支行"), normalize("南京银行鼓楼支行"))
+    assert absent.candidates == [] and absent.bank_in_directory is False
+    present = await repository.search(Entities(bank="华夏银行", branch="ZZZZ支行"), normalize("华夏银行ZZZZ"))
+    assert present.candidates == [] and present.bank_in_directory is True
+
+
+async def test_lookup_by_code(sample_pool) -> None:
+    repository = BranchRepository(sample_pool)
+    record = await repository.by_code(SEED_CODE)
+    assert (record.name, record.bank, record.city, record.district) == (
+        "华夏银行股份有限公司江油西山支行",
+        "华夏银行",
+        "绵阳市",
+        "江油市",
+    )
+    assert await repository.by_code("102100000000") is None
 
 
 @pytest.mark.parametrize(

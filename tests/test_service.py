@@ -175,6 +175,22 @@ async def test_http_query_then_cache(http_client: httpx.AsyncClient) -> None:
     assert again.json()["source"] == "cache"
 
 
+async def test_http_answers_carry_a_verdict_and_branches_look_up_by_code(http_client: httpx.AsyncClient) -> None:
+    answer = (await http_client.post("/api/v1/query", json={"query": "华夏银行江油西山支行"})).json()
+    assert (answer["verdict"], answer["reason"]) == ("match", "unique_fit")
+    assert answer["matches"][0]["evidence"]["branch"] == "exact" and 0 < answer["matches"][0]["confidence"] <= 1
+    record = await http_client.get(f"/api/v1/branches/{SEED_CODE}")
+    assert record.status_code == 200
+    assert record.json() == {
+        "code": SEED_CODE, "name": "华夏银行股份有限公司江油西山支行", "bank": "华夏银行", "bank_code": "304",
+        "province": "四川省", "city": "绵阳市", "district": "江油市",
+    }  # fmt: skip
+    for code, status, error in [("304659715926", 422, "invalid_code"), ("30465971592x", 422, "invalid_code"),
+                                ("102100009998", 404, "unknown_code")]:  # fmt: skip
+        response = await http_client.get(f"/api/v1/branches/{code}")
+        assert (response.status_code, response.json()["error"]["code"]) == (status, error), code
+
+
 #: Hostile or malformed bodies for POST /api/v1/query: (body, expected status, expected error code).
 #: A ``str`` body is sent as raw bytes (UTF-8), anything else as JSON.
 BAD_QUERY_BODIES = [

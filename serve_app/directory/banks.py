@@ -6,6 +6,7 @@ import re
 
 #: CNAPS bank class (行别代码, the first three digits of every branch code) → class name.
 CATEGORY_NAMES: dict[str, str] = {
+    "001": "中国人民银行",
     "102": "中国工商银行",
     "103": "中国农业银行",
     "104": "中国银行",
@@ -47,8 +48,6 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "中国光大银行": ("光大银行", "光大", "CEB"),
     "华夏银行": ("华夏", "HXB"),
     "中国民生银行": ("民生银行", "民生", "CMBC"),
-    "广发银行": ("广发", "CGB"),
-    "平安银行": ("平安", "PAB"),
     "招商银行": ("招行", "CMB"),
     "兴业银行": ("兴业", "CIB"),
     "上海浦东发展银行": ("浦发银行", "浦发", "SPDB"),
@@ -56,6 +55,10 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "浙商银行": ("浙商",),
     "渤海银行": ("渤海",),
     "中国邮政储蓄银行": ("邮政储蓄银行", "邮储银行", "邮储", "PSBC"),
+    "中国人民银行": ("人民银行",),
+    # Former names still printed on old statements and cheques.
+    "广发银行": ("广发", "CGB", "广东发展银行"),
+    "平安银行": ("平安", "PAB", "深圳发展银行"),
 }
 
 # The institution is the name up to the first institution word: 银行, or the credit-cooperative forms.
@@ -66,6 +69,17 @@ def parse_institution(name: str) -> str | None:
     """The institution part of a normalized official branch name (华夏银行江油西山支行 → 华夏银行)."""
     match = _INSTITUTION.match(name)
     return match.group(1) if match else None
+
+
+#: Classes shared by many institutions (city, rural, village banks, credit cooperatives): the class does
+#: not say which bank a code belongs to.
+SHARED_CLASSES = frozenset({"313", "314", "317", "320", "402"})
+
+
+def national_bank(code: str) -> str | None:
+    """The institution a code's class stands for when the class is one bank's own (102 → 中国工商银行)."""
+    bank_class = code[:3]
+    return None if bank_class in SHARED_CLASSES else CATEGORY_NAMES.get(bank_class)
 
 
 def category_name(bank_code: str) -> str:

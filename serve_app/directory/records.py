@@ -15,7 +15,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from serve_app.directory.banks import parse_institution
+from serve_app.directory.banks import national_bank, parse_institution
 from serve_app.directory.gazetteer import Gazetteer, Region
 from serve_app.normalize import normalize
 
@@ -113,10 +113,16 @@ class PlaceResolver:
 def make_record(
     *, code: str, official_name: str, bank_hint: str, place: Place, city_code: str, source: str
 ) -> BranchRecord:
-    """Build a record; the institution comes from the name, else from ``bank_hint``."""
+    """Build a record; the institution comes from the code's class for national banks, else from the name,
+    else from ``bank_hint``.
+
+    A national bank's class is authoritative: a branch published as 工商银行响水支行 (code 102…) belongs to
+    中国工商银行, and the branch keyword is what follows whatever institution the name spells.
+    """
     search_name = normalize(official_name)
-    institution = parse_institution(search_name) or bank_hint
-    branch = search_name[len(institution) :] if search_name.startswith(institution) else search_name
+    spelled = parse_institution(search_name)
+    institution = national_bank(code) or spelled or bank_hint
+    branch = search_name[len(spelled) :] if spelled else search_name
     return BranchRecord(
         code=code,
         bank_code=code[:3],

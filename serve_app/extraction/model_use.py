@@ -20,7 +20,9 @@ def adapter_to_ask(requested: str | None, rules: Extraction, threshold: float, d
 
 
 def rules_outcome(rules: Extraction) -> ExtractionOutcome:
-    return ExtractionOutcome(entities=rules.entities, source="rules", confidence=rules.confidence)
+    return ExtractionOutcome(
+        entities=rules.entities, source="rules", confidence=rules.confidence, other_bank=rules.other_bank
+    )
 
 
 def combine(rules: Extraction, answer: ModelAnswer, adapter: str, vocabulary: Vocabulary) -> ExtractionOutcome:
@@ -30,4 +32,6 @@ def combine(rules: Extraction, answer: ModelAnswer, adapter: str, vocabulary: Vo
     entities = answer.entities
     bank = vocabulary.banks.get(entities.bank or "")
     entities = entities.model_copy(update={"bank_code": bank.category_code if bank else None})
-    return ExtractionOutcome(entities=entities, source="model", model=adapter, confidence=rules.confidence)
+    return ExtractionOutcome(
+        entities=entities, source="model", model=adapter, confidence=rules.confidence, other_bank=rules.other_bank
+    )

@@ -15,15 +15,17 @@ from dataclasses import dataclass
 import ahocorasick
 
 from serve_app.directory.gazetteer import Gazetteer, Region
-from serve_app.extraction.vocabulary import Vocabulary
+from serve_app.directory.institutions import CENTRAL_BANK
+from serve_app.extraction.question import strip_question
+from serve_app.extraction.vocabulary import Vocabulary, is_strong_form
 from serve_app.schemas import Entities, Extraction
 
 #: Bumped whenever extraction output may change for the same input: cached extractions depend on it.
-EXTRACTOR_VERSION = 2
+EXTRACTOR_VERSION = 3
 
 #: Branch levels, longest first, matched at the end of the branch keyword.
 LEVELS = ("分行营业部", "营业部", "营业室", "分理处", "储蓄所", "营业所", "信用分社", "信用社", "支行", "分行", "总行")
-_LEVEL_AT_END = re.compile("(" + "|".join(LEVELS) + ")$")
+LEVEL_AT_END = re.compile("(" + "|".join(LEVELS) + ")$")
 #: A place name directly followed by one of these is a street or landmark (中山路, 人民广场), not a place.
 _STREET_AFTER = ("路", "街", "大道", "道", "巷", "广场", "大街", "大厦", "小区", "村", "镇", "乡", "门", "桥")
 #: Classes of banks named after their home region (城商行, 农商行, 农合行, 村镇银行, 信用社): their name
@@ -67,14 +69,15 @@ class RulesExtractor:
 
     def extract(self, text: str) -> Extraction:
         """Entities of a *normalized* query (see ``serve_app.normalize``). Never raises."""
-        bank, start, end = self._match_bank(text)
+        bank, start, end, other_bank = self._match_bank(text)
         before, after = (text[:start], text[end:]) if bank else ("", text)
+        after = strip_question(after)
         places = (self._match_places(after) + self._match_places(before))[:_MAX_PLACE_MATCHES]
         if not places and bank and self.vocabulary.banks[bank].category_code in _NAMED_AFTER_HOME:
             places = self._match_places(bank)
         province, city, district = self._resolve_places(places, bank)
         branch = after or None
-        level_match = _LEVEL_AT_END.search(after)
+        level_match = LEVEL_AT_END.search(after)
         entities = Entities(
             bank=bank,
             bank_code=self.vocabulary.banks[bank].category_code if bank else None,
@@ -88,19 +91,34 @@ class RulesExtractor:
             entities=entities,
             confidence=round(confidence, 2),
             level=level_match.group(1) if level_match else None,
+            other_bank=other_bank,
             extractor_version=EXTRACTOR_VERSION,
         )
 
-    def _match_bank(self, text: str) -> tuple[str | None, int, int]:
-        best: tuple[int, int, str] | None = None  # (length, -start, bank)
+    def _match_bank(self, text: str) -> tuple[str | None, int, int, str | None]:
+        """The bank the text names first: (bank, start, end, another bank the text also names by a full form).
+
+        Leftmost wins, the longest form at that position; statements name the bank first and the branch
+        after it, where 大连银行 in 工行大连银行大厦支行 is a building. A short alias followed by a street
+        word is a street (华夏路, 民生街). The central bank yields to any other bank on the line (it is the
+        clearing channel, not the payee's bank). A second bank named by a full form makes the reading
+        uncertain, and is returned so the verdict can say so.
+        """
+        found: list[tuple[int, int, str, bool]] = []  # (start, end, bank, strong form)
         for end_index, (length, bank) in self._banks.iter(text):
-            candidate = (length, -(end_index - length + 1), bank)
-            if best is None or candidate > best:
-                best = candidate
-        if best is None:
-            return None, 0, 0
-        length, negative_start, bank = best
-        return bank, -negative_start, -negative_start + length
+            start, end = end_index - length + 1, end_index + 1
+            form = text[start:end]
+            strong = is_strong_form(form)
+            if not strong and text.startswith(_STREET_AFTER, end):
+                continue
+            found.append((start, end, bank, strong))
+        if not found:
+            return None, 0, 0, None
+        found.sort(key=lambda m: (m[0], -(m[1] - m[0])))
+        chosen = [m for m in found if m[2] != CENTRAL_BANK] or found
+        start, end, bank, _ = chosen[0]
+        others = {b for s, e, b, strong in chosen if strong and b != bank and (s >= end or e <= start)}
+        return bank, start, end, min(others) if others else None
 
     def _match_places(self, text: str) -> list[_PlaceMatch]:
         """Longest non-overlapping place names, left to right, that are not street names."""

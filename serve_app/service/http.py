@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from serve_app.models.adapters import AdapterIn, AdapterOut
-from serve_app.schemas import QueryRequest, QueryResult
+from serve_app.schemas import BranchRecordOut, QueryRequest, QueryResult
 from serve_app.service.errors import ApiError
 from serve_app.service.query_service import QueryService
 
@@ -93,6 +93,10 @@ def build_http_app(
         result = await service.query(body, client_key(request))
         return Response(result.model_dump_json(), media_type="application/json")
 
+    async def branch(request: Request) -> Response:
+        record = await service.branch(request.path_params["code"])
+        return Response(record.model_dump_json(), media_type="application/json")
+
     async def model_cache_stats(request: Request) -> Response:
         require_admin(request)
         return JSONResponse(await admin.model_cache_stats())
@@ -147,6 +151,7 @@ def build_http_app(
     return Starlette(
         routes=[
             Route("/api/v1/query", query, methods=["POST"]),
+            Route("/api/v1/branches/{code}", branch, methods=["GET"]),
             Route("/api/v1/query/model-cache-stats", model_cache_stats, methods=["GET"]),
             Route("/api/v1/query/clear-model-cache", clear_model_cache, methods=["POST"]),
             Route("/api/v1/adapters", adapters, methods=["GET", "POST"]),
@@ -162,7 +167,7 @@ def build_http_app(
 
 def _openapi() -> dict:
     _, schemas = models_json_schema(
-        [(m, "validation") for m in (QueryRequest, QueryResult, AdapterIn, AdapterOut)],
+        [(m, "validation") for m in (QueryRequest, QueryResult, BranchRecordOut, AdapterIn, AdapterOut)],
         ref_template="#/components/schemas/{model}",
     )
     error = {
@@ -200,6 +205,12 @@ def _openapi() -> dict:
                 "post": {
                     "requestBody": {"required": True, "content": {"application/json": {"schema": ref("QueryRequest")}}},
                     "responses": ok(ref("QueryResult")) | errors(400, 404, 413, 422, 429, 503, 504),
+                }
+            },
+            "/api/v1/branches/{code}": {
+                "get": {
+                    "parameters": [{"name": "code", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": ok(ref("BranchRecordOut")) | errors(404, 422, 503, 504),
                 }
             },
             "/api/v1/query/model-cache-stats": {

@@ -31,8 +31,9 @@ _UNAVAILABLE = (
     asyncpg.QueryCanceledError,
 )
 
-_INSERT = """INSERT INTO query_log (query, normalized, source, model, top_code, matches, latency_ms, client)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
+_INSERT = """INSERT INTO query_log (query, normalized, source, model, top_code, matches, latency_ms, client,
+                                    verdict, reason)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"""
 
 
 class QueryLog:
@@ -60,10 +61,12 @@ class QueryLog:
         matches: int,
         latency_ms: float,
         client: str | None,
+        verdict: str | None = None,
+        reason: str | None = None,
     ) -> None:
         if len(self._buffer) == self._buffer.maxlen:
             self.dropped += 1
-        self._buffer.append((query, normalized, source, model, top_code, matches, latency_ms, client))
+        self._buffer.append((query, normalized, source, model, top_code, matches, latency_ms, client, verdict, reason))
         if len(self._buffer) >= self.batch_size:
             asyncio.get_running_loop().create_task(self.flush())
 

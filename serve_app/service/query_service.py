@@ -15,12 +15,13 @@ from contextlib import contextmanager
 
 import asyncpg
 
+from serve_app.directory.codes import CODE_LENGTH, is_valid_code
 from serve_app.directory.loader import read_data_version
 from serve_app.models.adapters import AdapterRegistry
 from serve_app.normalize import normalize
 from serve_app.pipeline import ExtractFn, answer
 from serve_app.retrieval import BranchRepository
-from serve_app.schemas import QueryRequest, QueryResult
+from serve_app.schemas import BranchRecordOut, QueryRequest, QueryResult
 from serve_app.service.errors import ApiError, unavailable
 from serve_app.service.query_log import QueryLog
 from serve_app.service.rate_limit import RateLimiter
@@ -118,6 +119,8 @@ class QueryService:
             matches=len(result.matches),
             latency_ms=total_ms,
             client=client,
+            verdict=result.verdict,
+            reason=result.reason,
         )
         return result
 
@@ -129,6 +132,18 @@ class QueryService:
         self._adapter_names = (time.monotonic(), names)
         if name not in names:
             raise ApiError(404, "unknown_model", f"no adapter named {name!r} is registered")
+
+    async def branch(self, code: str) -> BranchRecordOut:
+        """``GET /api/v1/branches/{code}``: the record, 422 for a malformed code, 404 for an unknown one."""
+        if not (len(code) == CODE_LENGTH and code.isascii() and code.isdigit()):
+            raise ApiError(422, "invalid_code", "a CNAPS code is 12 digits")
+        if not is_valid_code(code):
+            raise ApiError(422, "invalid_code", f"{code} fails its ISO 7064 MOD 11,10 check digit")
+        with database_errors():
+            record = await self.repository.by_code(code)
+        if record is None:
+            raise ApiError(404, "unknown_code", f"no branch with code {code} is in the directory")
+        return BranchRecordOut.from_candidate(record)
 
     async def check_database(self, timeout_s: float = 2.0) -> None:
         try:

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from serve_app.extraction.rules import EXTRACTOR_VERSION
 from serve_app.normalize import NORMALIZER_VERSION
 from serve_app.schemas import QueryResult
+from serve_app.verdict import VERDICT_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class ResultCache:
     def key(self, normalized: str, model: str | None, top_k: int, data_version: int) -> str:
         digest = hashlib.sha256(normalized.encode()).hexdigest()[:32]
         return (
-            f"{self.prefix}:result:d{data_version}:n{NORMALIZER_VERSION}:x{EXTRACTOR_VERSION}:"
+            f"{self.prefix}:result:d{data_version}:n{NORMALIZER_VERSION}:x{EXTRACTOR_VERSION}:v{VERDICT_VERSION}:"
             f"m{model or '-'}:k{top_k}:{digest}"
         )
 

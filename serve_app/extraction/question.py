@@ -1,0 +1,43 @@
+"""Natural-language questions around a branch name: 请帮我查一下华夏银行在江油西山那个支行的联行号.
+
+The rules extractor reads the bank, then takes the rest of the text as the branch keyword; in a question
+that rest carries the asking (请问, 帮我查一下), what is asked for (的联行号是多少, 的行号), and fillers
+(在, 那个, 这家). ``strip_question`` removes those so the keyword is the branch's own words
+(江油西山支行). None of these words occurs in official branch names in these positions.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: What is asked for, at the end: (的)(联行号|行号|…)(是|为)(多少|什么|啥)(呢|啊)(?).
+_ASKED_FOR = re.compile(
+    r"(的)?(开户行)?(大额)?(支付系统)?(联行号|联行行号|行号|银行代码|行别代码|CNAPS码|CNAPS号|CNAPS|银联号|代码|编号|号码|信息|地址)"
+    r"(码)?(是|为)?(多少|什么|啥|哪个)?(呀|呢|啊|吗|嘛)?$"
+)
+#: Trailing question words without an object: 是多少, 是哪个, 吗.
+_TRAILING_ASK = re.compile(r"(是|为)?(多少|什么|啥|哪个|哪家|哪里|哪儿)?(呀|呢|啊|吗|嘛)$|(是|为)(多少|什么|啥|哪个)$")
+#: Requests before the name: 请问, 请帮我查一下, 麻烦查询, 我想知道.
+_REQUEST = re.compile(
+    r"^(你好|您好)?(请问|请|麻烦|劳驾)?(你|您)?(帮我|帮忙|给我)?(查一下|查下|查询一下|查询|查找|找一下|搜一下|搜索|看一下|看看)?"
+    r"(我想知道|我想查|我要查|想问一下|想问|问一下|一下)?"
+)
+#: Fillers inside the keyword: prepositions and demonstratives (在江油西山那个支行 → 江油西山支行).
+_FILLERS = re.compile(r"那个|这个|哪个|那家|这家|哪家|那一个|这一个")
+_LEADING_PREPOSITION = re.compile(r"^(在|的|位于)")  # not 于: 于都, 于田 are counties
+_PUNCTUATION = re.compile(r"[?？!！。.,，、:：;；\"'“”‘’]+")
+
+
+def strip_question(keyword: str) -> str:
+    """``keyword`` without question phrasing; unchanged when it has none. Pure and total."""
+    text = _PUNCTUATION.sub("", keyword)
+    if not text:
+        return text
+    previous = None
+    while previous != text:  # tails can stack: 的联行号是多少呢
+        previous = text
+        text = _ASKED_FOR.sub("", text)
+        text = _TRAILING_ASK.sub("", text) if len(text) > 2 else text
+    text = _REQUEST.sub("", text, count=1)
+    text = _LEADING_PREPOSITION.sub("", text)
+    return _FILLERS.sub("", text)

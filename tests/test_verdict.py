@@ -1,0 +1,211 @@
+"""Verdicts on the real directory sample: the same-bank guarantee, codes, banks without branches, calibration.
+
+Everything here runs the one query path (``pipeline.answer``) over a real PostgreSQL; the unit tests at the
+end feed ``judge`` hand-made candidates (fakes of retrieval, named as such).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from serve_app.directory.codes import check_digit, find_code, is_valid_code
+from serve_app.directory.institutions import CENTRAL_BANK, english_form, licensed_institutions
+from serve_app.extraction.question import strip_question
+from serve_app.pipeline import build_pipeline
+from serve_app.retrieval import Candidate, Retrieval
+from serve_app.schemas import Entities, QueryRequest
+from serve_app.verdict import default_model, judge
+
+SEED_CODE = "304659715925"
+
+
+@pytest.fixture(scope="module")
+async def pipeline(sample_pool):
+    return await build_pipeline(sample_pool)
+
+
+async def ask(pipeline, text: str, top_k: int = 5):
+    return await pipeline.run(QueryRequest(query=text, top_k=top_k))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "华夏银行江油西山支行",
+        "华夏银行股份有限公司江油西山支行",
+        "请帮我查一下华夏银行在江油西山那个支行的联行号",
+        "華夏銀行江油西山支行",
+        "THE PEOPLE'S BANK OF CHINA 华夏银行股份有限公 司江油西山支行",
+    ],
+)
+async def test_the_seed_branch_is_a_sure_match(pipeline, text: str) -> None:
+    result = await ask(pipeline, text)
+    assert (result.verdict, result.reason) == ("match", "unique_fit")
+    top = result.matches[0]
+    assert top.code == SEED_CODE
+    assert top.confidence >= default_model().match_threshold
+    assert (top.evidence.bank, top.evidence.branch) == ("exact", "exact")
+
+
+async def test_natural_question_reads_the_branch_not_the_question(pipeline) -> None:
+    result = await ask(pipeline, "请帮我查一下华夏银行在江油西山那个支行的联行号")
+    assert result.entities.branch == "江油西山支行"
+
+
+async def test_another_banks_branch_is_never_the_answer(pipeline) -> None:
+    # ICBC has a 北京西客站支行 in the sample; 民生 has none of that name.
+    result = await ask(pipeline, "中国民生银行北京西客站支行")
+    assert result.entities.bank == "中国民生银行"
+    assert result.verdict != "match"
+    assert all(match.bank == "中国民生银行" for match in result.matches)
+
+
+async def test_same_bank_guarantee_over_banks_absent_from_a_city(pipeline, sample_pool) -> None:
+    """For banks with no branch in a city where other banks have some, never another bank's branch."""
+    rows = await sample_pool.fetch(
+        """SELECT b.bank_name, c.city FROM (SELECT DISTINCT bank_name FROM branches) b
+           CROSS JOIN (SELECT city, count(*) AS n FROM branches GROUP BY city HAVING count(*) > 40) c
+           WHERE NOT EXISTS (SELECT 1 FROM branches x WHERE x.bank_name = b.bank_name AND x.city = c.city)
+           ORDER BY b.bank_name, c.city"""
+    )
+    rng = random.Random(3)
+    pairs = rng.sample([(r["bank_name"], r["city"]) for r in rows], 60)
+    keywords = await sample_pool.fetch(
+        "SELECT branch FROM branches WHERE city = ANY($1::text[])", [c for _, c in pairs]
+    )
+    for bank, _city in pairs:
+        # A branch keyword that does exist in that city, for some other bank.
+        keyword = rng.choice([k["branch"] for k in keywords])
+        result = await ask(pipeline, f"{bank}{keyword}")
+        assert result.verdict != "match" or result.matches[0].bank == bank, (bank, keyword, result.matches[0])
+        assert all(match.bank == result.entities.bank for match in result.matches), (bank, keyword)
+
+
+async def test_a_bare_code_is_checked_and_looked_up(pipeline) -> None:
+    result = await ask(pipeline, SEED_CODE)
+    assert (result.verdict, result.reason, result.matches[0].code) == ("match", "code_lookup", SEED_CODE)
+    assert result.matches[0].confidence == 1.0
+
+
+async def test_a_code_inside_a_statement_line(pipeline) -> None:
+    result = await ask(pipeline, f"华夏银行股份有限公司江油西山支行（联行号：{SEED_CODE}）")
+    assert (result.verdict, result.reason, result.matches[0].code) == ("match", "code_lookup", SEED_CODE)
+    assert result.matches[0].evidence.bank == "exact"
+    fullwidth = await ask(pipeline, "对方行号：３０４６５９７１５９２５")
+    assert (fullwidth.verdict, fullwidth.matches[0].code) == ("match", SEED_CODE)
+
+
+async def test_a_wrong_check_digit_is_never_guessed_around(pipeline) -> None:
+    wrong = SEED_CODE[:-1] + str((int(SEED_CODE[-1]) + 1) % 10)
+    for text in (wrong, f"华夏银行江油西山支行 {wrong}"):
+        result = await ask(pipeline, text)
+        assert (result.verdict, result.reason, result.matches) == ("none", "invalid_code", [])
+
+
+async def test_a_valid_code_not_in_the_directory(pipeline) -> None:
+    code = "10210000999" + str(check_digit("10210000999"))
+    result = await ask(pipeline, code)
+    assert (result.verdict, result.reason, result.matches) == ("none", "code_not_in_directory", [])
+
+
+async def test_a_code_of_another_bank_than_the_text_names_needs_a_person(pipeline) -> None:
+    result = await ask(pipeline, f"中国工商银行北京分行 {SEED_CODE}")
+    assert (result.verdict, result.reason) == ("ambiguous", "code_conflict")
+
+
+@pytest.mark.parametrize(
+    ("text", "bank"),
+    [
+        ("南京银行鼓楼支行", "南京银行"),
+        ("成都银行股份有限公司高新支行", "成都银行"),
+        ("上海农商银行张江支行", "上海农村商业银行"),
+        ("BANK OF FUXIN JINGJI KAIFAQU SUB-BRANCH", "阜新银行"),
+        ("国家开发银行四川省分行", "国家开发银行"),
+    ],
+)
+async def test_a_known_bank_without_branches_in_the_directory(pipeline, text: str, bank: str) -> None:
+    result = await ask(pipeline, text)
+    assert result.entities.bank == bank
+    assert (result.verdict, result.reason, result.matches) == ("none", "bank_not_in_directory", [])
+
+
+async def test_a_bank_and_place_alone_is_not_a_branch(pipeline) -> None:
+    result = await ask(pipeline, "华夏银行绵阳")
+    assert result.verdict != "match"
+
+
+async def test_without_a_bank_a_person_chooses(pipeline) -> None:
+    result = await ask(pipeline, "江油西山支行")
+    assert (result.verdict, result.reason) == ("ambiguous", "bank_unknown")
+    assert result.matches[0].code == SEED_CODE and result.matches[0].evidence.bank == "unstated"
+
+
+async def test_two_banks_named_means_the_bank_is_uncertain(pipeline) -> None:
+    result = await ask(pipeline, "中国工商银行 华夏银行江油西山支行")
+    assert result.verdict != "match"
+
+
+async def test_nothing_to_match(pipeline) -> None:
+    result = await ask(pipeline, "（不对外营业）")
+    assert (result.verdict, result.matches) == ("none", [])
+
+
+# --- units: no database ------------------------------------------------------------------------------
+
+
+def _fake_candidate(code: str, bank: str, branch: str, city: str = "绵阳市", district: str | None = "江油市"):
+    """A fake retrieval row."""
+    return Candidate(code, bank + branch, bank, code[:3], "四川省", city, district, branch, 2.0)
+
+
+def test_judge_never_matches_another_banks_branch_even_if_retrieval_offered_one() -> None:
+    entities = Entities(bank="中国民生银行", city="绵阳市", district="江油市", branch="江油西山支行")
+    retrieval = Retrieval([_fake_candidate(SEED_CODE, "华夏银行", "江油西山支行")])
+    judgement = judge(entities, retrieval, top_k=5)
+    assert judgement.verdict != "match"
+
+
+def test_two_equally_fitting_branches_are_ambiguous() -> None:
+    entities = Entities(bank="华夏银行", city="绵阳市", district="江油市", branch="江油西山支行")
+    twins = [
+        _fake_candidate("304659715925", "华夏银行", "江油西山支行"),
+        _fake_candidate("304659700000", "华夏银行", "江油西山支行"),
+    ]
+    judgement = judge(entities, Retrieval(twins), top_k=5)
+    assert (judgement.verdict, judgement.reason) == ("ambiguous", "several_fit")
+    assert judgement.matches[0].confidence < 0.9
+
+
+def test_check_digits() -> None:
+    assert is_valid_code(SEED_CODE) and is_valid_code("102100000021")
+    assert (
+        not is_valid_code("304659715926")
+        and not is_valid_code("30465971592")
+        and not is_valid_code("３０４６５９７１５９２５")
+    )
+    assert find_code("账号6222021234567890123") is None  # an account number is not a code
+    found = find_code(f"收款行 {SEED_CODE}")
+    assert found is not None and found.valid and not found.whole_query
+
+
+def test_licensed_institutions_cover_banks_beyond_the_directory() -> None:
+    names = {i.name for i in licensed_institutions()}
+    assert {"南京银行", "阜新银行", "国家开发银行", "阿克苏塔里木农村商业银行", CENTRAL_BANK} <= names
+    assert len(names) > 3500
+    assert english_form("Bank of Fuxin Co.,Ltd.") == "BANKOFFUXIN"
+
+
+@pytest.mark.parametrize(
+    ("keyword", "stripped"),
+    [
+        ("在江油西山那个支行的联行号", "江油西山支行"),
+        ("江油西山支行的联行号是多少？", "江油西山支行"),
+        ("徐州经济开发区支行的行号", "徐州经济开发区支行"),
+        ("于都县支行", "于都县支行"),
+        ("查干湖支行", "查干湖支行"),
+    ],
+)
+def test_question_phrasing_is_stripped_and_names_are_not(keyword: str, stripped: str) -> None:
+    assert strip_question(keyword) == stripped
