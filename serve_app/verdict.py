@@ -280,7 +280,7 @@ def judge(
         return Judgement("ambiguous", "bank_uncertain", matches)
     if best >= model.match_threshold and best_fit.evidence.bank == "exact" and not best_fit.vague:
         return Judgement("match", "unique_fit", matches)
-    if len(shown) > 1 and shown[1][0].strength >= best_fit.strength:
+    if len(shown) > 1 and best_fit.place != "conflict" and shown[1][0].strength >= best_fit.strength:
         return Judgement("ambiguous", "several_fit", matches)
     return Judgement("ambiguous", "uncertain_fit", matches)
 

@@ -30,7 +30,16 @@ SEED_CODE = "304659715925"
 
 
 def _result(text: str) -> QueryResult:
-    return QueryResult(query=text, normalized=text, entities=Entities(), matches=[], source="rules", timings_ms={})
+    return QueryResult(
+        query=text,
+        normalized=text,
+        entities=Entities(),
+        verdict="none",
+        reason="no_branch_fits",
+        matches=[],
+        source="rules",
+        timings_ms={},
+    )
 
 
 async def test_identical_concurrent_queries_are_computed_once(redis_client) -> None:
@@ -308,12 +317,12 @@ async def test_postgres_outage_is_a_503_and_recovery_is_automatic(tmp_path, redi
             server.start()
             deadline = time.monotonic() + 5
             while True:  # the pool replaces its broken connections by itself
-                response = await client.post("/api/v1/query", json={"query": "中国农业银行萧县支行营业部"})
+                response = await client.post("/api/v1/query", json={"query": "中国工商银行北京新华支行"})
                 if response.status_code == 200 or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
             assert response.status_code == 200, response.text
-            assert response.json()["matches"]
+            assert (response.json()["verdict"], response.json()["matches"][0]["code"]) == ("match", "102100000021")
     finally:
         await service.query_log.close()
         await pool.close()

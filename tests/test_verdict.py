@@ -209,3 +209,10 @@ def test_licensed_institutions_cover_banks_beyond_the_directory() -> None:
 )
 def test_question_phrasing_is_stripped_and_names_are_not(keyword: str, stripped: str) -> None:
     assert strip_question(keyword) == stripped
+
+
+async def test_branches_elsewhere_with_the_same_words_are_an_uncertain_fit(pipeline) -> None:
+    # The sample has no ICBC 徐州经济开发区支行, only 经济开发区 branches in other cities.
+    result = await ask(pipeline, "工行徐州经济开发区支行")
+    assert (result.verdict, result.reason) == ("ambiguous", "uncertain_fit")
+    assert all(m.bank == "中国工商银行" and m.evidence.city == "none" and m.confidence < 0.5 for m in result.matches)
