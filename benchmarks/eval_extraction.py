@@ -19,19 +19,15 @@ import math
 import random
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from noise import OPERATORS, build_index, right_answers
+from scratch import sample_directory
 
-from serve_app.db.migrate import apply_migrations
-from serve_app.db.pool import connect_admin, create_pool
-from serve_app.directory.loader import load_directory
-from serve_app.directory.records import demo_cnaps_path
-from serve_app.embedded import EmbeddedPostgres
+from serve_app.db.pool import create_pool
 from serve_app.normalize import normalize
 from serve_app.pipeline import build_pipeline
 from serve_app.schemas import Entities
@@ -102,37 +98,27 @@ def summarise(rows: list[dict]) -> dict:
 async def evaluate(per_type: int, seed: int) -> dict:
     import cpca
 
-    with tempfile.TemporaryDirectory(prefix="serve-app-eval-") as home:
-        server = EmbeddedPostgres(Path(home) / "postgres")
-        url = server.start()
-        try:
-            conn = await connect_admin(url)
-            await apply_migrations(conn)
-            await load_directory(conn, demo_cnaps_path())
-            records = [dict(r) for r in await conn.fetch("SELECT * FROM branches ORDER BY code")]
-            await conn.close()
-            pool = await create_pool(url)
-            pipeline = await build_pipeline(pool)
-            cases = make_cases(records, per_type, seed)
-            normalized = [normalize(case["query"]) for case in cases]
-            parsed = cpca.transform(normalized).to_dict("records")
+    async with sample_directory("serve-app-eval-") as (url, records):
+        pool = await create_pool(url)
+        pipeline = await build_pipeline(pool)
+        cases = make_cases(records, per_type, seed)
+        normalized = [normalize(case["query"]) for case in cases]
+        parsed = cpca.transform(normalized).to_dict("records")
 
-            ours, baseline, extract_us, normalize_extract_us = [], [], [], []
-            for case, text, cpca_row in zip(cases, normalized, parsed, strict=True):
-                started = time.perf_counter()
-                extraction = pipeline.extractor.extract(normalize(case["query"]))
-                normalize_extract_us.append((time.perf_counter() - started) * 1e6)
-                started = time.perf_counter()
-                extraction = pipeline.extractor.extract(text)
-                extract_us.append((time.perf_counter() - started) * 1e6)
-                matches = (await pipeline.repository.search(extraction.entities, text)).candidates
-                ours.append(score(case, extraction.entities, [m.code for m in matches]) | {"noise": case["noise"]})
-                base_entities = cpca_entities(extraction.entities, cpca_row)
-                matches = (await pipeline.repository.search(base_entities, text)).candidates
-                baseline.append(score(case, base_entities, [m.code for m in matches]) | {"noise": case["noise"]})
-            await pool.close()
-        finally:
-            server.stop()
+        ours, baseline, extract_us, normalize_extract_us = [], [], [], []
+        for case, text, cpca_row in zip(cases, normalized, parsed, strict=True):
+            started = time.perf_counter()
+            extraction = pipeline.extractor.extract(normalize(case["query"]))
+            normalize_extract_us.append((time.perf_counter() - started) * 1e6)
+            started = time.perf_counter()
+            extraction = pipeline.extractor.extract(text)
+            extract_us.append((time.perf_counter() - started) * 1e6)
+            matches = (await pipeline.repository.search(extraction.entities, text)).candidates
+            ours.append(score(case, extraction.entities, [m.code for m in matches]) | {"noise": case["noise"]})
+            base_entities = cpca_entities(extraction.entities, cpca_row)
+            matches = (await pipeline.repository.search(base_entities, text)).candidates
+            baseline.append(score(case, base_entities, [m.code for m in matches]) | {"noise": case["noise"]})
+        await pool.close()
 
     result: dict = {"per_type": per_type, "seed": seed, "by_noise": {}}
     for operator in OPERATORS:

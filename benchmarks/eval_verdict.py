@@ -22,7 +22,6 @@ import asyncio
 import json
 import random
 import sys
-import tempfile
 import zlib
 from collections import defaultdict
 from pathlib import Path
@@ -32,14 +31,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from noise import build_index, right_answers, verdict_operators
+from scratch import sample_directory
 
-from serve_app.db.migrate import apply_migrations
 from serve_app.db.pool import connect_admin, create_pool
 from serve_app.directory.codes import check_digit
 from serve_app.directory.institutions import licensed_institutions
-from serve_app.directory.loader import load_directory
-from serve_app.directory.records import demo_cnaps_path
-from serve_app.embedded import EmbeddedPostgres
 from serve_app.normalize import normalize
 from serve_app.pipeline import CANDIDATES, build_pipeline
 from serve_app.schemas import QueryRequest
@@ -149,44 +145,34 @@ def choose_threshold(tops: list[tuple[float, bool]]) -> float:
 
 
 async def evaluate(per_type: int, absent_share: float, seed: int, fit: bool, unknown: int, codes: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="serve-app-verdict-") as home:
-        server = EmbeddedPostgres(Path(home) / "postgres")
-        url = server.start()
-        try:
-            conn = await connect_admin(url)
-            await apply_migrations(conn)
-            await load_directory(conn, demo_cnaps_path())
-            records = [dict(r) for r in await conn.fetch("SELECT * FROM branches ORDER BY code")]
-            cases = make_cases(records, "fit", per_type, absent_share, seed)
-            cases += make_cases(records, "eval", per_type, absent_share, seed)
-            deleted = {case["gold"]["code"] for case in cases if case["delete"]}
-            await conn.execute("DELETE FROM branches WHERE code = ANY($1::text[])", sorted(deleted))
-            await conn.execute("ANALYZE branches")
-            remaining_banks = {r["bank_name"] for r in await conn.fetch("SELECT DISTINCT bank_name FROM branches")}
-            await conn.close()
-            for case in cases:
-                case["truth"] = case["right"] - deleted
-            pool = await create_pool(url)
-            pipeline = await build_pipeline(pool)
-            fitted = await _fit(pipeline, [c for c in cases if c["split"] == "fit"]) if fit else None
-            if fitted is not None:
-                MODEL_PATH.write_text(fitted.to_json(), encoding="utf-8")
-                default_model.cache_clear()
-            report = {
-                "per_type": per_type,
-                "absent_share": absent_share,
-                "seed": seed,
-                "model": default_model().meta | {"match_threshold": default_model().match_threshold},
-                "directory": {"records": len(records), "deleted": len(deleted)},
-            }
-            report |= await _measure(pipeline, cases)
-            report["unknown_banks"] = await _measure_unknown(
-                pipeline, unknown_bank_cases(remaining_banks, unknown, seed)
-            )
-            report["codes"] = await _measure_codes(pipeline, code_cases(records, codes, seed), deleted)
-            await pool.close()
-        finally:
-            server.stop()
+    async with sample_directory("serve-app-verdict-") as (url, records):
+        conn = await connect_admin(url)
+        cases = make_cases(records, "fit", per_type, absent_share, seed)
+        cases += make_cases(records, "eval", per_type, absent_share, seed)
+        deleted = {case["gold"]["code"] for case in cases if case["delete"]}
+        await conn.execute("DELETE FROM branches WHERE code = ANY($1::text[])", sorted(deleted))
+        await conn.execute("ANALYZE branches")
+        remaining_banks = {r["bank_name"] for r in await conn.fetch("SELECT DISTINCT bank_name FROM branches")}
+        await conn.close()
+        for case in cases:
+            case["truth"] = case["right"] - deleted
+        pool = await create_pool(url)
+        pipeline = await build_pipeline(pool)
+        fitted = await _fit(pipeline, [c for c in cases if c["split"] == "fit"]) if fit else None
+        if fitted is not None:
+            MODEL_PATH.write_text(fitted.to_json(), encoding="utf-8")
+            default_model.cache_clear()
+        report = {
+            "per_type": per_type,
+            "absent_share": absent_share,
+            "seed": seed,
+            "model": default_model().meta | {"match_threshold": default_model().match_threshold},
+            "directory": {"records": len(records), "deleted": len(deleted)},
+        }
+        report |= await _measure(pipeline, cases)
+        report["unknown_banks"] = await _measure_unknown(pipeline, unknown_bank_cases(remaining_banks, unknown, seed))
+        report["codes"] = await _measure_codes(pipeline, code_cases(records, codes, seed), deleted)
+        await pool.close()
     return report
 
 

@@ -35,8 +35,9 @@ KEYWORD_BONUS = 0.5
 # the text) + bonuses for the extracted city and district and for containing the probe verbatim (short
 # and truncated keywords such as 和平 have no trigrams inside a name); ties go to the shorter name (a
 # 营业部 or head office over its sub-branches), then to the code, so results are deterministic.
+_COLUMNS = "code, name, bank_name, bank_code, province, city, district, branch"
 _SELECT = f"""
-SELECT code, name, bank_name, bank_code, province, city, district, branch,
+SELECT {_COLUMNS},
        similarity(search_name, $1)
        + word_similarity($2, search_name)
        + CASE WHEN city = $3 THEN {CITY_BONUS} ELSE 0 END
@@ -66,8 +67,7 @@ _WHERE: dict[str, tuple[str, tuple[str, ...]]] = {
 STATEMENTS = {name: _SELECT.format(where=where) for name, (where, _) in _WHERE.items()}
 
 
-_BY_CODE = """SELECT code, name, bank_name, bank_code, province, city, district, branch, 0.0 AS score
-              FROM branches WHERE code = $1"""
+_BY_CODE = f"SELECT {_COLUMNS}, 0.0 AS score FROM branches WHERE code = $1"  # noqa: S608 - constants only
 _BANK_HAS_BRANCHES = "SELECT EXISTS (SELECT 1 FROM branches WHERE bank_name = $1)"
 
 

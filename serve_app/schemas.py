@@ -57,10 +57,10 @@ class Evidence(BaseModel):
     branch: Agreement = Field(description="The branch keyword, place names and level aside.")
 
 
-class Match(BaseModel):
-    """One directory record proposed for a query, most probable first."""
+class Branch(BaseModel):
+    """A directory record's public fields. Built from any object that has them (``from_attributes``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
 
     code: str = Field(description="12-digit CNAPS code (联行号).")
     name: str = Field(description="Official branch name.")
@@ -68,6 +68,11 @@ class Match(BaseModel):
     province: str
     city: str
     district: str | None = None
+
+
+class Match(Branch):
+    """One directory record proposed for a query, most probable first."""
+
     confidence: float = Field(
         ge=0.0, le=1.0, description="Calibrated probability that this is the branch the query means."
     )
@@ -75,23 +80,10 @@ class Match(BaseModel):
     score: float = Field(description="Retrieval ranking score; comparable within one response only.")
 
 
-class BranchRecordOut(BaseModel):
+class BranchRecordOut(Branch):
     """One directory record (``GET /api/v1/branches/{code}``)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    code: str
-    name: str
-    bank: str
     bank_code: str = Field(description="CNAPS bank class: the code's first 3 digits.")
-    province: str
-    city: str
-    district: str | None
-
-    @classmethod
-    def from_candidate(cls, record) -> BranchRecordOut:
-        fields = ("code", "name", "bank", "bank_code", "province", "city", "district")
-        return cls(**{field: getattr(record, field) for field in fields})
 
 
 class Extraction(BaseModel):

@@ -24,14 +24,13 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from functools import cache, lru_cache
 from importlib import resources
-from pathlib import Path
 
 from serve_app.directory.codes import CodeInText
 from serve_app.directory.gazetteer import Gazetteer, stem
 from serve_app.extraction.rules import LEVEL_AT_END
 from serve_app.normalize import normalize
 from serve_app.retrieval import Candidate, Retrieval
-from serve_app.schemas import Agreement, Entities, Evidence, Match, Verdict
+from serve_app.schemas import Agreement, Branch, Entities, Evidence, Match, Verdict
 
 #: Bumped whenever verdicts may change for the same candidates (rules here or the shipped model): cached
 #: results depend on it.
@@ -92,11 +91,7 @@ class VerdictModel:
         self.meta = meta or {}
 
     @classmethod
-    def load(cls, path: Path | None = None) -> VerdictModel:
-        if path is None:
-            text = (resources.files("serve_app") / "data" / "verdict_model.json").read_text(encoding="utf-8")
-        else:
-            text = path.read_text(encoding="utf-8")
+    def from_json(cls, text: str) -> VerdictModel:
         data = json.loads(text)
         return cls(data["weights"], data["intercept"], data["match_threshold"], data.get("meta"))
 
@@ -117,7 +112,7 @@ class VerdictModel:
 @cache
 def default_model() -> VerdictModel:
     """The model shipped in ``data/verdict_model.json`` (loaded once per process)."""
-    return VerdictModel.load()
+    return VerdictModel.from_json((resources.files("serve_app") / "data" / "verdict_model.json").read_text("utf-8"))
 
 
 # --- evidence -------------------------------------------------------------------------------------------
@@ -172,12 +167,22 @@ def _level_agreement(query_level: str | None, candidate_level: str | None) -> st
     return "differ"
 
 
-def evidence(entities: Entities, candidate: Candidate) -> Fit:
-    """How the query's entities agree with one candidate."""
-    places = (entities.province, entities.city, entities.district, candidate.province, candidate.city)
-    places += (candidate.district,)
-    query_keyword = normalize(entities.branch) if entities.branch else ""
-    query_core, query_level = keyword_core(query_keyword, places)
+def query_keyword(entities: Entities) -> str:
+    """The query's branch keyword, normalized as the directory's names are (once per query)."""
+    return normalize(entities.branch) if entities.branch else ""
+
+
+def evidence(entities: Entities, keyword: str, candidate: Candidate) -> Fit:
+    """How the query's entities (and its ``query_keyword``) agree with one candidate."""
+    places = (
+        entities.province,
+        entities.city,
+        entities.district,
+        candidate.province,
+        candidate.city,
+        candidate.district,
+    )
+    query_core, query_level = keyword_core(keyword, places)
     candidate_core, candidate_level = keyword_core(candidate.branch, places)
     bank: Agreement = "unstated" if not entities.bank else ("exact" if entities.bank == candidate.bank else "none")
     city = _place_agreement(entities.city, candidate.city, candidate.branch)
@@ -246,7 +251,8 @@ def features(fit: Fit, rival_count: int, bank_uncertain: bool) -> list[str]:
 
 def assess(entities: Entities, candidates: list[Candidate], bank_uncertain: bool, model: VerdictModel):
     """Every candidate's fit, active features and confidence, most probable first."""
-    fits = [evidence(entities, candidate) for candidate in candidates]
+    keyword = query_keyword(entities)
+    fits = [evidence(entities, keyword, candidate) for candidate in candidates]
     scored = []
     for fit in fits:
         active = features(fit, rivals(fit, fits), bank_uncertain)
@@ -291,22 +297,13 @@ def judge_code(code: CodeInText, record: Candidate | None, entities: Entities) -
         return Judgement("none", "invalid_code", [])
     if record is None:
         return Judgement("none", "code_not_in_directory", [])
+    fit = evidence(entities, query_keyword(entities), record)
     if entities.bank and entities.bank != record.bank:
         # The line names one bank and carries another's code: a person must look.
-        return Judgement("ambiguous", "code_conflict", [_match(evidence(entities, record), 0.5)])
-    return Judgement("match", "code_lookup", [_match(evidence(entities, record), 1.0)])
+        return Judgement("ambiguous", "code_conflict", [_match(fit, 0.5)])
+    return Judgement("match", "code_lookup", [_match(fit, 1.0)])
 
 
 def _match(fit: Fit, confidence: float) -> Match:
-    candidate = fit.candidate
-    return Match(
-        code=candidate.code,
-        name=candidate.name,
-        bank=candidate.bank,
-        province=candidate.province,
-        city=candidate.city,
-        district=candidate.district,
-        confidence=round(confidence, 4),
-        evidence=fit.evidence,
-        score=candidate.score,
-    )
+    record = Branch.model_validate(fit.candidate).model_dump()
+    return Match(**record, confidence=round(confidence, 4), evidence=fit.evidence, score=fit.candidate.score)

@@ -25,9 +25,14 @@ def check_digit(first_eleven: str) -> int:
     return (11 - product) % 10
 
 
+def is_code_shaped(code: str) -> bool:
+    """Whether ``code`` is 12 ASCII digits (its check digit unexamined)."""
+    return len(code) == CODE_LENGTH and code.isascii() and code.isdigit()
+
+
 def is_valid_code(code: str) -> bool:
     """Whether ``code`` is 12 ASCII digits whose last is the check digit of the first 11."""
-    return len(code) == CODE_LENGTH and code.isascii() and code.isdigit() and int(code[-1]) == check_digit(code[:-1])
+    return is_code_shaped(code) and int(code[-1]) == check_digit(code[:-1])
 
 
 @dataclass(frozen=True)

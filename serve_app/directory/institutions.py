@@ -43,7 +43,7 @@ CENTRAL_BANK = "中国人民银行"
 _ENGLISH_NOISE = re.compile(r"[^A-Z0-9]")
 _ENGLISH_SUFFIXES = ("COMPANYLIMITED", "CORPORATIONLIMITED", "COLTD", "CORPLTD", "LIMITED", "LTD", "CORPORATION",
                      "CORP", "COMPANY", "CO", "INC")  # fmt: skip
-_MIN_ENGLISH_FORM = 10  # shorter English forms (BOC, ABC) are curated aliases, not derived ones
+MIN_ENGLISH_FORM = 10  # shorter English forms (BOC, ABC) are curated aliases, not derived ones
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def english_form(name_en: str) -> str | None:
         for suffix in _ENGLISH_SUFFIXES:
             if form.endswith(suffix) and len(form) > len(suffix):
                 form, stripped = form[: -len(suffix)], True
-    return form if len(form) >= _MIN_ENGLISH_FORM else None
+    return form if len(form) >= MIN_ENGLISH_FORM else None
 
 
 def parse_institutions(text: str) -> list[Institution]:

@@ -17,7 +17,7 @@ import asyncpg
 
 from serve_app.directory.banks import ALIASES
 from serve_app.directory.gazetteer import Gazetteer
-from serve_app.directory.institutions import Institution, licensed_institutions
+from serve_app.directory.institutions import MIN_ENGLISH_FORM, Institution, licensed_institutions
 from serve_app.directory.records import BranchRecord
 
 #: Long and short forms of institution types, each pair usable in both directions.
@@ -115,14 +115,10 @@ class Vocabulary:
                 districts[row["bank_name"]][row["district"]] += row["n"]
         return cls.build(directory, cities, districts)
 
-    def in_directory(self, bank: str) -> bool:
-        """Whether the directory holds any branch of ``bank``."""
-        return bank in self.cities
-
 
 def is_strong_form(form: str) -> bool:
     """Whether a surface form names an institution by itself (see ``_INSTITUTION_WORDS``)."""
-    return any(word in form for word in _INSTITUTION_WORDS) or (form.isascii() and len(form) >= 10)
+    return any(word in form for word in _INSTITUTION_WORDS) or (form.isascii() and len(form) >= MIN_ENGLISH_FORM)
 
 
 def build_surface_forms(banks: Iterable[Bank], extra_forms: dict[str, str] | None = None) -> dict[str, str]:

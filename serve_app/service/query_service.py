@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import asyncpg
 
-from serve_app.directory.codes import CODE_LENGTH, is_valid_code
+from serve_app.directory.codes import is_code_shaped, is_valid_code
 from serve_app.directory.loader import read_data_version
 from serve_app.models.adapters import AdapterRegistry
 from serve_app.normalize import normalize
@@ -135,7 +135,7 @@ class QueryService:
 
     async def branch(self, code: str) -> BranchRecordOut:
         """``GET /api/v1/branches/{code}``: the record, 422 for a malformed code, 404 for an unknown one."""
-        if not (len(code) == CODE_LENGTH and code.isascii() and code.isdigit()):
+        if not is_code_shaped(code):
             raise ApiError(422, "invalid_code", "a CNAPS code is 12 digits")
         if not is_valid_code(code):
             raise ApiError(422, "invalid_code", f"{code} fails its ISO 7064 MOD 11,10 check digit")
@@ -143,7 +143,7 @@ class QueryService:
             record = await self.repository.by_code(code)
         if record is None:
             raise ApiError(404, "unknown_code", f"no branch with code {code} is in the directory")
-        return BranchRecordOut.from_candidate(record)
+        return BranchRecordOut.model_validate(record)
 
     async def check_database(self, timeout_s: float = 2.0) -> None:
         try:
