@@ -10,7 +10,7 @@ from ray.serve import Application
 
 from deployments.extractor import EntityExtractor
 from deployments.ingress import Ingress
-from deployments.model_server import model_server_deployment
+from deployments.model_server import ModelServer
 from serve_app.config import AppConfig
 from serve_app.settings import Settings
 
@@ -18,21 +18,17 @@ from serve_app.settings import Settings
 def build_app(args: dict) -> Application:
     config = AppConfig.model_validate(args)
     model_server = None
-    model_paths: dict = {}
+    paths = None
     if config.model is not None:
         model = config.model
-        ModelServer = model_server_deployment(model.max_adapters_per_replica)
-        model_server = ModelServer.options(
+        paths = model.paths(Settings().models_dir)  # resolved once, here, for every deployment
+        model_server = ModelServer.options(  # type: ignore[attr-defined]  # a Serve Deployment
             name="ModelServer", **model.resources.deployment_options(model.tunables)
-        ).bind(model.model_dump(mode="json"))
-        models_dir = Settings().models_dir
-        model_paths = {
-            "model_path": model.model_path or models_dir / "demo-base",
-            "adapter_root": model.adapter_root or models_dir / "adapters",
-        }
-    extractor = EntityExtractor.options(
+        ).bind(model.model_dump(mode="json"), paths)
+    extractor = EntityExtractor.options(  # type: ignore[attr-defined]  # a Serve Deployment
         name="EntityExtractor", **config.extractor.resources.deployment_options(config.extractor.tunables)
     ).bind(model_server)
-    return Ingress.options(name="Ingress", **config.ingress.resources.deployment_options(config.ingress.tunables)).bind(
-        extractor, model_server, config.ingress.max_body_bytes, model_paths
+    ingress = config.ingress
+    return Ingress.options(  # type: ignore[attr-defined]  # a Serve Deploymentname="Ingress", **ingress.resources.ingress_options(ingress.tunables)).bind(
+        extractor, model_server, ingress.model_dump(mode="json"), paths
     )

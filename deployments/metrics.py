@@ -64,6 +64,8 @@ class IngressMetrics:
 
 
 class ExtractorMetrics:
+    """The ``ExtractionService``'s observer."""
+
     def __init__(self) -> None:
         self.extractions = metrics.Counter(
             "serve_app_extractions_total",
@@ -74,8 +76,16 @@ class ExtractorMetrics:
             "serve_app_extraction_cache_total", description="Extraction cache lookups.", tag_keys=("outcome",)
         )
 
+    def on_cache(self, outcome: str) -> None:
+        self.cache.inc(tags={"outcome": outcome})
+
+    def on_extraction(self, source: str, outcome: str) -> None:
+        self.extractions.inc(tags={"source": source, "outcome": outcome})
+
 
 class ModelMetrics:
+    """Adapter residency events (the residency's observer) and batch sizes."""
+
     def __init__(self) -> None:
         self.loads = metrics.Counter(
             "serve_app_adapter_loads_total", description="Adapter loads.", tag_keys=("adapter",)
@@ -89,3 +99,17 @@ class ModelMetrics:
             boundaries=[0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30],
             tag_keys=("adapter",),
         )
+        self.batch_size = metrics.Histogram(
+            "serve_app_model_batch_size",
+            description="Requests per generation batch.",
+            boundaries=[1, 2, 4, 8, 16, 32, 64, 128],
+        )
+
+    def on_adapter_event(self, event: str, adapter: str, seconds: float | None) -> None:
+        tags = {"adapter": adapter}
+        if event == "load":
+            self.loads.inc(tags=tags)
+            if seconds is not None:
+                self.load_seconds.observe(seconds, tags=tags)
+        elif event == "evict":
+            self.evictions.inc(tags=tags)

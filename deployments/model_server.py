@@ -1,201 +1,120 @@
-"""ModelServer: a resident base model with LoRA adapters multiplexed per replica (thin Serve shim).
+"""ModelServer: Serve wiring around a ``ModelWorker`` (shim).
 
-The engine is created and the base model loaded in the constructor; preload adapters are loaded and one
-generation is run before the constructor returns, so a replica is warm before Serve routes to it.
-Adapters come in through ``@serve.multiplexed`` (Serve's per-replica LRU; eviction unloads from the
-engine) and requests from all adapters share ``@serve.batch`` batches.
+The worker's engine is started, its preload adapters loaded and one generation run in the constructor,
+so a replica is warm before Serve routes to it. Serve's multiplexer (applied in ``__init__``, bounded by
+``max_adapters_per_replica``) decides residency and routes requests for an adapter to replicas that hold
+it; ``@serve.batch`` gathers requests of all adapters into shared batches.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import time
 
 from ray import serve
 
 from deployments.metrics import ModelMetrics
-from serve_app.config import ModelConfig, ModelTunables
+from serve_app.config import ModelConfig, ModelTunables, check_batch_fits
 from serve_app.db.pool import create_pool
-from serve_app.models.adapters import AdapterRegistry, base_model_identity, validate_adapter
-from serve_app.models.engine import AdapterError, GenerationRequest, GenerationResult
-from serve_app.models.task import build_prompt, parse_answer
+from serve_app.models.adapters import AdapterRegistry
+from serve_app.models.engine import Engine, GenerationRequest, GenerationResult
+from serve_app.models.paths import ModelPaths
+from serve_app.models.residency import AdapterResidency
+from serve_app.models.server import ModelWorker
 from serve_app.redis_client import create_redis
 from serve_app.service.model_board import ModelBoard
 from serve_app.settings import Settings
 
-log = logging.getLogger(__name__)
-WARMUP_QUERY = "华夏银行江油西山支行"
 
-
-def make_engine(config: ModelConfig, model_path, max_adapters: int):
+def make_engine(config: ModelConfig, paths: ModelPaths) -> Engine:
     if config.engine == "vllm":
         from serve_app.models.vllm_engine import VLLMEngine
 
-        return VLLMEngine(model_path, max_adapters=max_adapters, dtype=config.dtype,
+        return VLLMEngine(paths.base, max_adapters=config.max_adapters_per_replica, dtype=config.dtype,
                           memory_utilization=config.vllm_memory_utilization)  # fmt: skip
     from serve_app.models.hf_engine import HFEngine
 
-    return HFEngine(model_path, device=config.device, dtype=config.dtype)
+    return HFEngine(paths.base, device=config.device, dtype=config.dtype)
 
 
-class _LoadedAdapter:
-    """What the multiplexer caches. Serve calls ``__del__`` on eviction; it unloads from the engine once."""
+class _Resident:
+    """What the multiplexer caches for one adapter id. Serve awaits ``__del__`` when it evicts the entry:
+    an instance attribute, not a finalizer, so garbage collection never calls it a second time. An entry
+    for a stale ref (``job_22@3`` asked for, ``job_22@4`` held) does not own what it points at: only the
+    entry under the held ref unloads it."""
 
-    def __init__(self, server, name: str):  # server: the ModelServer replica that loaded it
-        self._server, self.name = server, name
-        self._loop = asyncio.get_running_loop()
+    def __init__(self, residency: AdapterResidency, requested: str, ref: str):
+        self.ref = ref
 
-    def __del__(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:  # Serve evicted it (garbage collection later finds nothing to do)
-            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(server.release(self.name)))
+        async def unload() -> None:
+            if requested == ref:
+                await residency.release(ref)
 
-
-def model_server_deployment(max_adapters: int):
-    """The deployment class; the multiplexing bound is part of the class, so it is built from config."""
-
-    @serve.deployment
-    class ModelServer:
-        async def __init__(self, config: dict):
-            self.config = ModelConfig.model_validate(config)
-            settings = Settings()
-            self.model_path = self.config.model_path or settings.models_dir / "demo-base"
-            self.adapter_root = self.config.adapter_root or settings.models_dir / "adapters"
-            self.base_names = base_model_identity(self.model_path) | set(self.config.base_model_aliases)
-            self.engine = make_engine(self.config, self.model_path, max_adapters)
-            await self.engine.start()
-            self.pool = await create_pool(_required(settings.database_url, "SERVE_APP_DATABASE_URL"), settings)
-            self.registry = AdapterRegistry(self.pool)
-            self.board = ModelBoard(create_redis(_required(settings.redis_url, "SERVE_APP_REDIS_URL"), settings))
-            self.replica_id = serve.get_replica_context().replica_id.unique_id
-            self.tunables = ModelTunables()
-            self.counters = {"loads": 0, "hits": 0, "evictions": 0, "failures": 0}
-            self.metrics = ModelMetrics()
-            self.load_seconds: dict[str, float] = {}
-            for name in self.config.preload_adapters:
-                await self._load(name)
-            await self.engine.generate([GenerationRequest(build_prompt(WARMUP_QUERY), None, 4)])
-            self.epoch = await self._read_epoch()
-            self._board_task = asyncio.get_running_loop().create_task(self._publish_loop())
-
-        def reconfigure(self, user_config: dict) -> None:
-            self.tunables = ModelTunables.model_validate(user_config)
-            self.generate_batch.set_max_batch_size(self.tunables.max_batch_size)
-            self.generate_batch.set_batch_wait_timeout_s(self.tunables.batch_wait_timeout_s)
-
-        @serve.multiplexed(max_num_models_per_replica=max_adapters)
-        async def get_adapter(self, name: str) -> _LoadedAdapter:
-            await self._load(name)
-            return _LoadedAdapter(self, name)
-
-        async def _load(self, name: str) -> None:
-            if name in self.engine.loaded_adapters():  # preloaded: the multiplexer's first call is free
-                return
-            record = await self.registry.get(name)
-            if record is None:
-                raise AdapterError(f"no adapter named {name!r} is registered")
-            spec = validate_adapter(name, record.path, self.adapter_root, self.model_path, self.base_names)
-            started = time.perf_counter()
-            try:
-                await self.engine.load_adapter(spec)
-            except AdapterError:
-                self.counters["failures"] += 1
-                raise
-            self.load_seconds[name] = round(time.perf_counter() - started, 4)
-            self.counters["loads"] += 1
-            self.metrics.loads.inc(tags={"adapter": name})
-            self.metrics.load_seconds.observe(self.load_seconds[name], tags={"adapter": name})
-
-        async def release(self, name: str) -> None:
-            await self.engine.unload_adapter(name)
-            self.counters["evictions"] += 1
-            self.metrics.evictions.inc(tags={"adapter": name})
-
-        async def extract(self, normalized: str, adapter: str | None) -> dict:
-            """The model's reading of a query: a ``ModelAnswer`` as a dict (invalid answers say why)."""
-            if adapter is not None:
-                if adapter in self.engine.loaded_adapters():
-                    self.counters["hits"] += 1
-                await self.get_adapter(adapter)
-            request = GenerationRequest(build_prompt(normalized), adapter, self.tunables.max_new_tokens)
-            result = await self.generate_batch(request)
-            if isinstance(result, Exception):
-                raise result
-            return parse_answer(result.text, result.finished).model_dump()
-
-        @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-        async def generate_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult | Exception]:
-            for name in {r.adapter for r in requests if r.adapter}:
-                with contextlib.suppress(AdapterError):
-                    await self.get_adapter(name)  # evicted since its request arrived: bring it back
-            try:
-                return await self.engine.generate(requests)
-            except AdapterError:
-                # Adapters churned under us: serve each request on its own rather than fail the batch.
-                results: list[GenerationResult | Exception] = []
-                for request in requests:
-                    try:
-                        if request.adapter:
-                            await self.get_adapter(request.adapter)
-                        results += await self.engine.generate([request])
-                    except AdapterError as exc:
-                        results.append(exc)
-                return results
-
-        def stats(self) -> dict:
-            engine_stats = self.engine.stats()
-            return {
-                "replica": self.replica_id,
-                "engine": self.config.engine,
-                "base_model": str(self.model_path),
-                "base_loads": engine_stats.base_loads,
-                "loaded_adapters": self.engine.loaded_adapters(),
-                "max_adapters": max_adapters,
-                **self.counters,
-                "load_seconds": self.load_seconds,
-                "generated_requests": engine_stats.generated_requests,
-                "batches": engine_stats.batches,
-            }
-
-        async def clear_cache(self) -> None:
-            wrapper = getattr(self, "__serve_multiplex_wrapper", None)  # Serve's multiplexer, made lazily
-            if wrapper is not None:
-                await wrapper.shutdown()  # unloads every adapter through _LoadedAdapter.__del__
-            for name in self.engine.loaded_adapters():  # preloaded ones never went through the multiplexer
-                await self.release(name)
-
-        async def check_health(self) -> None:
-            await self.engine.check_health()
-
-        async def _read_epoch(self) -> int:
-            try:
-                return await self.board.epoch()
-            except Exception:  # noqa: BLE001 - Redis down: stats and clear signals wait for it
-                return 0
-
-        async def _publish_loop(self) -> None:
-            while True:
-                try:
-                    epoch = await self.board.epoch()
-                    if epoch != self.epoch:
-                        self.epoch = epoch
-                        await self.clear_cache()
-                    await self.board.publish(self.replica_id, self.stats())
-                except Exception as exc:  # noqa: BLE001 - keep publishing once Redis is back
-                    log.debug("model board unavailable: %s", exc)
-                await asyncio.sleep(1.0)
-
-        async def __del__(self) -> None:
-            self._board_task.cancel()
-            await self.engine.shutdown()
-            await self.pool.close()
-
-    return ModelServer
+        self.__del__ = unload
 
 
-def _required(value: str | None, name: str) -> str:
-    if not value:
-        raise RuntimeError(f"{name} must be set for Serve replicas (serve-app up sets it)")
-    return value
+@serve.deployment
+class ModelServer:
+    async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
+        self, config: dict, paths: ModelPaths
+    ):
+        self.config = ModelConfig.model_validate(config)
+        settings = Settings.for_replica()
+        self.pool = await create_pool(settings.database_url, settings)
+        self.registry = AdapterRegistry(self.pool)
+        self.board = ModelBoard(create_redis(settings.redis_url, settings))
+        self.metrics = ModelMetrics()
+        engine = make_engine(self.config, paths)
+        residency = AdapterResidency(engine, self.registry, paths, on_event=self.metrics.on_adapter_event)
+        self.worker = ModelWorker(engine, residency, ModelTunables(), self.config.engine)
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
+
+        async def load(ref: str) -> _Resident:
+            return _Resident(residency, ref, await residency.acquire(ref))
+
+        self._load = load
+        self._multiplexed = serve.multiplexed(max_num_models_per_replica=self.config.max_adapters_per_replica)(load)
+        self.worker.load = self._acquire
+        self.worker.submit = self.generate_batch
+        self.failed_preloads = await self.worker.start(self.config.preload_adapters)
+        self._board_task = asyncio.get_running_loop().create_task(
+            self.worker.watch_board(self.board, self.replica_id, self.clear_cache)
+        )
+
+    def reconfigure(self, user_config: dict) -> None:
+        tunables = ModelTunables.model_validate(user_config)
+        check_batch_fits(self.config.resources.max_ongoing_requests, tunables)
+        self.worker.tunables = tunables
+        self.generate_batch.set_max_batch_size(tunables.max_batch_size)
+        self.generate_batch.set_batch_wait_timeout_s(tunables.batch_wait_timeout_s)
+
+    async def _acquire(self, ref: str) -> str:
+        return (await self._multiplexed(ref)).ref
+
+    async def read(self, normalized: str, adapter: str) -> dict:
+        """The model's reading of a query: a ``ModelAnswer`` as a dict."""
+        return (await self.worker.read(normalized, adapter)).model_dump()
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def generate_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult | Exception]:
+        self.metrics.batch_size.observe(len(requests))
+        return await self.worker.generate_batch(requests)
+
+    def stats(self) -> dict:
+        return self.worker.stats(self.replica_id) | {
+            "max_adapters": self.config.max_adapters_per_replica,
+            "failed_preloads": self.failed_preloads,
+        }
+
+    async def clear_cache(self) -> None:
+        wrapper = getattr(self._load, "__serve_multiplex_wrapper", None)  # made lazily on the first call
+        if wrapper is not None:
+            await wrapper.shutdown()  # unloads every adapter through _Resident.__del__
+        await self.worker.residency.clear()  # preloaded ones never went through the multiplexer
+
+    async def check_health(self) -> None:
+        await self.worker.engine.check_health()
+
+    async def __del__(self) -> None:
+        self._board_task.cancel()
+        await self.worker.engine.shutdown()
+        await self.pool.close()

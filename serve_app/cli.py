@@ -108,34 +108,38 @@ async def query_pipeline(settings: Settings, model: str | None = None) -> AsyncI
             await conn.close()
         pool = await create_pool(url, settings)
         redis = create_redis(settings.redis_url, settings) if settings.redis_url else None
-        engine = None
+        worker = None
         try:
-            local_model = None
             if model is not None:
-                local_model, engine = await _local_model(settings, pool, model)
-            yield await build_pipeline(pool, redis, local_model)
+                worker = await _local_worker(settings, pool, model)
+            yield await build_pipeline(pool, redis, None if worker is None else worker.read)
         finally:
-            if engine is not None:
-                await engine.shutdown()
+            if worker is not None:
+                await worker.engine.shutdown()
             await pool.close()
             if redis is not None:
                 await redis.aclose()
 
 
-async def _local_model(settings: Settings, pool, adapter: str):
-    """An HFEngine over ``SERVE_APP_HOME/models/demo-base`` with the registry's adapters (ModelServer's stand-in)."""
-    from serve_app.models.adapter_cache import AdapterCache
+async def _local_worker(settings: Settings, pool, adapter: str):
+    """A ``ModelWorker`` on an HFEngine in this process, over the registry's adapters: what a ModelServer
+    replica runs, with the default model config (the demo model unless configured otherwise)."""
+    from serve_app.config import ModelConfig
     from serve_app.models.adapters import AdapterRegistry
     from serve_app.models.hf_engine import HFEngine
-    from serve_app.pipeline import LocalModel
+    from serve_app.models.residency import AdapterResidency
+    from serve_app.models.server import ModelWorker
 
+    config = ModelConfig()
+    paths = config.paths(settings.models_dir)
     registry = AdapterRegistry(pool)
     if await registry.get(adapter) is None:
         raise ValueError(f"no adapter named {adapter!r} is registered (serve-app make-demo-model registers job_22/23)")
-    base = settings.models_dir / "demo-base"
-    engine = HFEngine(base)
+    engine = HFEngine(paths.base, device=config.device, dtype=config.dtype)
+    residency = AdapterResidency(engine, registry, paths, capacity=config.max_adapters_per_replica)
+    worker = ModelWorker(engine, residency, config.tunables, config.engine)
     await engine.start()
-    return LocalModel(AdapterCache(engine, capacity=4), registry, settings.models_dir / "adapters", base), engine
+    return worker
 
 
 def _print_result(result: QueryResult, as_json: bool) -> None:
@@ -179,15 +183,17 @@ async def _query(settings: Settings, args: argparse.Namespace) -> int:
 
 async def register_demo_model(settings: Settings, url: str, force: bool = False):
     """Build the demo model if missing (or ``force``) and register its adapters; return the ``DemoModel``."""
-    from serve_app.models.adapters import AdapterRegistry, validate_adapter
+    from serve_app.models.adapters import AdapterRegistry
     from serve_app.models.demo import make_demo_model
+    from serve_app.models.paths import ModelPaths
 
     demo = await asyncio.to_thread(make_demo_model, settings.models_dir, force)
+    paths = ModelPaths.resolve(settings.models_dir)
     pool = await create_pool(url, settings)
     try:
         registry = AdapterRegistry(pool)
         for name in demo.adapters:
-            await registry.upsert(validate_adapter(name, name, settings.models_dir / "adapters", demo.base), name)
+            await registry.upsert(paths.validate(name, name), name)
     finally:
         await pool.close()
     return demo
@@ -203,7 +209,7 @@ async def _make_demo_model(settings: Settings, args: argparse.Namespace) -> int:
             await conn.close()
         demo = await register_demo_model(settings, url, args.force)
     print(
-        f"demo base model: {demo.base}\nadapters: {', '.join(demo.adapters)} under {settings.models_dir / 'adapters'} "
+        f"demo base model: {demo.base}\nadapters: {', '.join(demo.adapters)} under {demo.adapter_root} "
         f"(registered); {time.perf_counter() - started:.1f}s"
     )
     return 0
@@ -256,6 +262,9 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     # SIGTERM (systemd, Kubernetes, `kill`) stops as Ctrl-C does: Serve drains its replicas, which flush
     # their query logs, and then the embedded servers stop.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an inherited "ignore": restore it,
+    # so `kill -INT <pid>` stops the service too.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with services(settings) as urls:
         os.environ["SERVE_APP_DATABASE_URL"] = urls.database_url  # the replicas inherit these
         os.environ["SERVE_APP_REDIS_URL"] = urls.redis_url

@@ -3,6 +3,11 @@
 Every ``configs/*.yaml`` file's ``args`` is an ``AppConfig``. Unknown fields are errors. Ray Serve
 deployment options (replicas, autoscaling, queue bounds, CPUs/GPUs) are derived from it; the ``tunables``
 of each component are its ``user_config``, applied in ``reconfigure()`` without restarting replicas.
+
+Which copy of a tunable wins: ``build_app`` turns ``args.<component>.tunables`` into the deployment's
+``user_config``; a ``user_config`` written in the file's ``deployments[]`` section is applied by Serve over
+it (and is how operators change tunables live). Both pass the same pydantic model in ``reconfigure``, so a
+bad live value fails the update instead of reaching a replica.
 Process-level facts (database and Redis URLs, admin token) stay in ``Settings`` (environment).
 """
 
@@ -12,6 +17,13 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from serve_app.models.paths import ModelPaths
+
+#: Ingress requests beyond admission control's bounds that Serve still routes (probes, the rejections).
+INGRESS_PROBE_HEADROOM = 16
+#: What Serve's proxy may hold for the ingress while no replica can take a request (one restarting).
+INGRESS_PROXY_QUEUE = 64
 
 
 class _Strict(BaseModel):
@@ -60,6 +72,19 @@ class Resources(_Strict):
             "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
             "user_config": user_config.model_dump(mode="json"),
         }
+
+    def ingress_options(self, user_config: BaseModel) -> dict:
+        """The ingress's options: its own admission control holds ``max_ongoing_requests`` at work and
+        ``max_queued_requests`` waiting, and answers past both with a JSON 503. Serve's bounds are set
+        above those (room for probes), so requests queue in the replica rather than in Serve's proxy,
+        whose own overflow answer is plain text."""
+        options = self.deployment_options(user_config)
+        if self.max_queued_requests < 0:  # an unbounded line: Serve's proxy may hold it
+            options["max_ongoing_requests"] = self.max_ongoing_requests + INGRESS_PROBE_HEADROOM
+            return options
+        options["max_ongoing_requests"] = self.max_ongoing_requests + self.max_queued_requests + INGRESS_PROBE_HEADROOM
+        options["max_queued_requests"] = INGRESS_PROXY_QUEUE
+        return options
 
 
 class IngressTunables(_Strict):
@@ -114,9 +139,17 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _batch_fits(self) -> ModelConfig:
-        if self.resources.max_ongoing_requests < self.tunables.max_batch_size:
-            raise ValueError("model resources.max_ongoing_requests must be at least tunables.max_batch_size")
+        check_batch_fits(self.resources.max_ongoing_requests, self.tunables)
         return self
+
+    def paths(self, models_dir: Path) -> ModelPaths:
+        return ModelPaths.resolve(models_dir, self.model_path, self.adapter_root, self.base_model_aliases)
+
+
+def check_batch_fits(max_ongoing_requests: int, tunables: ModelTunables) -> None:
+    """A batch larger than the requests a replica may hold could never fill (checked at build and live)."""
+    if max_ongoing_requests < tunables.max_batch_size:
+        raise ValueError("model resources.max_ongoing_requests must be at least tunables.max_batch_size")
 
 
 class AppConfig(_Strict):
@@ -125,3 +158,9 @@ class AppConfig(_Strict):
     ingress: IngressConfig = IngressConfig()
     extractor: ExtractorConfig = ExtractorConfig()
     model: ModelConfig | None = Field(default=ModelConfig(), description="null: rules only, no model replicas.")
+
+    @model_validator(mode="after")
+    def _default_adapter_needs_a_model(self) -> AppConfig:
+        if self.model is None and self.extractor.tunables.default_adapter is not None:
+            raise ValueError("extractor.tunables.default_adapter needs model replicas (model is null)")
+        return self

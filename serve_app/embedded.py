@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from serve_app.settings import Settings
 
@@ -129,7 +130,7 @@ class EmbeddedPostgres:
         ensure_prefix_permissions(self.root)
         for path in (self.root, self.data_dir):
             path.mkdir(exist_ok=True)
-            os.chown(path, entry.pw_uid, entry.pw_gid)
+            os.chown(path, entry.pw_uid, entry.pw_gid)  # type: ignore[union-attr]  # ensure_user_exists made it
         self.data_dir.chmod(0o700)
 
     def _running_port(self) -> int | None:
@@ -184,7 +185,7 @@ class EmbeddedRedis:
     def __init__(self, root: Path, port: int | None = None):
         self.root = Path(root).absolute()
         self.requested_port = port
-        self._server = None
+        self._server: Any = None  # the ValkeyServer once started
 
     @property
     def port(self) -> int | None:

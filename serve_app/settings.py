@@ -57,9 +57,19 @@ class Settings(BaseSettings):
             raise ValueError("SERVE_APP_REDIS_URL must start with redis://, rediss:// or unix://")
         return value
 
+    @classmethod
+    def for_replica(cls) -> ReplicaSettings:
+        """Settings inside a Serve replica, where the URLs must be set (``serve-app up`` sets them)."""
+        return ReplicaSettings()
+
     @cached_property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+
+class ReplicaSettings(Settings):
+    database_url: str = Field(description="Required in a replica: SERVE_APP_DATABASE_URL (postgresql://…).")
+    redis_url: str = Field(description="Required in a replica: SERVE_APP_REDIS_URL (redis://…).")
 
 
 def redact_url(url: str) -> str:

@@ -54,13 +54,13 @@ async def test_extraction_cache_is_shared_and_versioned(sample_pool, embedded_re
     try:
         first = await build_pipeline(sample_pool, first_client)
         second = await build_pipeline(sample_pool, second_client)  # another replica, same Redis
-        await first_client.delete(first.extraction_cache.key("华夏银行江油西山支行"))
+        await first_client.delete(first.extraction.cache.key("华夏银行江油西山支行"))
         await first.run(QueryRequest(query="华夏银行江油西山支行"))
-        assert (first.extraction_cache.misses, first.extraction_cache.hits) == (1, 0)
+        assert (first.extraction.cache.misses, first.extraction.cache.hits) == (1, 0)
         result = await second.run(QueryRequest(query="华夏银行江油西山支行"))
-        assert second.extraction_cache.hits == 1
+        assert second.extraction.cache.hits == 1
         assert result.matches[0].code == SEED_CODE
-        key = first.extraction_cache.key("华夏银行江油西山支行")
+        key = first.extraction.cache.key("华夏银行江油西山支行")
         assert ":n1:" in key and f":x{EXTRACTOR_VERSION}:" in key and ":d" in key
         assert await first_client.ttl(key) > 0
     finally:
@@ -78,7 +78,7 @@ async def test_redis_down_means_no_cache_not_no_answer(sample_pool, tmp_path: Pa
         server.stop()
         result = await pipeline.run(QueryRequest(query="华夏银行江油西山支行"))
         assert result.matches[0].code == SEED_CODE
-        assert pipeline.extraction_cache.errors >= 1
+        assert pipeline.extraction.cache.errors >= 1
     finally:
         await client.aclose()
         server.stop()
@@ -172,3 +172,39 @@ def test_cli_query_with_a_model(
     assert result["matches"][0]["code"] == SEED_CODE
     assert main(["query", "华夏银行", "--model", "job_99"]) == 1
     assert "no adapter named 'job_99'" in capsys.readouterr().err
+
+
+async def test_extraction_follows_the_directory_data_version(empty_database_url: str, tmp_path: Path) -> None:
+    """After `db load` elsewhere, the extractor reads the new vocabulary before answering for the new
+    version, so nothing is cached under a version it was not computed with."""
+    from serve_app.config import ExtractorTunables
+    from serve_app.db.migrate import apply_migrations
+    from serve_app.db.pool import connect_admin, create_pool
+    from serve_app.directory.loader import load_directory, read_data_version
+    from serve_app.directory.records import demo_cnaps_path
+    from serve_app.errors import NoModelDeployment
+    from serve_app.extraction.service import ExtractionService
+    from serve_app.settings import Settings
+
+    conn = await connect_admin(empty_database_url)
+    await apply_migrations(conn)
+    lines = demo_cnaps_path().read_text(encoding="utf-8").splitlines()
+    without_huaxia = tmp_path / "without_huaxia.csv"
+    without_huaxia.write_text("\n".join(line for line in lines if "华夏银行" not in line) + "\n", encoding="utf-8")
+    await load_directory(conn, without_huaxia)
+    pool = await create_pool(empty_database_url, Settings())
+    try:
+        service = await ExtractionService(pool, None, ExtractorTunables()).start()
+        await service.extract_entities("华夏银行江油西山支行", None, service.data_version)
+        assert "华夏银行" not in service.vocabulary.cities  # no branches of it in this directory
+        with pytest.raises(NoModelDeployment):
+            await service.extract_entities("华夏银行江油西山支行", "job_22", service.data_version)
+        await load_directory(conn, demo_cnaps_path())  # `serve-app db load`: a new data version
+        version = await read_data_version(conn)
+        assert version > service.data_version
+        after = await service.extract_entities("华夏银行江油西山支行", None, version)
+        assert service.data_version == version and service.vocabulary.cities["华夏银行"]["绵阳市"] > 0
+        assert after.entities.city == "绵阳市"
+    finally:
+        await pool.close()
+        await conn.close()

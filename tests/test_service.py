@@ -1,5 +1,5 @@
-"""Service pieces without Ray: result cache, rate limiter, query log and the HTTP layer, on real
-PostgreSQL and Valkey. The extraction step and admin operations are fakes, named as such."""
+"""Service pieces without Ray: result cache, rate limiter, query log, admission and the HTTP layer, on
+real PostgreSQL and Valkey. The extraction step is a fake, named as such."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from serve_app.db.pool import create_pool
 from serve_app.embedded import free_port
+from serve_app.errors import ServiceError
 from serve_app.extraction.model_use import rules_outcome
 from serve_app.extraction.rules import RulesExtractor
 from serve_app.extraction.vocabulary import Vocabulary
@@ -19,10 +20,13 @@ from serve_app.models.adapters import AdapterRegistry
 from serve_app.redis_client import create_redis
 from serve_app.retrieval import BranchRepository
 from serve_app.schemas import Entities, ExtractionOutcome, QueryResult
-from serve_app.service.errors import ApiError
+from serve_app.service.admin import AdminService
+from serve_app.service.database import database_errors
+from serve_app.service.errors import render
 from serve_app.service.http import build_http_app
+from serve_app.service.model_board import ModelBoard
 from serve_app.service.query_log import QueryLog
-from serve_app.service.query_service import QueryService, database_errors
+from serve_app.service.query_service import QueryService
 from serve_app.service.rate_limit import RateLimiter
 from serve_app.service.result_cache import ResultCache
 
@@ -124,29 +128,9 @@ async def test_query_log_drops_only_the_row_the_database_refuses(sample_pool) ->
     assert await sample_pool.fetchval("SELECT array_agg(query ORDER BY id) FROM query_log") == ["first", "last"]
 
 
-class FakeAdmin:
-    """Admin operations stand-in: the HTTP layer only needs their answers."""
-
-    async def model_cache_stats(self) -> dict:
-        return {"replicas": []}
-
-    async def clear_model_cache(self) -> dict:
-        return {"cleared": True}
-
-    async def models_ready(self) -> bool:
-        return True
-
-    async def list_adapters(self) -> list:
-        return []
-
-    async def register_adapter(self, adapter):
-        raise AssertionError("not used")
-
-    async def delete_adapter(self, name: str) -> bool:
-        return False
-
-    def service_stats(self) -> dict:
-        return {}
+def admin_for(pool, redis_client) -> AdminService:
+    """The real admin service of an application without model replicas."""
+    return AdminService(AdapterRegistry(pool), ModelBoard(redis_client, prefix=f"t{free_port()}"), None, None)
 
 
 async def fake_extract(pool):
@@ -154,7 +138,7 @@ async def fake_extract(pool):
     async with pool.acquire() as conn:
         extractor = RulesExtractor(await Vocabulary.from_database(conn))
 
-    async def extract(normalized: str, model: str | None) -> ExtractionOutcome:
+    async def extract(normalized: str, model: str | None, data_version: int) -> ExtractionOutcome:
         return rules_outcome(extractor.extract(normalized))
 
     return extract
@@ -163,7 +147,7 @@ async def fake_extract(pool):
 @pytest.fixture
 async def http_client(sample_pool, redis_client):
     service = QueryService(
-        extract=await fake_extract(sample_pool),
+        extract_entities=await fake_extract(sample_pool),
         repository=BranchRepository(sample_pool),
         result_cache=ResultCache(redis_client, 60, 100, prefix=f"t{free_port()}"),
         rate_limiter=RateLimiter(redis_client, 1000, 1000, prefix=f"t{free_port()}"),
@@ -171,7 +155,7 @@ async def http_client(sample_pool, redis_client):
         registry=AdapterRegistry(sample_pool),
     )
     await service.refresh_data_version()
-    app = build_http_app(service, FakeAdmin(), SecretStr("s3cret"), max_body_bytes=16_384)
+    app = build_http_app(service, admin_for(sample_pool, redis_client), dict, SecretStr("s3cret"), 16_384)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         yield client
     await service.query_log.close()
@@ -297,14 +281,14 @@ async def test_postgres_outage_is_a_503_and_recovery_is_automatic(tmp_path, redi
     await conn.close()
     pool = await create_pool(url, Settings(db_statement_timeout_ms=1000, db_connect_timeout_s=1.0))
     service = QueryService(
-        extract=await fake_extract(pool),
+        extract_entities=await fake_extract(pool),
         repository=BranchRepository(pool),
         result_cache=ResultCache(None, 60, 0),
         rate_limiter=RateLimiter(None, 1, 1),
         query_log=QueryLog(pool),
         registry=AdapterRegistry(pool),
     )
-    app = build_http_app(service, FakeAdmin(), None)
+    app = build_http_app(service, admin_for(pool, redis_client), dict, None)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
             assert (await client.post("/api/v1/query", json={"query": "华夏银行江油西山支行"})).status_code == 200
@@ -346,11 +330,12 @@ async def test_postgres_outage_is_a_503_and_recovery_is_automatic(tmp_path, redi
     ],
 )
 def test_database_errors_become_503_or_504(error, status, code) -> None:
-    with pytest.raises(ApiError) as raised, database_errors("the adapter registry (PostgreSQL)"):
+    with pytest.raises(ServiceError) as raised, database_errors("the adapter registry (PostgreSQL)"):
         raise error
-    assert (raised.value.status, raised.value.code, raised.value.headers) == (status, code, {"Retry-After": "1"})
+    answered, body, headers = render(raised.value)
+    assert (answered, body["error"]["code"], headers) == (status, code, {"Retry-After": "1"})
     assert raised.value.__cause__ is error
-    assert "the adapter registry (PostgreSQL)" in raised.value.message
+    assert "the adapter registry (PostgreSQL)" in body["error"]["message"]
 
 
 def test_database_errors_let_other_errors_through() -> None:
@@ -362,7 +347,8 @@ async def test_adapter_registration_is_atomic_under_concurrency(sample_pool) -> 
     """Ten concurrent registrations of one name: exactly one row and one success; the rest say why."""
     from pathlib import Path
 
-    from serve_app.models.engine import AdapterError, AdapterSpec
+    from serve_app.errors import AdapterExists
+    from serve_app.models.engine import AdapterSpec
 
     registry = AdapterRegistry(sample_pool)
     name = f"race_{free_port()}"
@@ -371,7 +357,153 @@ async def test_adapter_registration_is_atomic_under_concurrency(sample_pool) -> 
     try:
         assert sum(not isinstance(o, Exception) for o in outcomes) == 1
         failures = [o for o in outcomes if isinstance(o, Exception)]
-        assert all(isinstance(o, AdapterError) and "already registered" in str(o) for o in failures)
+        assert all(isinstance(o, AdapterExists) and "already registered" in str(o) for o in failures)
         assert await sample_pool.fetchval("SELECT count(*) FROM adapters WHERE name = $1", name) == 1
     finally:
         assert await registry.delete(name)
+
+
+async def test_a_cancelled_first_caller_does_not_cancel_the_others(redis_client) -> None:
+    cache = ResultCache(redis_client, ttl_s=60, local_size=10, prefix=f"t{free_port()}")
+    release, calls = asyncio.Event(), 0
+
+    async def compute() -> QueryResult:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return _result("华夏")
+
+    key = cache.key("华夏", None, 5, data_version=1)
+    first = asyncio.create_task(cache.get_or_compute(key, compute))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(cache.get_or_compute(key, compute))
+    await asyncio.sleep(0.01)
+    first.cancel()  # the first caller's client went away
+    release.set()
+    result, cached = await second
+    assert (result.query, cached, calls) == ("华夏", False, 1)
+    assert first.cancelled()
+    assert (await cache.get_or_compute(key, compute))[1] is True  # computed once, and cached
+
+
+class FakePool:
+    """Fake of an asyncpg pool for the query log: records each statement's rows; ``down`` refuses them."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.statements: list[int] = []
+
+    async def executemany(self, statement: str, rows: list) -> None:
+        if self.down:
+            raise ConnectionRefusedError(111, "refused")
+        self.statements.append(len(rows))
+
+
+async def test_query_log_has_one_flusher_and_drains_a_backlog_in_chunks() -> None:
+    pool = FakePool()
+    log = QueryLog(pool, batch_size=50, interval_s=0.05)  # type: ignore[arg-type]
+    log.start()
+    try:
+        tasks_before = len(asyncio.all_tasks())
+        for i in range(1_000):  # a long outage: twenty batches' worth
+            _record(log, f"q{i}")
+        assert len(asyncio.all_tasks()) == tasks_before  # record() never starts a task
+        await asyncio.sleep(0.2)
+        assert log.pending == 1_000 and log.failures >= 1 and log.written == 0
+        pool.down = False
+        for _ in range(100):
+            if log.pending == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert (log.written, log.pending) == (1_000, 0)
+        assert pool.statements and max(pool.statements) <= 50 and sum(pool.statements) == 1_000
+    finally:
+        await log.close()
+
+
+async def test_admission_answers_past_its_bounds_with_json_503_and_keeps_probes_open(sample_pool, redis_client) -> None:
+    release = asyncio.Event()
+    inner = await fake_extract(sample_pool)
+
+    async def slow_extract(normalized: str, model: str | None, data_version: int) -> ExtractionOutcome:
+        await release.wait()
+        return await inner(normalized, model, data_version)
+
+    service = QueryService(
+        extract_entities=slow_extract,
+        repository=BranchRepository(sample_pool),
+        result_cache=ResultCache(None, 60, 0),
+        rate_limiter=RateLimiter(None, 1000, 1000),
+        query_log=QueryLog(sample_pool),
+        registry=AdapterRegistry(sample_pool),
+    )
+    app = build_http_app(service, admin_for(sample_pool, redis_client), dict, None, admission=(2, 1))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        queries = [f"华夏银行江油西山支行{i}" for i in range(3)]
+        admitted = [asyncio.create_task(client.post("/api/v1/query", json={"query": q})) for q in queries]
+        await asyncio.sleep(0.1)  # two at work, one waiting
+        refused = await client.post("/api/v1/query", json={"query": "工行徐州经济开发区支行"})
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["code"] == "overloaded"
+        assert (await client.get("/healthz")).status_code == 200  # probes are never queued
+        release.set()
+        assert [r.status_code for r in await asyncio.gather(*admitted)] == [200, 200, 200]
+    await service.query_log.close()
+
+
+async def test_admin_registration_honours_base_model_aliases(sample_pool, redis_client, tmp_path) -> None:
+    import json
+    import shutil
+
+    from serve_app.errors import AdapterInvalid, NoModelDeployment, NotReady, Overloaded, UnknownAdapter
+    from serve_app.models.adapters import AdapterIn
+    from serve_app.models.demo import make_demo_model
+    from serve_app.models.paths import ModelPaths
+
+    demo = make_demo_model(tmp_path / "models")
+    foreign = demo.adapter_root / "from_the_hub"
+    shutil.copytree(demo.adapters["job_22"], foreign)
+    config = json.loads((foreign / "adapter_config.json").read_text())
+    (foreign / "adapter_config.json").write_text(json.dumps(config | {"base_model_name_or_path": "Org/Base-0.5B"}))
+    registry, board = AdapterRegistry(sample_pool), ModelBoard(redis_client, prefix=f"t{free_port()}")
+    name = f"alias_{free_port()}"
+    plain = AdminService(registry, board, ModelPaths.resolve(demo.base.parent), None)
+    with pytest.raises(AdapterInvalid, match=r"Org/Base-0\.5B"):
+        await plain.register_adapter(AdapterIn(name=name, path="from_the_hub"))
+    aliased = AdminService(registry, board, ModelPaths.resolve(demo.base.parent, aliases=["Org/Base-0.5B"]), None)
+    created = await aliased.register_adapter(AdapterIn(name=name, path="from_the_hub"))
+    assert created.base_model == "Org/Base-0.5B" and created.ref == f"{name}@{created.revision}"
+    await aliased.delete_adapter(name)
+    with pytest.raises(UnknownAdapter):
+        await aliased.delete_adapter(name)  # deleted: 404, not 422
+    with pytest.raises(NoModelDeployment):
+        await admin_for(sample_pool, redis_client).register_adapter(AdapterIn(name=name, path="from_the_hub"))
+
+    async def hangs() -> None:
+        await asyncio.sleep(3600)
+
+    async def queue_full() -> None:
+        raise Overloaded("full")
+
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(NotReady, match="health check"):
+        await AdminService(registry, board, None, hangs).model_state()
+    assert asyncio.get_running_loop().time() - started < 3  # bounded
+    assert await AdminService(registry, board, None, queue_full).model_state() == "busy"
+
+
+def test_openapi_lists_every_route_and_the_errors_each_can_give() -> None:
+    from starlette.routing import Route
+
+    from serve_app.service.http import ENDPOINTS
+    from serve_app.service.openapi import openapi_document
+
+    document = openapi_document(ENDPOINTS)
+    app = build_http_app(None, None, dict, None)  # type: ignore[arg-type]
+    routes = {(r.path, m.lower()) for r in app.routes if isinstance(r, Route) for m in r.methods or () if m != "HEAD"}
+    assert routes == {(path, method) for path, ops in document["paths"].items() for method in ops}
+    assert "/api/v1/stats" in document["paths"]
+    adapters = document["paths"]["/api/v1/adapters"]
+    assert {"201", "409", "422", "503", "504"} <= set(adapters["post"]["responses"])
+    assert {"503"} <= set(adapters["get"]["responses"])
+    assert "404" in document["paths"]["/api/v1/adapters/{name}"]["delete"]["responses"]

@@ -30,6 +30,7 @@ def combine(rules: Extraction, answer: ModelAnswer, adapter: str, vocabulary: Vo
     if not answer.valid:
         return rules_outcome(rules).model_copy(update={"model": adapter, "model_error": answer.error})
     entities = answer.entities
+    assert entities is not None  # a valid answer carries entities
     bank = vocabulary.banks.get(entities.bank or "")
     entities = entities.model_copy(update={"bank_code": bank.category_code if bank else None})
     return ExtractionOutcome(

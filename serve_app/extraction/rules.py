@@ -10,6 +10,7 @@ branch distribution in the directory decides, and an unresolvable guess is left 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 import ahocorasick
@@ -149,11 +150,11 @@ class RulesExtractor:
         """
         gz = self.gazetteer
         provinces = {r.adcode: r for m in matches for r in m.regions if r.level == "province"}
-        city_prior = self.vocabulary.cities.get(bank or "", {})
-        district_prior = self.vocabulary.districts.get(bank or "", {})
+        city_prior: Counter = self.vocabulary.cities.get(bank or "", Counter())
+        district_prior: Counter = self.vocabulary.districts.get(bank or "", Counter())
         # A rural bank does not operate outside its region: a reading where the directory has none of its
         # branches is a word that looks like a place (山东寿光农商银行广陵分理处 is not in Yangzhou).
-        local = bool(bank) and self.vocabulary.banks[bank].category_code in _CONFINED_TO_HOME and city_prior
+        local = bool(bank and self.vocabulary.banks[bank].category_code in _CONFINED_TO_HOME and city_prior)
         readings = []
         for index, match in enumerate(matches):
             for region in match.regions:
@@ -182,14 +183,14 @@ class RulesExtractor:
                 )
                 readings.append((score, city, district, index))
         if not readings:
-            province = next(iter(provinces.values())) if len(provinces) == 1 else None
-            return province, None, None
+            only = next(iter(provinces.values())) if len(provinces) == 1 else None
+            return only, None, None
         readings.sort(key=lambda reading: reading[0], reverse=True)
         best_score, city, _, _ = readings[0]
         rivals = [score for score, other_city, _, _ in readings if other_city.key != city.key]
         if rivals and rivals[0] >= best_score:
-            province = next(iter(provinces.values())) if len(provinces) == 1 else None
-            return province, None, None
+            only = next(iter(provinces.values())) if len(provinces) == 1 else None
+            return only, None, None
         # A name that can be read as the chosen city is the city, not also a district of it (长沙, 长沙县).
         city_matches = {i for _, c, d, i in readings if d is None and c.key == city.key}
         districts = [

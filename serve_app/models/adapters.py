@@ -14,10 +14,12 @@ from pathlib import Path
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from serve_app.models.engine import AdapterError, AdapterSpec
+from serve_app.errors import AdapterExists, AdapterInvalid
+from serve_app.models.engine import AdapterSpec
 from serve_app.schemas import ADAPTER_NAME, ADAPTER_NAME_RULE, refuse_control_characters
 
 _WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+_COLUMNS = "name, base_model, path, rank, revision, created_at"
 
 
 class AdapterIn(BaseModel):
@@ -46,7 +48,23 @@ class AdapterOut(BaseModel):
     base_model: str
     path: str
     rank: int
+    revision: int = Field(description="New on every registration of the name; replicas load by revision.")
     created_at: datetime
+
+    @property
+    def ref(self) -> str:
+        """``name@revision``: what replicas multiplex on and caches key on."""
+        return adapter_ref(self.name, self.revision)
+
+
+def adapter_ref(name: str, revision: int) -> str:
+    return f"{name}@{revision}"
+
+
+def parse_adapter_ref(ref: str) -> tuple[str, int | None]:
+    """``job_22@7`` → ("job_22", 7); a bare name → (name, None): whatever revision is registered."""
+    name, _, revision = ref.partition("@")
+    return name, int(revision) if revision.isdigit() else None
 
 
 def base_model_identity(model_path: Path) -> set[str]:
@@ -63,44 +81,44 @@ def base_model_identity(model_path: Path) -> set[str]:
 def validate_adapter(
     name: str, path: str | Path, adapter_root: Path, base_model: Path, base_names: set[str] | None = None
 ) -> AdapterSpec:
-    """Check an adapter folder and return its spec; ``AdapterError`` says what is wrong.
+    """Check an adapter folder and return its spec; ``AdapterInvalid`` says what is wrong.
 
     ``base_names`` are the names an adapter config may give the resident base (default: its folder and
     config names; add hub ids such as ``Qwen/Qwen2-0.5B`` for adapters trained against the hub copy).
     """
     if not ADAPTER_NAME.fullmatch(name):
-        raise AdapterError(f"invalid adapter name {name!r}")
+        raise AdapterInvalid(f"invalid adapter name {name!r}")
     root = adapter_root.resolve()
     try:
         folder = (root / path).resolve()
     except (OSError, ValueError) as exc:  # embedded NUL, symlink loop, name too long
-        raise AdapterError(f"adapter path {str(path)!r} cannot be resolved ({exc})") from exc
+        raise AdapterInvalid(f"adapter path {str(path)!r} cannot be resolved ({exc})") from exc
     if not folder.is_relative_to(root):
-        raise AdapterError(f"adapter path {str(path)!r} is outside the adapter root")
+        raise AdapterInvalid(f"adapter path {str(path)!r} is outside the adapter root")
     config_file = folder / "adapter_config.json"
     if not config_file.is_file():
-        raise AdapterError(f"adapter {name!r}: no adapter_config.json in {folder.relative_to(root)}")
+        raise AdapterInvalid(f"adapter {name!r}: no adapter_config.json in {folder.relative_to(root)}")
     try:
         config = json.loads(config_file.read_text())
         rank = int(config["r"])
         targets = config["target_modules"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise AdapterError(f"adapter {name!r}: unreadable adapter_config.json ({exc})") from exc
+        raise AdapterInvalid(f"adapter {name!r}: unreadable adapter_config.json ({exc})") from exc
     if config.get("peft_type", "LORA") != "LORA":
-        raise AdapterError(f"adapter {name!r}: only LoRA adapters are supported, not {config.get('peft_type')}")
+        raise AdapterInvalid(f"adapter {name!r}: only LoRA adapters are supported, not {config.get('peft_type')}")
     declared_base = config.get("base_model_name_or_path") or ""
     if declared_base not in (base_names or base_model_identity(base_model)):
-        raise AdapterError(
+        raise AdapterInvalid(
             f"adapter {name!r} was trained for base model {declared_base!r}, not the resident {base_model.name!r}"
         )
     modules = _linear_module_names(base_model)
     target_list = [targets] if isinstance(targets, str) else list(targets)
     unknown = [t for t in target_list if modules and t not in modules]
     if unknown:
-        raise AdapterError(f"adapter {name!r} targets modules the base model lacks: {unknown}")
+        raise AdapterInvalid(f"adapter {name!r} targets modules the base model lacks: {unknown}")
     weights = next((folder / w for w in _WEIGHT_FILES if (folder / w).is_file()), None)
     if weights is None:
-        raise AdapterError(f"adapter {name!r}: no adapter weights in {folder.relative_to(root)}")
+        raise AdapterInvalid(f"adapter {name!r}: no adapter weights in {folder.relative_to(root)}")
     if weights.suffix == ".safetensors":
         _check_shapes(name, weights, base_model, rank)
     return AdapterSpec(name=name, path=folder, base_model=declared_base, rank=rank)
@@ -119,7 +137,7 @@ def _check_shapes(name: str, weights: Path, base_model: Path, rank: int) -> None
         in_features, out_features = expected[module]
         want = [rank, in_features] if ".lora_A." in tensor else [out_features, rank]
         if shape != want:
-            raise AdapterError(
+            raise AdapterInvalid(
                 f"adapter {name!r} does not fit the resident base: {tensor} has shape {shape}, expected {want}"
             )
 
@@ -134,7 +152,7 @@ def _safetensors_shapes(name: str, weights: Path) -> dict[str, list[int]]:
             header = json.loads(handle.read(length))
         return {key: list(value["shape"]) for key, value in header.items() if key != "__metadata__"}
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise AdapterError(f"adapter {name!r}: unreadable weights file {weights.name} ({exc})") from exc
+        raise AdapterInvalid(f"adapter {name!r}: unreadable weights file {weights.name} ({exc})") from exc
 
 
 def _projection_shapes(base_model: Path) -> dict[str, tuple[int, int]]:
@@ -181,23 +199,24 @@ class AdapterRegistry:
     async def register(self, spec: AdapterSpec, relative_path: str) -> AdapterOut:
         try:
             row = await self.pool.fetchrow(
-                """INSERT INTO adapters (name, base_model, path, rank) VALUES ($1, $2, $3, $4)
-                   RETURNING name, base_model, path, rank, created_at""",
+                f"""INSERT INTO adapters (name, base_model, path, rank) VALUES ($1, $2, $3, $4)
+                   RETURNING {_COLUMNS}""",  # noqa: S608 - a constant column list  # noqa: S608 - a constant column list
                 spec.name,
                 spec.base_model,
                 relative_path,
                 spec.rank,
             )
         except asyncpg.UniqueViolationError as exc:
-            raise AdapterError(f"adapter {spec.name!r} is already registered") from exc
+            raise AdapterExists(f"adapter {spec.name!r} is already registered") from exc
         return AdapterOut(**dict(row))
 
     async def upsert(self, spec: AdapterSpec, relative_path: str) -> AdapterOut:
         row = await self.pool.fetchrow(
-            """INSERT INTO adapters (name, base_model, path, rank) VALUES ($1, $2, $3, $4)
+            f"""INSERT INTO adapters (name, base_model, path, rank) VALUES ($1, $2, $3, $4)
                ON CONFLICT (name) DO UPDATE
-               SET base_model = EXCLUDED.base_model, path = EXCLUDED.path, rank = EXCLUDED.rank
-               RETURNING name, base_model, path, rank, created_at""",
+               SET base_model = EXCLUDED.base_model, path = EXCLUDED.path, rank = EXCLUDED.rank,
+                   revision = nextval('adapter_revision'), created_at = now()
+               RETURNING {_COLUMNS}""",  # noqa: S608 - a constant column list
             spec.name,
             spec.base_model,
             relative_path,
@@ -207,12 +226,15 @@ class AdapterRegistry:
 
     async def get(self, name: str) -> AdapterOut | None:
         row = await self.pool.fetchrow(
-            "SELECT name, base_model, path, rank, created_at FROM adapters WHERE name = $1", name
+            f"SELECT {_COLUMNS} FROM adapters WHERE name = $1",  # noqa: S608 - a constant column list
+            name,
         )
         return AdapterOut(**dict(row)) if row else None
 
     async def list(self) -> list[AdapterOut]:
-        rows = await self.pool.fetch("SELECT name, base_model, path, rank, created_at FROM adapters ORDER BY name")
+        rows = await self.pool.fetch(
+            "SELECT name, base_model, path, rank, revision, created_at FROM adapters ORDER BY name"
+        )
         return [AdapterOut(**dict(row)) for row in rows]
 
     async def delete(self, name: str) -> bool:

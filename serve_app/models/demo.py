@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serve_app.directory.records import demo_cnaps_path, read_cnaps
+from serve_app.models.paths import ADAPTER_DIR, DEMO_BASE_DIR
 from serve_app.models.task import PROMPT_TEMPLATE
 
-BASE_NAME = "demo-base"
 DEMO_ADAPTERS = {"job_22": 22, "job_23": 23}  # name → seed
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
 
@@ -24,6 +24,7 @@ SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
 @dataclass(frozen=True)
 class DemoModel:
     base: Path
+    adapter_root: Path
     adapters: dict[str, Path]
 
 
@@ -107,8 +108,8 @@ def make_demo_model(models_dir: Path, force: bool = False) -> DemoModel:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
-    base = models_dir / BASE_NAME
-    adapter_root = models_dir / "adapters"
+    base = models_dir / DEMO_BASE_DIR
+    adapter_root = models_dir / ADAPTER_DIR
     if force:
         shutil.rmtree(base, ignore_errors=True)
     if not (base / "model.safetensors").exists():
@@ -120,4 +121,4 @@ def make_demo_model(models_dir: Path, force: bool = False) -> DemoModel:
             shutil.rmtree(folder, ignore_errors=True)
             build_adapter(base, folder, seed)
         adapters[name] = folder
-    return DemoModel(base=base, adapters=adapters)
+    return DemoModel(base=base, adapter_root=adapter_root, adapters=adapters)

@@ -1,27 +1,17 @@
 """The engine interface every model back-end implements, and the data that crosses it.
 
 An engine owns one resident base model and the LoRA adapters loaded into it. Everything here is plain
-data (dataclasses), so requests and results can cross process and deployment boundaries.
+data (dataclasses), so requests and results can cross process and deployment boundaries. Engines raise
+``AdapterInvalid`` for an adapter that cannot load, ``AdapterNotLoaded`` for a request naming an adapter
+they do not hold, and ``EngineError`` when they cannot serve (``serve_app.errors``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
-
-
-class AdapterError(ValueError):
-    """An adapter cannot be used: unknown, malformed, or made for another base model."""
-
-
-class ModelUnavailableError(RuntimeError):
-    """No model replica could answer (it died mid-request or is being replaced); retrying may succeed."""
-
-
-class EngineError(RuntimeError):
-    """The engine cannot serve (not started, or its base model failed to load)."""
 
 
 @dataclass(frozen=True)
@@ -51,13 +41,10 @@ class GenerationResult:
 
 @dataclass
 class EngineStats:
-    """Counters an operator reads from ``model-cache-stats``."""
+    """What only the engine knows. Adapter loads and evictions are counted by ``AdapterResidency``."""
 
     base_model: str
     base_loads: int = 0
-    adapter_loads: int = 0
-    adapter_unloads: int = 0
-    load_seconds: dict[str, float] = field(default_factory=dict)
     generated_requests: int = 0
     batches: int = 0
 
@@ -72,7 +59,8 @@ class Engine(Protocol):
         """Load the base model (once). Idempotent."""
 
     async def load_adapter(self, spec: AdapterSpec) -> None:
-        """Make ``spec.name`` usable in ``generate``. Raises ``AdapterError`` for a bad adapter."""
+        """Make ``spec.name`` usable in ``generate``. ``AdapterInvalid`` for a bad adapter, ``EngineError``
+        when the engine itself failed (out of memory, dead)."""
 
     async def unload_adapter(self, name: str) -> None:
         """Free an adapter's memory. Unknown names are ignored."""

@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from serve_app.models.engine import (
-    AdapterError,
-    AdapterSpec,
-    EngineError,
-    EngineStats,
-    GenerationRequest,
-    GenerationResult,
-)
+from serve_app.errors import AdapterInvalid, AdapterNotLoaded, EngineError
+from serve_app.models.engine import AdapterSpec, EngineStats, GenerationRequest, GenerationResult
 
 log = logging.getLogger(__name__)
 
 BASE = "__base__"  # peft's name for "no adapter" in adapter_names
+#: A generation running longer than this means the worker thread is stuck: the replica is unhealthy.
+STALL_AFTER_S = 120.0
+#: An idle engine proves it still computes (one token) when it has not generated for this long.
+PROBE_AFTER_S = 30.0
 
 
 class HFEngine:
@@ -33,12 +33,15 @@ class HFEngine:
         self.model_path = Path(model_path)
         self.device = device
         self.dtype = dtype
-        self._tokenizer = None
-        self._base = None
-        self._peft = None  # PeftModel wrapping _base once the first adapter is loaded
+        # transformers/peft objects, set by start() and the first adapter load (untyped libraries)
+        self._tokenizer: Any = None
+        self._base: Any = None
+        self._peft: Any = None  # PeftModel wrapping _base while adapters are loaded
         self._adapters: dict[str, AdapterSpec] = {}
         self._lock = asyncio.Lock()
         self._stats = EngineStats(base_model=str(self.model_path))
+        self._busy_since: float | None = None
+        self._last_generated = 0.0
 
     async def start(self) -> None:
         async with self._lock:
@@ -73,7 +76,6 @@ class HFEngine:
                 return
             await asyncio.to_thread(self._load_adapter, spec)
             self._adapters[spec.name] = spec
-            self._stats.adapter_loads += 1
 
     def _load_adapter(self, spec: AdapterSpec) -> None:
         from peft import PeftModel
@@ -86,7 +88,7 @@ class HFEngine:
                 self._peft.load_adapter(spec.path, adapter_name=spec.name)
         except Exception as exc:  # peft/safetensors raise many types for a broken folder
             self._discard_partial(spec.name)
-            raise AdapterError(f"adapter {spec.name!r} failed to load: {type(exc).__name__}: {exc}") from exc
+            raise AdapterInvalid(f"adapter {spec.name!r} failed to load: {type(exc).__name__}: {exc}") from exc
 
     def _discard_partial(self, name: str) -> None:
         if self._peft is not None and name in self._peft.peft_config:
@@ -99,11 +101,17 @@ class HFEngine:
         """Delete an adapter and keep peft's *active* adapter one that exists.
 
         peft re-points the active adapter from what its layers still hold, which after a failed load can
-        be a name already deleted; its ``generate`` then fails with a KeyError for every later batch.
+        be a name already deleted; its ``generate`` then fails with a KeyError for every later batch. With
+        no adapter left there is nothing valid to point at, so the LoRA layers are removed altogether and
+        the next load wraps the plain base again.
         """
+        assert self._peft is not None
         self._peft.delete_adapter(name)
         remaining = list(self._peft.peft_config)
-        if remaining and self._peft.active_adapter not in remaining:
+        if not remaining:
+            self._base = self._peft.unload()
+            self._peft = None
+        elif self._peft.active_adapter not in remaining:
             self._peft.set_adapter(remaining[0])
 
     async def unload_adapter(self, name: str) -> None:
@@ -111,7 +119,6 @@ class HFEngine:
             if self._adapters.pop(name, None) is None:
                 return
             await asyncio.to_thread(self._delete, name)
-            self._stats.adapter_unloads += 1
 
     def loaded_adapters(self) -> list[str]:
         return sorted(self._adapters)
@@ -119,12 +126,18 @@ class HFEngine:
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         if not requests:
             return []
-        unknown = {r.adapter for r in requests if r.adapter is not None} - set(self._adapters)
-        if unknown:
-            raise AdapterError(f"adapters not loaded: {sorted(unknown)}")
         async with self._lock:
             self._require_started()
-            results = await asyncio.to_thread(self._generate, list(requests))
+            # Checked under the lock: an unload cannot slip in between this check and peft's generate.
+            unknown = {r.adapter for r in requests if r.adapter is not None} - set(self._adapters)
+            if unknown:
+                raise AdapterNotLoaded(f"adapters not loaded: {sorted(unknown)}")
+            self._busy_since = time.monotonic()
+            try:
+                results = await asyncio.to_thread(self._generate, list(requests))
+            finally:
+                self._busy_since = None
+            self._last_generated = time.monotonic()
         self._stats.batches += 1
         self._stats.generated_requests += len(requests)
         return results
@@ -165,7 +178,20 @@ class HFEngine:
         return self._stats
 
     async def check_health(self) -> None:
+        """Unhealthy when not started, when one generation has run past ``STALL_AFTER_S``, or when an idle
+        engine fails to generate one token. A busy engine that is making progress is healthy."""
         self._require_started()
+        busy_since = self._busy_since
+        if busy_since is not None:
+            if time.monotonic() - busy_since > STALL_AFTER_S:
+                raise EngineError(f"one generation has run for over {STALL_AFTER_S:g} s; the engine is stuck")
+            return
+        if self._lock.locked() or time.monotonic() - self._last_generated < PROBE_AFTER_S:
+            return
+        try:
+            await self.generate([GenerationRequest("ok", None, 1)])
+        except Exception as exc:
+            raise EngineError(f"the engine failed to generate one token: {type(exc).__name__}: {exc}") from exc
 
     async def shutdown(self) -> None:
         async with self._lock:

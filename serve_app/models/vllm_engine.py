@@ -17,16 +17,14 @@ import os
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from serve_app.models.engine import (
-    AdapterError,
-    AdapterSpec,
-    EngineError,
-    EngineStats,
-    GenerationRequest,
-    GenerationResult,
-)
+from serve_app.errors import AdapterInvalid, AdapterNotLoaded, EngineError
+from serve_app.models.engine import AdapterSpec, EngineStats, GenerationRequest, GenerationResult
 from serve_app.models.task import OUTPUT_SCHEMA
+
+#: Messages of a load that failed for memory, not for the adapter (CUDA, the CPU backend, torch).
+OUT_OF_MEMORY = ("out of memory", "outofmemory", "cannot allocate memory")
 
 
 class VLLMEngine:
@@ -58,10 +56,10 @@ class VLLMEngine:
             "gpu_memory_utilization": memory_utilization,
             **(engine_args or {}),
         }
-        self._engine = None
+        self._engine: Any = None  # vllm's AsyncLLM once started
         self._ids: dict[str, int] = {}
         self._next_id = itertools.count(1)
-        self._adapters: dict[str, object] = {}  # name → LoRARequest
+        self._adapters: dict[str, Any] = {}  # name → LoRARequest
         self._start_lock = asyncio.Lock()
         self._stats = EngineStats(base_model=str(self.model_path))
 
@@ -97,31 +95,46 @@ class VLLMEngine:
         try:
             await self._engine.add_lora(request)
         except Exception as exc:
-            raise AdapterError(f"adapter {spec.name!r} failed to load: {type(exc).__name__}: {exc}") from exc
+            raise await self._load_failure(spec.name, exc) from exc
         self._adapters[spec.name] = request
-        self._stats.adapter_loads += 1
 
     async def unload_adapter(self, name: str) -> None:
         request = self._adapters.pop(name, None)
         if request is None:
             return
         await self._engine.remove_lora(request.lora_int_id)
-        self._stats.adapter_unloads += 1
+
+    async def _load_failure(self, name: str, exc: Exception) -> Exception:
+        """Whose fault a failed ``add_lora`` is. vLLM re-raises the engine core's error as a plain
+        ``Exception`` with its message, so the type does not tell: out of memory, or an engine that fails
+        its health check afterwards, is the engine's (503); anything else is the adapter's (422)."""
+        detail = f"{type(exc).__name__}: {exc}"
+        if any(marker in str(exc).lower() for marker in OUT_OF_MEMORY):
+            return EngineError(f"out of memory while loading adapter {name!r}: {detail}")
+        try:
+            await self._engine.check_health()
+        except Exception:  # noqa: BLE001 - dead, whatever the type
+            return EngineError(f"the engine failed while loading adapter {name!r}: {detail}")
+        return AdapterInvalid(f"adapter {name!r} failed to load: {detail}")
 
     def loaded_adapters(self) -> list[str]:
         return sorted(self._adapters)
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         self._require_started()
-        unknown = {r.adapter for r in requests if r.adapter is not None} - set(self._adapters)
+        # Resolved before the first await, so an unload cannot remove a LoRARequest this batch still needs.
+        loras = {r.adapter: self._adapters.get(r.adapter) for r in requests if r.adapter is not None}
+        unknown = sorted(name for name, lora in loras.items() if lora is None)
         if unknown:
-            raise AdapterError(f"adapters not loaded: {sorted(unknown)}")
-        results = await asyncio.gather(*(self._generate_one(r) for r in requests))
+            raise AdapterNotLoaded(f"adapters not loaded: {unknown}")
+        results = await asyncio.gather(
+            *(self._generate_one(r, None if r.adapter is None else loras[r.adapter]) for r in requests)
+        )
         self._stats.batches += 1
         self._stats.generated_requests += len(requests)
         return list(results)
 
-    async def _generate_one(self, request: GenerationRequest) -> GenerationResult:
+    async def _generate_one(self, request: GenerationRequest, lora) -> GenerationResult:
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
@@ -130,8 +143,7 @@ class VLLMEngine:
             max_tokens=request.max_new_tokens,
             structured_outputs=StructuredOutputsParams(json=OUTPUT_SCHEMA) if self.structured_json else None,
         )
-        lora = self._adapters[request.adapter] if request.adapter else None
-        final = None
+        final: Any = None
         async for output in self._engine.generate(
             request.prompt, params, request_id=uuid.uuid4().hex, lora_request=lora
         ):

@@ -1,19 +1,72 @@
-"""Errors a client may see, each with an HTTP status, a stable code and a message. Mapped in one place."""
+"""The one table from domain exceptions to what a client sees: HTTP status, stable code, Retry-After.
+
+Every error leaves as JSON ``{"error": {"code", "message"}}``. Anything not in the table is a 500 whose
+message says only that it was logged. The OpenAPI document lists each route's errors from this table.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-
-    def body(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message}}
+from serve_app import errors as e
 
 
-def unavailable(what: str, retry_after_s: int = 1) -> ApiError:
-    return ApiError(503, "unavailable", f"{what} is unavailable; retry shortly", {"Retry-After": str(retry_after_s)})
+@dataclass(frozen=True)
+class ErrorSpec:
+    status: int
+    code: str
+    retry_after_s: int | None = None  # default Retry-After; an exception's own value wins
+
+
+ERRORS: dict[type[e.ServiceError], ErrorSpec] = {
+    e.MalformedBody: ErrorSpec(400, "invalid_json"),
+    e.Unauthorized: ErrorSpec(401, "unauthorized"),
+    e.AdminDisabled: ErrorSpec(403, "admin_disabled"),
+    e.UnknownCode: ErrorSpec(404, "unknown_code"),
+    e.UnknownAdapter: ErrorSpec(404, "unknown_model"),
+    e.AdapterExists: ErrorSpec(409, "adapter_exists"),
+    e.BodyTooLarge: ErrorSpec(413, "body_too_large"),
+    e.InvalidRequest: ErrorSpec(422, "invalid_request"),
+    e.InvalidCode: ErrorSpec(422, "invalid_code"),
+    e.AdapterInvalid: ErrorSpec(422, "adapter_unusable"),
+    e.NoModelDeployment: ErrorSpec(422, "no_model"),
+    e.RateLimited: ErrorSpec(429, "rate_limited", 1),
+    e.DependencyUnavailable: ErrorSpec(503, "unavailable", 1),
+    e.Overloaded: ErrorSpec(503, "overloaded", 1),
+    e.ModelUnavailable: ErrorSpec(503, "model_unavailable", 1),
+    e.AdapterNotLoaded: ErrorSpec(503, "model_unavailable", 1),  # a race that survived its retry
+    e.NotReady: ErrorSpec(503, "not_ready", 5),
+    e.DependencyTimeout: ErrorSpec(504, "timeout", 1),
+}
+INTERNAL = ErrorSpec(500, "internal_error")
+INTERNAL_MESSAGE = "internal error; it has been logged"
+
+
+def spec_for(exc: BaseException | type[BaseException]) -> ErrorSpec:
+    """The entry for an exception (or class): its class's, or its nearest listed ancestor's; else ``INTERNAL``.
+    An error a Ray replica raised arrives as a subclass of its own class, so it maps the same."""
+    cls = exc if isinstance(exc, type) else type(exc)
+    for ancestor in cls.__mro__:
+        spec = ERRORS.get(ancestor)
+        if spec is not None:
+            return spec
+    return INTERNAL
+
+
+def statuses(*classes: type[e.ServiceError]) -> list[int]:
+    """The distinct statuses ``classes`` map to, sorted (for the OpenAPI document)."""
+    return sorted({spec_for(cls).status for cls in classes})
+
+
+def error_body(code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message}}
+
+
+def render(exc: BaseException) -> tuple[int, dict, dict[str, str]]:
+    """(status, JSON body, headers) for ``exc``. Unlisted exceptions never leak their message."""
+    spec = spec_for(exc)
+    if spec is INTERNAL:
+        return spec.status, error_body(spec.code, INTERNAL_MESSAGE), {}
+    retry_after = getattr(exc, "retry_after_s", None) or spec.retry_after_s
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    return spec.status, error_body(spec.code, getattr(exc, "message", str(exc))), headers

@@ -1,9 +1,11 @@
 """The query log: rows buffered in memory and written to PostgreSQL in batches.
 
-A batch is written when it reaches ``batch_size``, every ``interval_s``, and on ``close()`` (replica
-shutdown). While PostgreSQL is down rows stay buffered up to ``max_buffer``; past that the oldest are
-dropped and counted. A batch the database refuses for its *data* is written row by row, and only the
-rows it refuses are dropped (counted as ``rejected``), so one bad row cannot block the log.
+One flusher task writes: every ``interval_s``, as soon as ``batch_size`` rows are waiting, and on
+``close()`` (replica shutdown). It drains the buffer in chunks of ``batch_size`` rows, one statement
+each, so a backlog never becomes one statement too big for the statement timeout; a chunk that fails
+for unavailability stops the drain and keeps every row. While PostgreSQL is down rows stay buffered up to
+``max_buffer``; past that new rows are dropped and counted. A chunk the database refuses for its
+*data* is written row by row, and only the rows it refuses are dropped (counted as ``rejected``).
 Worst case on a crash: the rows buffered since the last flush (one interval or one batch) are lost.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
@@ -41,14 +44,18 @@ class QueryLog:
         self.pool = pool
         self.batch_size = batch_size
         self.interval_s = interval_s
-        self._buffer: deque[tuple] = deque(maxlen=max_buffer)
+        self.max_buffer = max_buffer
+        self._buffer: deque[tuple] = deque()
         self.written = self.dropped = self.rejected = self.failures = 0
         self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._last_flush = time.monotonic()
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
+        """Start the one flusher (until then, and without it, rows are written by ``flush``/``close``)."""
         if self._task is None:
-            self._task = asyncio.create_task(self._flush_periodically())
+            self._task = asyncio.create_task(self._flusher())
 
     def record(
         self,
@@ -64,38 +71,45 @@ class QueryLog:
         verdict: str | None = None,
         reason: str | None = None,
     ) -> None:
-        if len(self._buffer) == self._buffer.maxlen:
-            self.dropped += 1
+        if len(self._buffer) >= self.max_buffer:
+            self.dropped += 1  # the newest row: rows already buffered may be in a statement in flight
+            return
         self._buffer.append((query, normalized, source, model, top_code, matches, latency_ms, client, verdict, reason))
         if len(self._buffer) >= self.batch_size:
-            asyncio.get_running_loop().create_task(self.flush())
+            self._wake.set()
 
     @property
     def pending(self) -> int:
         return len(self._buffer)
 
     async def flush(self) -> int:
-        """Write what is buffered; return rows written (0 if the database is away; rows are kept)."""
+        """Write what is buffered, chunk by chunk; return rows written. The database being away stops the
+        drain at the failed chunk and keeps its rows for the next flush."""
         async with self._lock:
-            rows = list(self._buffer)
-            if not rows:
-                return 0
-            try:
+            written = 0
+            while self._buffer:
+                count = min(len(self._buffer), self.batch_size)
                 try:
-                    await self.pool.executemany(_INSERT, rows)  # atomic: all rows or none
-                except _UNAVAILABLE:
-                    raise
-                except asyncpg.PostgresError as exc:
-                    log.warning("query log batch refused (%s); writing it row by row", exc)
-                    return await self._write_one_by_one(len(rows))
-            except _UNAVAILABLE as exc:
-                self.failures += 1
-                log.warning("query log flush failed, %d rows kept: %s", self.pending, exc)
-                return 0
-            for _ in rows:
-                self._buffer.popleft()
-            self.written += len(rows)
-            return len(rows)
+                    written += await self._write_chunk(count)
+                except _UNAVAILABLE as exc:
+                    self.failures += 1
+                    log.warning("query log flush failed, %d rows kept: %s", self.pending, exc)
+                    break
+            return written
+
+    async def _write_chunk(self, count: int) -> int:
+        rows = list(itertools.islice(self._buffer, count))
+        try:
+            await self.pool.executemany(_INSERT, rows)  # atomic: all rows or none
+        except _UNAVAILABLE:
+            raise
+        except asyncpg.PostgresError as exc:
+            log.warning("query log batch refused (%s); writing it row by row", exc)
+            return await self._write_one_by_one(count)
+        for _ in rows:
+            self._buffer.popleft()
+        self.written += count
+        return count
 
     async def _write_one_by_one(self, count: int) -> int:
         """Write the oldest ``count`` rows singly, dropping only those the database refuses."""
@@ -122,10 +136,15 @@ class QueryLog:
             self._task = None
         await self.flush()
 
-    async def _flush_periodically(self) -> None:
-        last = time.monotonic()
+    async def _flusher(self) -> None:
         while True:  # wakes at least every second, so a reconfigured interval applies at once
-            await asyncio.sleep(min(self.interval_s, 1.0))
-            if time.monotonic() - last >= self.interval_s:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(self.interval_s, 1.0)):
+                    await self._wake.wait()
+            self._wake.clear()
+            if self._wake_due() or len(self._buffer) >= self.batch_size:
                 await self.flush()
-                last = time.monotonic()
+                self._last_flush = time.monotonic()
+
+    def _wake_due(self) -> bool:
+        return time.monotonic() - self._last_flush >= self.interval_s

@@ -1,71 +1,44 @@
 """The query flow behind ``POST /api/v1/query``: rate limit → cache → extract → retrieve → log.
 
-Extraction is injected (a local extractor without Ray, a deployment handle under Serve), so this runs
-and is tested without Ray. Dependency failures become ``ApiError``s here: PostgreSQL trouble is a 503
-with a message, an unknown adapter a 404; Redis trouble is never an error (see the cache and limiter).
+Extraction is injected (an ``ExtractionService`` in this process, or the extraction deployment's
+handle), so this runs and is tested without Ray. A requested adapter is resolved to its current
+revision (``name@revision``), which the result cache keys on and the model replicas load. Failures are
+domain errors (``serve_app.errors``); Redis trouble is never an error (see the cache and limiter).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 
-import asyncpg
-
+from serve_app.config import IngressTunables
 from serve_app.directory.codes import is_code_shaped, is_valid_code
 from serve_app.directory.loader import read_data_version
+from serve_app.errors import InvalidCode, RateLimited, UnknownAdapter, UnknownCode, unavailable
 from serve_app.models.adapters import AdapterRegistry
 from serve_app.normalize import normalize
-from serve_app.pipeline import ExtractFn, answer
+from serve_app.pipeline import answer
 from serve_app.retrieval import BranchRepository
-from serve_app.schemas import BranchRecordOut, QueryRequest, QueryResult
-from serve_app.service.errors import ApiError, unavailable
+from serve_app.schemas import BranchRecordOut, ExtractionOutcome, QueryRequest, QueryResult
+from serve_app.service.database import DATABASE_ERRORS, DATABASE_TIMEOUTS, DIRECTORY, database_errors
 from serve_app.service.query_log import QueryLog
 from serve_app.service.rate_limit import RateLimiter
 from serve_app.service.result_cache import ResultCache
 
 log = logging.getLogger(__name__)
-
-#: The database did not answer in time: its statement timeout fired, or no pooled connection came free.
-DATABASE_TIMEOUTS = (TimeoutError, asyncpg.QueryCanceledError)
-#: What counts as "the database is down" (connection refused/reset, shutdown, any server error).
-#: ``InternalClientError`` is asyncpg finding a connection mid-operation when the pool resets it after
-#: the server went away under a query; the pool has already terminated that connection.
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
-DIRECTORY = "the branch directory (PostgreSQL)"
 _ADAPTER_NAMES_TTL_S = 5.0
 
-
-def database_timeout(exc: BaseException, what: str = DIRECTORY) -> ApiError:
-    """The 504 for a lookup that ran out of time: its statement was cancelled, or no connection came free."""
-    if isinstance(exc, asyncpg.QueryCanceledError):
-        reason = f"{what} did not answer within its statement timeout"
-    else:
-        reason = f"no connection to {what} came free in time"
-    return ApiError(504, "timeout", f"{reason}; retry shortly", {"Retry-After": "1"})
-
-
-@contextmanager
-def database_errors(what: str = DIRECTORY) -> Iterator[None]:
-    """Turn database trouble inside the block into the client's answer: a 504 ``timeout`` when it did not
-    answer in time, a 503 ``unavailable`` naming ``what`` when it failed. Anything else passes through."""
-    try:
-        yield
-    except DATABASE_TIMEOUTS as exc:
-        log.warning("database timeout (%s): %r", what, exc)
-        raise database_timeout(exc, what) from exc
-    except DATABASE_ERRORS as exc:
-        log.warning("database error (%s): %r", what, exc)
-        raise unavailable(what) from exc
+#: Extraction as the service calls it: (normalized query, adapter ref or None, data version) → outcome.
+ExtractEntities = Callable[[str, str | None, int], Awaitable[ExtractionOutcome]]
 
 
 class QueryService:
     def __init__(
         self,
-        extract: ExtractFn,
+        extract_entities: ExtractEntities,
         repository: BranchRepository,
         result_cache: ResultCache,
         rate_limiter: RateLimiter,
@@ -73,7 +46,7 @@ class QueryService:
         registry: AdapterRegistry,
         on_result: Callable[[QueryResult, bool], None] | None = None,
     ):
-        self.extract = extract
+        self.extract_entities = extract_entities
         self.repository = repository
         self.result_cache = result_cache
         self.rate_limiter = rate_limiter
@@ -81,7 +54,31 @@ class QueryService:
         self.registry = registry
         self.on_result = on_result  # observer (metrics): (result, served from cache)
         self.data_version = 0
-        self._adapter_names: tuple[float, set[str]] = (0.0, set())
+        self._adapter_refs: tuple[float, dict[str, str]] = (0.0, {})
+
+    def reconfigure(self, tunables: IngressTunables) -> None:
+        """Apply live tunables (already validated) to the parts that use them."""
+        self.rate_limiter.rate_per_s = tunables.rate_limit_per_s
+        self.rate_limiter.burst = tunables.rate_limit_burst
+        self.result_cache.ttl_s = tunables.result_cache_ttl_s
+        self.result_cache.local_size = tunables.local_cache_size
+        self.query_log.batch_size = tunables.query_log_batch
+        self.query_log.interval_s = tunables.query_log_interval_s
+
+    def stats(self) -> dict:
+        log = self.query_log
+        return {
+            "result_cache": vars(self.result_cache.stats),
+            "rate_limit": vars(self.rate_limiter.stats),
+            "query_log": {
+                "written": log.written,
+                "pending": log.pending,
+                "dropped": log.dropped,
+                "rejected": log.rejected,
+                "failures": log.failures,
+            },
+            "data_version": self.data_version,
+        }
 
     async def refresh_data_version(self) -> int:
         async with self.repository.pool.acquire() as conn:
@@ -92,14 +89,18 @@ class QueryService:
         started = time.perf_counter()
         wait = await self.rate_limiter.check(client)
         if wait is not None:
-            raise ApiError(429, "rate_limited", "too many requests; slow down", {"Retry-After": str(int(wait))})
+            raise RateLimited("too many requests; slow down", retry_after_s=max(1, math.ceil(wait)))
         normalized = normalize(request.query)
+        version = self.data_version  # the key and the extraction agree on it
+
+        async def extract(text: str, model: str | None) -> ExtractionOutcome:
+            return await self.extract_entities(text, model, version)
+
         with database_errors():
-            if request.model is not None:
-                await self._require_adapter(request.model)
-            key = self.result_cache.key(normalized, request.model, request.top_k, self.data_version)
+            ref = None if request.model is None else await self._adapter_ref(request.model)
+            key = self.result_cache.key(normalized, ref, request.top_k, version)
             result, cached = await self.result_cache.get_or_compute(
-                key, lambda: answer(self.extract, self.repository, request, normalized, {})
+                key, lambda: answer(extract, self.repository, request, normalized, {}, model=ref)
             )
         total_ms = round((time.perf_counter() - started) * 1000, 3)
         if cached:
@@ -124,25 +125,27 @@ class QueryService:
         )
         return result
 
-    async def _require_adapter(self, name: str) -> None:
-        fetched_at, names = self._adapter_names
-        if name in names and time.monotonic() - fetched_at < _ADAPTER_NAMES_TTL_S:
-            return
-        names = {adapter.name for adapter in await self.registry.list()}
-        self._adapter_names = (time.monotonic(), names)
-        if name not in names:
-            raise ApiError(404, "unknown_model", f"no adapter named {name!r} is registered")
+    async def _adapter_ref(self, name: str) -> str:
+        """``name@revision`` of a registered adapter (the registry is read at most every few seconds);
+        ``UnknownAdapter`` for a name that is not registered."""
+        fetched_at, refs = self._adapter_refs
+        if name not in refs or time.monotonic() - fetched_at >= _ADAPTER_NAMES_TTL_S:
+            refs = {adapter.name: adapter.ref for adapter in await self.registry.list()}
+            self._adapter_refs = (time.monotonic(), refs)
+        if name not in refs:
+            raise UnknownAdapter(f"no adapter named {name!r} is registered")
+        return refs[name]
 
     async def branch(self, code: str) -> BranchRecordOut:
         """``GET /api/v1/branches/{code}``: the record, 422 for a malformed code, 404 for an unknown one."""
         if not is_code_shaped(code):
-            raise ApiError(422, "invalid_code", "a CNAPS code is 12 digits")
+            raise InvalidCode("a CNAPS code is 12 digits")
         if not is_valid_code(code):
-            raise ApiError(422, "invalid_code", f"{code} fails its ISO 7064 MOD 11,10 check digit")
+            raise InvalidCode(f"{code} fails its ISO 7064 MOD 11,10 check digit")
         with database_errors():
             record = await self.repository.by_code(code)
         if record is None:
-            raise ApiError(404, "unknown_code", f"no branch with code {code} is in the directory")
+            raise UnknownCode(f"no branch with code {code} is in the directory")
         return BranchRecordOut.model_validate(record)
 
     async def check_database(self, timeout_s: float = 2.0) -> None:

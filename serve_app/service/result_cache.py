@@ -45,7 +45,7 @@ class ResultCache:
         self.prefix = prefix
         self.stats = CacheStats()
         self._local: OrderedDict[str, tuple[float, str]] = OrderedDict()
-        self._inflight: dict[str, asyncio.Future] = {}
+        self._inflight: dict[str, asyncio.Task[QueryResult]] = {}
 
     def key(self, normalized: str, model: str | None, top_k: int, data_version: int) -> str:
         digest = hashlib.sha256(normalized.encode()).hexdigest()[:32]
@@ -55,27 +55,28 @@ class ResultCache:
         )
 
     async def get_or_compute(self, key: str, compute: Callable[[], Awaitable[QueryResult]]) -> tuple[QueryResult, bool]:
-        """The cached result (and True), or ``compute()``'s (and False), computed once per key at a time."""
+        """The cached result (and True), or ``compute()``'s (and False), computed once per key at a time.
+
+        The computation runs as its own task: a caller that gives up (its client went away) stops waiting
+        without cancelling it for the callers still waiting; its result is cached all the same."""
         cached = await self._get(key)
         if cached is not None:
             return cached, True
-        pending = self._inflight.get(key)
-        if pending is not None:
+        task = self._inflight.get(key)
+        if task is not None:
             self.stats.coalesced += 1
-            return await asyncio.shield(pending), False
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+        else:
+            task = self._inflight[key] = asyncio.get_running_loop().create_task(self._compute_and_put(key, compute))
+            task.add_done_callback(_retrieve)  # a failure nobody waited for is not an "unretrieved" error
+        return await asyncio.shield(task), False
+
+    async def _compute_and_put(self, key: str, compute: Callable[[], Awaitable[QueryResult]]) -> QueryResult:
         try:
             result = await compute()
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # waiters re-raise it; mark it retrieved for the event loop
-            raise
         finally:
             self._inflight.pop(key, None)
-        future.set_result(result)
         await self._put(key, result)
-        return result, False
+        return result
 
     async def _get(self, key: str) -> QueryResult | None:
         entry = self._local.get(key)
@@ -92,7 +93,8 @@ class ResultCache:
                 raw = None
             if raw is not None:
                 self.stats.redis_hits += 1
-                self._remember(key, raw.decode())
+                payload = raw.decode() if isinstance(raw, bytes) else raw
+                self._remember(key, payload)
                 return QueryResult.model_validate_json(raw)
         self.stats.misses += 1
         return None
@@ -129,3 +131,8 @@ class ResultCache:
             log.warning("Redis unavailable, answering without the shared cache: %s", exc)
         self.stats.redis_up = False
         self.stats.redis_errors += 1
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()

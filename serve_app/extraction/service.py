@@ -1,0 +1,142 @@
+"""``ExtractionService``: cache → rules → model where called for → combine. The one orchestration.
+
+The ``EntityExtractor`` deployment and the offline pipeline both run this; they differ only in how the
+model is asked (``ModelReader``: a deployment handle, or a ``ModelWorker`` in this process). When the
+model is asked and how its answer combines with the rules: ``model_use``.
+
+The vocabulary comes from the directory. Callers pass the data version their answer will be cached
+under; a newer one than the vocabulary was read at makes the service read the directory again first,
+so nothing is ever cached under a version it was not computed with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from serve_app.config import ExtractorTunables
+from serve_app.directory.loader import read_data_version
+from serve_app.errors import NoModelDeployment
+from serve_app.extraction.cache import ExtractionCache
+from serve_app.extraction.model_use import adapter_to_ask, combine, rules_outcome
+from serve_app.extraction.rules import RulesExtractor
+from serve_app.extraction.vocabulary import Vocabulary
+from serve_app.models.adapters import parse_adapter_ref
+from serve_app.models.task import ModelAnswer
+from serve_app.schemas import Extraction, ExtractionOutcome
+
+log = logging.getLogger(__name__)
+
+#: Asks the model: (normalized query, adapter ref or name) → its answer.
+ModelReader = Callable[[str, str], Awaitable[ModelAnswer]]
+
+
+class ExtractionObserver(Protocol):
+    def on_cache(self, outcome: str) -> None: ...  # "hit" | "miss"
+    def on_extraction(self, source: str, outcome: str) -> None: ...  # outcome: not_asked | valid | invalid
+
+
+class _Unobserved:
+    def on_cache(self, outcome: str) -> None:
+        pass
+
+    def on_extraction(self, source: str, outcome: str) -> None:
+        pass
+
+
+class ExtractionService:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis | None,
+        tunables: ExtractorTunables,
+        read_with_model: ModelReader | None = None,
+        observer: ExtractionObserver | None = None,
+    ):
+        self.pool = pool
+        self.redis = redis
+        self.tunables = tunables
+        self.read_with_model = read_with_model
+        self.observer = observer or _Unobserved()
+        self.data_version = -1
+        self.extractor: RulesExtractor | None = None
+        self.cache: ExtractionCache | None = None
+        self._reload_lock = asyncio.Lock()
+
+    async def start(self) -> ExtractionService:
+        await self.follow(None)
+        return self
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        assert self.extractor is not None, "start() reads the vocabulary"
+        return self.extractor.vocabulary
+
+    async def follow(self, data_version: int | None) -> None:
+        """Read the directory's vocabulary again unless it is already at ``data_version`` or newer
+        (``None``: read it now). Concurrent callers share one read."""
+        if data_version is not None and data_version <= self.data_version:
+            return
+        async with self._reload_lock:
+            if data_version is not None and data_version <= self.data_version:
+                return
+            async with self.pool.acquire() as conn:
+                version = await read_data_version(conn)
+                vocabulary = await Vocabulary.from_database(conn)
+            if self.extractor is not None:
+                log.info("directory data version %d → %d: vocabulary reloaded", self.data_version, version)
+            self.extractor = RulesExtractor(vocabulary)
+            self.data_version = version
+            if self.redis is not None:
+                self.cache = ExtractionCache(self.redis, version, self.tunables.extraction_cache_ttl_s)
+
+    def reconfigure(self, tunables: ExtractorTunables) -> None:
+        self.tunables = tunables
+        if self.cache is not None:
+            self.cache.ttl_s = tunables.extraction_cache_ttl_s
+
+    async def rules(self, normalized: str) -> Extraction:
+        """The rules' reading, through the shared cache when there is one."""
+        assert self.extractor is not None, "start() reads the vocabulary"
+        cache = self.cache
+        if cache is not None:
+            cached = await cache.get(normalized)
+            self.observer.on_cache("miss" if cached is None else "hit")
+            if cached is not None:
+                return cached
+        extraction = self.extractor.extract(normalized)
+        if cache is not None:
+            await cache.put(normalized, extraction)
+        return extraction
+
+    async def extract_entities(
+        self, normalized: str, model: str | None, data_version: int | None = None
+    ) -> ExtractionOutcome:
+        """Rules, then the model where the request or a low rules confidence calls for it.
+
+        ``NoModelDeployment`` when ``model`` is asked for and nothing here can run a model."""
+        if model is not None and self.read_with_model is None:
+            raise NoModelDeployment(f"adapter {model!r} was asked for, but this application runs without a model")
+        await self.follow(data_version)
+        rules = await self.rules(normalized)
+        tunables = self.tunables
+        adapter = adapter_to_ask(model, rules, tunables.model_fallback_threshold, tunables.default_adapter)
+        if adapter is None or self.read_with_model is None:
+            self.observer.on_extraction("rules", "not_asked")
+            return rules_outcome(rules)
+        answer = await self.read_with_model(normalized, adapter)
+        outcome = combine(rules, answer, parse_adapter_ref(adapter)[0], self.vocabulary)
+        self.observer.on_extraction(outcome.source, "valid" if answer.valid else "invalid")
+        return outcome
+
+    def stats(self) -> dict:
+        cache = self.cache
+        counts = {"hits": 0, "misses": 0, "errors": 0}
+        if cache is not None:
+            counts = {"hits": cache.hits, "misses": cache.misses, "errors": cache.errors}
+        return {"data_version": self.data_version, "extraction_cache": counts}

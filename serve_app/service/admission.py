@@ -1,0 +1,65 @@
+"""Admission control for the HTTP API: at most ``max_in_flight`` requests at work, ``max_waiting`` in line.
+
+The bounds are the ingress's ``resources.max_ongoing_requests`` and ``max_queued_requests`` (fixed for a
+replica's life, as Serve's are). A request past both is answered at once with the JSON 503 ``overloaded``
+and a Retry-After, like every other error. The ingress deployment's own Serve bounds are set above these
+(``Resources.ingress_options``), so its requests queue here, not in Serve's proxy — whose overflow answer
+is a plain-text 503 a client cannot parse. Probes (``/healthz``, ``/readyz``) are never queued: an
+overloaded service is still alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from serve_app.errors import Overloaded
+from serve_app.service.errors import render
+
+PROBES = frozenset({"/healthz", "/readyz"})
+
+
+class Admission:
+    def __init__(self, app: ASGIApp, max_in_flight: int, max_waiting: int):
+        """``max_waiting`` < 0: an unbounded line (Serve's ``max_queued_requests: -1``)."""
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.max_waiting = max_waiting
+        self.in_flight = 0
+        self.waiting = 0
+        self.rejected = 0
+        self._slots = asyncio.Semaphore(max_in_flight)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PROBES:
+            await self.app(scope, receive, send)
+            return
+        if self._slots.locked() and 0 <= self.max_waiting <= self.waiting:
+            self.rejected += 1
+            await _reject(send)
+            return
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+            self._slots.release()
+
+    def stats(self) -> dict:
+        return {"in_flight": self.in_flight, "waiting": self.waiting, "rejected": self.rejected}
+
+
+async def _reject(send: Send) -> None:
+    status, body, headers = render(Overloaded("the service is at capacity; retry shortly"))
+    payload = json.dumps(body).encode()
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,96 @@
+"""The OpenAPI 3 document, generated from the route table (``http.ENDPOINTS``) and the error table.
+
+Every route appears with its request and response schemas and every status its declared errors map to,
+plus the ones any route of its kind can give: a body's 400/413/422, an admin route's 401/403, and the
+503 ``overloaded`` of admission control on everything but the probes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from serve_app import errors as e
+from serve_app.service.admission import PROBES
+from serve_app.service.errors import statuses
+
+if TYPE_CHECKING:
+    from serve_app.service.http import Endpoint
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["code", "message"],
+        }
+    },
+    "required": ["error"],
+}
+_BODY_ERRORS = (e.MalformedBody, e.BodyTooLarge, e.InvalidRequest)
+_ADMIN_ERRORS = (e.Unauthorized, e.AdminDisabled)
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _operation(endpoint: Endpoint) -> dict:
+    declared: list[type[e.ServiceError]] = list(endpoint.errors)
+    if endpoint.request is not None:
+        declared += _BODY_ERRORS
+    if endpoint.admin:
+        declared += _ADMIN_ERRORS
+    if endpoint.path not in PROBES:
+        declared.append(e.Overloaded)
+    if endpoint.status == 204:
+        responses: dict = {"204": {"description": "done"}}
+    else:
+        schema: dict = {"type": "object"}
+        if endpoint.response is not None:
+            schema = _ref(endpoint.response.__name__)
+            if endpoint.response_list:
+                schema = {"type": "array", "items": schema}
+        responses = {str(endpoint.status): {"description": "ok", "content": {"application/json": {"schema": schema}}}}
+    for status in statuses(*declared):
+        responses[str(status)] = {"description": "error", "content": {"application/json": {"schema": _ref("Error")}}}
+    operation: dict = {"summary": endpoint.summary, "operationId": endpoint.name, "responses": responses}
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"{(\w+)}", endpoint.path)
+    ]
+    if parameters:
+        operation["parameters"] = parameters
+    if endpoint.request is not None:
+        content = {"application/json": {"schema": _ref(endpoint.request.__name__)}}
+        operation["requestBody"] = {"required": True, "content": content}
+    if endpoint.admin:
+        operation["security"] = [{"bearerAuth": []}]
+    return operation
+
+
+def openapi_document(endpoints: tuple[Endpoint, ...]) -> dict:
+    models: dict[str, type[BaseModel]] = {}
+    for endpoint in endpoints:
+        for model in (endpoint.request, endpoint.response):
+            if model is not None:
+                models[model.__name__] = model
+    _, schemas = models_json_schema(
+        [(model, "validation") for model in models.values()], ref_template="#/components/schemas/{model}"
+    )
+    paths: dict[str, dict] = {}
+    for endpoint in endpoints:
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint)
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "serve-app bank-branch query API", "version": "1"},
+        "components": {
+            "schemas": schemas.get("$defs", {}) | {"Error": _ERROR_SCHEMA},
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
+        "paths": paths,
+    }

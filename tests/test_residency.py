@@ -1,0 +1,235 @@
+"""Adapter residency and the model worker on a real HFEngine and the real registry (PostgreSQL):
+one load path, pinning against eviction races, revisions on re-registration, honest errors."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from serve_app.config import ModelTunables
+from serve_app.errors import AdapterInvalid, AdapterNotLoaded, EngineError, UnknownAdapter
+from serve_app.models.adapters import AdapterRegistry
+from serve_app.models.demo import DemoModel, build_adapter
+from serve_app.models.engine import GenerationRequest
+from serve_app.models.hf_engine import HFEngine
+from serve_app.models.paths import ModelPaths
+from serve_app.models.residency import AdapterResidency
+from serve_app.models.server import ModelWorker
+from serve_app.service.errors import render
+from tests.test_models import (  # noqa: F401 - the shared model fixtures
+    MAX_NEW,
+    PROMPTS,
+    adapter_root,
+    demo,
+    reference,
+    require_vllm,
+)
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+async def engine(demo: DemoModel):  # noqa: F811
+    engine = HFEngine(demo.base)
+    await engine.start()
+    yield engine
+    await engine.shutdown()
+
+
+@pytest.fixture
+async def tenants(sample_pool, demo: DemoModel, adapter_root: Path):  # noqa: F811
+    """Three registered adapters (two of them the demo's job_22 and job_23 weights), removed afterwards."""
+    build_adapter(demo.base, adapter_root / "job_24", seed=24)
+    registry = AdapterRegistry(sample_pool)
+    paths = ModelPaths.resolve(demo.base.parent, demo.base, adapter_root)
+    names = {}
+    for folder in ("job_22", "job_23", "job_24"):
+        name = f"t{next(_names)}_{folder}"
+        await registry.register(paths.validate(name, folder), folder)
+        names[folder] = name
+    yield registry, paths, names
+    for name in names.values():
+        await registry.delete(name)
+
+
+def _worker(engine: HFEngine, registry, paths, capacity: int | None) -> ModelWorker:
+    residency = AdapterResidency(engine, registry, paths, capacity=capacity)
+    return ModelWorker(engine, residency, ModelTunables(max_new_tokens=MAX_NEW), "hf")
+
+
+async def test_churn_more_adapters_than_slots_never_fails_and_matches_a_fresh_load(
+    engine,
+    tenants,
+    reference,  # noqa: F811
+) -> None:
+    """60 concurrent requests over 3 adapters with 1 slot: evictions race every request, none fails,
+    and every output is the token-for-token output of a freshly loaded adapter."""
+    registry, paths, names = tenants
+    worker = _worker(engine, registry, paths, capacity=1)
+    order = [("job_22", names["job_22"]), ("job_23", names["job_23"]), (None, None)] * 20
+    random.Random(7).shuffle(order)
+
+    async def ask(adapter: str | None, prompt: str):
+        ref = None if adapter is None else await worker.load(adapter)
+        [result] = await worker.generate_batch([GenerationRequest(prompt, ref, MAX_NEW)])
+        return result
+
+    results = await asyncio.gather(*(ask(name, PROMPTS[i % 3]) for i, (_, name) in enumerate(order)))
+    assert not [r for r in results if isinstance(r, Exception)]
+    for i, ((folder, _), result) in enumerate(zip(order, results, strict=True)):
+        assert result.token_ids == reference[(folder, PROMPTS[i % 3])], (folder, i)
+    stats = worker.residency.stats
+    assert stats.evictions > 0 and stats.failures == 0
+    # Deferred unloads caught up once the batches ended: the engine holds exactly what the residency says.
+    assert sorted(worker.residency.resident) == engine.loaded_adapters() != []
+    await worker.residency.clear()
+
+
+async def test_a_release_while_in_use_is_deferred_and_a_new_request_cancels_it(engine, tenants) -> None:
+    """The old race: an eviction's unload landing after a new request saw the adapter loaded."""
+    registry, paths, names = tenants
+    residency = AdapterResidency(engine, registry, paths)
+    ref = await residency.acquire(names["job_22"])
+    async with residency.using([ref]):
+        await residency.release(ref)  # Serve evicted it mid-batch: deferred
+        assert residency.holds(ref)
+        assert await residency.acquire(ref) == ref  # a request for it arrives: the unload is cancelled
+    assert residency.holds(ref) and ref in engine.loaded_adapters()
+    [result] = await engine.generate([GenerationRequest(PROMPTS[0], ref, 4)])
+    assert result.adapter == ref
+    await residency.release(ref)
+    assert ref not in engine.loaded_adapters()
+
+
+async def test_an_unload_queued_before_a_batch_is_a_clean_not_loaded_error(engine, tenants) -> None:
+    """HFEngine checks a batch's adapters under its lock: an unload that got the lock first makes the batch
+    fail with AdapterNotLoaded (which the worker retries), never with peft's own error mid-generate."""
+    registry, paths, names = tenants
+    residency = AdapterResidency(engine, registry, paths)
+    ref = await residency.acquire(names["job_23"])
+    async with engine._lock:  # hold the engine busy: both calls below queue for it, unload first
+        unload = asyncio.create_task(engine.unload_adapter(ref))
+        await asyncio.sleep(0)
+        batch = asyncio.create_task(engine.generate([GenerationRequest(PROMPTS[0], ref, 4)]))
+        await asyncio.sleep(0)
+    await unload
+    with pytest.raises(AdapterNotLoaded):
+        await batch
+    [result] = await engine.generate([GenerationRequest(PROMPTS[0], None, 4)])  # the engine still serves
+    assert result.token_ids
+
+
+async def test_re_registering_a_name_serves_the_new_weights(engine, tenants, reference) -> None:  # noqa: F811
+    registry, paths, names = tenants
+    worker = _worker(engine, registry, paths, capacity=4)
+    name = names["job_22"]
+    first = await worker.load(name)
+    [old] = await worker.generate_batch([GenerationRequest(PROMPTS[0], first, MAX_NEW)])
+    assert old.token_ids == reference[("job_22", PROMPTS[0])]
+    updated = await registry.upsert(paths.validate(name, "job_23"), "job_23")  # new weights, same name
+    assert updated.ref != first
+    second = await worker.load(name)  # what a request resolving the name now gets
+    assert second == updated.ref
+    assert worker.residency.resident == [second] and first not in engine.loaded_adapters()  # old one retired
+    [new] = await worker.generate_batch([GenerationRequest(PROMPTS[0], second, MAX_NEW)])
+    assert new.token_ids == reference[("job_23", PROMPTS[0])]
+    # A caller still holding the old ref is served the current weights, under the current ref.
+    [late] = await worker.generate_batch([GenerationRequest(PROMPTS[0], first, MAX_NEW)])
+    assert (late.adapter, late.token_ids) == (second, new.token_ids)
+    await worker.residency.clear()
+
+
+async def test_deleted_or_unknown_adapters_are_404_and_broken_ones_422(engine, tenants, adapter_root: Path) -> None:  # noqa: F811
+    registry, paths, names = tenants
+    worker = _worker(engine, registry, paths, capacity=2)
+    await registry.delete(names["job_24"])
+    with pytest.raises(UnknownAdapter) as deleted:
+        await worker.read("华夏银行", names["job_24"])
+    assert render(deleted.value)[:2] == (404, {"error": {"code": "unknown_model", "message": deleted.value.message}})
+    broken = adapter_root / "broken_residency"
+    shutil.copytree(adapter_root / "job_22", broken, dirs_exist_ok=True)
+    name = f"t{next(_names)}_broken"
+    await registry.register(paths.validate(name, broken.name), broken.name)
+    (broken / "adapter_model.safetensors").write_bytes(b"\x00 damaged after registration")
+    try:
+        with pytest.raises(AdapterInvalid) as damaged:
+            await worker.read("华夏银行", name)
+        assert render(damaged.value)[0] == 422 and worker.residency.stats.failures == 1
+        # A batch mixing it with a good adapter fails only the damaged rows.
+        good = await worker.load(names["job_22"])
+        requests = [GenerationRequest(PROMPTS[0], good, 4), GenerationRequest(PROMPTS[0], name, 4)]
+        ok, failed = await worker.generate_batch(requests)
+        assert ok.token_ids and isinstance(failed, AdapterInvalid)
+    finally:
+        await registry.delete(name)
+        await worker.residency.clear()
+
+
+async def test_hf_health_check_probes_an_idle_engine_and_flags_a_stuck_one(demo: DemoModel, monkeypatch) -> None:  # noqa: F811
+    from serve_app.models import hf_engine
+
+    engine = HFEngine(demo.base)
+    with pytest.raises(EngineError, match="not started"):
+        await engine.check_health()
+    await engine.start()
+    try:
+        await engine.check_health()  # idle and never used: one token is generated
+        assert engine.stats().batches == 1
+        monkeypatch.setattr(hf_engine, "PROBE_AFTER_S", 0.0)
+
+        def broken(requests):
+            raise RuntimeError("the model's weights are gone")
+
+        monkeypatch.setattr(engine, "_generate", broken)
+        with pytest.raises(EngineError, match="failed to generate one token"):
+            await engine.check_health()
+        engine._busy_since = 0.0  # a generation that started at the epoch is still running
+        with pytest.raises(EngineError, match="stuck"):
+            await engine.check_health()
+    finally:
+        await engine.shutdown()
+
+
+class _FakeAsyncLLM:
+    """Fake of vLLM's AsyncLLM for load failures: ``add_lora`` raises what vLLM's client re-raises."""
+
+    def __init__(self, message: str, healthy: bool):
+        self.message, self.healthy = message, healthy
+
+    async def add_lora(self, request) -> None:
+        raise Exception(f"Call to add_lora method failed: {self.message}")
+
+    async def check_health(self) -> None:
+        if not self.healthy:
+            raise RuntimeError("EngineCore died")
+
+
+@pytest.mark.parametrize(
+    ("message", "healthy", "error", "status"),
+    [
+        ("Error while deserializing header: header too large", True, AdapterInvalid, 422),
+        ("CUDA out of memory. Tried to allocate 20.00 MiB", True, EngineError, 503),
+        ("Connection reset by peer", False, EngineError, 503),
+    ],
+)
+async def test_vllm_load_failures_blame_the_adapter_only_when_it_is_the_adapter(
+    demo: DemoModel,  # noqa: F811
+    message,
+    healthy,
+    error,
+    status,
+) -> None:
+    require_vllm()
+    from serve_app.models.engine import AdapterSpec
+    from serve_app.models.vllm_engine import VLLMEngine
+
+    engine = VLLMEngine(demo.base)
+    engine._engine = _FakeAsyncLLM(message, healthy)
+    with pytest.raises(error) as raised:
+        await engine.load_adapter(AdapterSpec("job_22", demo.adapters["job_22"], "demo-base", 8))
+    assert render(raised.value)[0] == status and engine.loaded_adapters() == []
