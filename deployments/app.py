@@ -29,6 +29,7 @@ def build_app(args: dict) -> Application:
         name="EntityExtractor", **config.extractor.resources.deployment_options(config.extractor.tunables)
     ).bind(model_server)
     ingress = config.ingress
-    return Ingress.options(  # type: ignore[attr-defined]  # a Serve Deploymentname="Ingress", **ingress.resources.ingress_options(ingress.tunables)).bind(
+    ingress_options = ingress.resources.ingress_options(ingress.tunables)
+    return Ingress.options(name="Ingress", **ingress_options).bind(  # type: ignore[attr-defined]  # a Serve Deployment
         extractor, model_server, ingress.model_dump(mode="json"), paths
     )
