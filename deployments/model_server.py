@@ -109,7 +109,7 @@ class ModelServer:
         wrapper = getattr(self._load, "__serve_multiplex_wrapper", None)  # made lazily on the first call
         if wrapper is not None:
             await wrapper.shutdown()  # unloads every adapter through _Resident.__del__
-        await self.worker.residency.clear()  # preloaded ones never went through the multiplexer
+        await self.worker.residency.clear()  # anything the worker loaded past the multiplexer (its fallback)
 
     async def check_health(self) -> None:
         await self.worker.engine.check_health()

@@ -8,6 +8,7 @@ Which copy of a tunable wins: ``build_app`` turns ``args.<component>.tunables`` 
 ``user_config``; a ``user_config`` written in the file's ``deployments[]`` section is applied by Serve over
 it (and is how operators change tunables live). Both pass the same pydantic model in ``reconfigure``, so a
 bad live value fails the update instead of reaching a replica.
+
 Process-level facts (database and Redis URLs, admin token) stay in ``Settings`` (environment).
 """
 

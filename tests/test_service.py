@@ -46,28 +46,33 @@ def _result(text: str) -> QueryResult:
     )
 
 
-async def test_identical_concurrent_queries_are_computed_once(redis_client) -> None:
-    cache = ResultCache(redis_client, ttl_s=60, local_size=10)
-    calls = 0
-    release = asyncio.Event()
+class GatedCompute:
+    """A result computation that waits for ``release`` and counts how often it ran."""
 
-    async def compute() -> QueryResult:
-        nonlocal calls
-        calls += 1
-        await release.wait()
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.calls = 0
+
+    async def __call__(self) -> QueryResult:
+        self.calls += 1
+        await self.release.wait()
         return _result("华夏")
 
+
+async def test_identical_concurrent_queries_are_computed_once(redis_client) -> None:
+    cache = ResultCache(redis_client, ttl_s=60, local_size=10)
+    compute = GatedCompute()
     key = cache.key("华夏", None, 5, data_version=1)
     await redis_client.delete(key)
     waiting = [asyncio.create_task(cache.get_or_compute(key, compute)) for _ in range(10)]
     await asyncio.sleep(0.05)
-    release.set()
+    compute.release.set()
     results = await asyncio.gather(*waiting)
-    assert calls == 1 and cache.stats.coalesced == 9
+    assert compute.calls == 1 and cache.stats.coalesced == 9
     assert all(result.query == "华夏" for result, _ in results)
     cache.clear_local()
     _, cached = await cache.get_or_compute(key, compute)  # now from Redis
-    assert cached and cache.stats.redis_hits == 1 and calls == 1
+    assert cached and cache.stats.redis_hits == 1 and compute.calls == 1
 
 
 async def test_cache_keys_change_with_data_version_and_adapter(redis_client) -> None:
@@ -365,23 +370,16 @@ async def test_adapter_registration_is_atomic_under_concurrency(sample_pool) -> 
 
 async def test_a_cancelled_first_caller_does_not_cancel_the_others(redis_client) -> None:
     cache = ResultCache(redis_client, ttl_s=60, local_size=10, prefix=f"t{free_port()}")
-    release, calls = asyncio.Event(), 0
-
-    async def compute() -> QueryResult:
-        nonlocal calls
-        calls += 1
-        await release.wait()
-        return _result("华夏")
-
+    compute = GatedCompute()
     key = cache.key("华夏", None, 5, data_version=1)
     first = asyncio.create_task(cache.get_or_compute(key, compute))
     await asyncio.sleep(0.01)
     second = asyncio.create_task(cache.get_or_compute(key, compute))
     await asyncio.sleep(0.01)
     first.cancel()  # the first caller's client went away
-    release.set()
+    compute.release.set()
     result, cached = await second
-    assert (result.query, cached, calls) == ("华夏", False, 1)
+    assert (result.query, cached, compute.calls) == ("华夏", False, 1)
     assert first.cancelled()
     assert (await cache.get_or_compute(key, compute))[1] is True  # computed once, and cached
 

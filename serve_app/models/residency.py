@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
 from serve_app.errors import UnknownAdapter
-from serve_app.models.adapters import AdapterRegistry, parse_adapter_ref
+from serve_app.models.adapters import AdapterOut, AdapterRegistry, parse_adapter_ref
 from serve_app.models.engine import Engine
 from serve_app.models.paths import ModelPaths
 
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class AdapterStats:
+    """``hits``: requests whose adapter was already held (counted by ``ModelWorker.read``, once per request)."""
+
     loads: int = 0
     hits: int = 0
     evictions: int = 0
@@ -74,11 +76,14 @@ class AdapterResidency:
         revision of the name; ``UnknownAdapter`` when the name is not registered."""
         if adapter in self._resident:
             return adapter
+        return (await self._registered(adapter)).ref
+
+    async def _registered(self, adapter: str) -> AdapterOut:
         name, _ = parse_adapter_ref(adapter)
         record = await self.registry.get(name)
         if record is None:
             raise UnknownAdapter(f"no adapter named {name!r} is registered")
-        return record.ref
+        return record
 
     async def acquire(self, adapter: str) -> str:
         """Ensure ``adapter`` (a ref, or a bare name) is loaded, mark it hot, and return the ref it is held by.
@@ -88,9 +93,7 @@ class AdapterResidency:
         registered (never was, or was deleted), ``AdapterInvalid`` if its folder is unusable."""
         if adapter in self._resident:
             return self._touch(adapter)
-        record = await self.registry.get(parse_adapter_ref(adapter)[0])
-        if record is None:
-            raise UnknownAdapter(f"no adapter named {parse_adapter_ref(adapter)[0]!r} is registered")
+        record = await self._registered(adapter)
         ref, name = record.ref, record.name
         async with self._locks.setdefault(ref, asyncio.Lock()):
             if ref in self._resident:  # loaded by the caller we waited for
@@ -113,7 +116,6 @@ class AdapterResidency:
     def _touch(self, ref: str) -> str:
         self._deferred.discard(ref)  # asked for again: a deferred unload is cancelled
         self._resident.move_to_end(ref)
-        self.stats.hits += 1
         return ref
 
     async def release(self, ref: str) -> None:

@@ -27,9 +27,7 @@ class Admission:
         self.app = app
         self.max_in_flight = max_in_flight
         self.max_waiting = max_waiting
-        self.in_flight = 0
         self.waiting = 0
-        self.rejected = 0
         self._slots = asyncio.Semaphore(max_in_flight)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -37,7 +35,6 @@ class Admission:
             await self.app(scope, receive, send)
             return
         if self._slots.locked() and 0 <= self.max_waiting <= self.waiting:
-            self.rejected += 1
             await _reject(send)
             return
         self.waiting += 1
@@ -45,15 +42,10 @@ class Admission:
             await self._slots.acquire()
         finally:
             self.waiting -= 1
-        self.in_flight += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
             self._slots.release()
-
-    def stats(self) -> dict:
-        return {"in_flight": self.in_flight, "waiting": self.waiting, "rejected": self.rejected}
 
 
 async def _reject(send: Send) -> None:
