@@ -88,6 +88,7 @@ async def test_churn_more_adapters_than_slots_never_fails_and_matches_a_fresh_lo
     # Deferred unloads caught up once the batches ended: the engine holds exactly what the residency says.
     assert sorted(worker.residency.resident) == engine.loaded_adapters() != []
     await worker.residency.clear()
+    assert len(worker.residency._locks) == 0  # per-ref locks live only while someone waits for them
 
 
 async def test_a_release_while_in_use_is_deferred_and_a_new_request_cancels_it(engine, tenants) -> None:

@@ -51,10 +51,12 @@ class GatedCompute:
 
     def __init__(self) -> None:
         self.release = asyncio.Event()
+        self.started = asyncio.Event()
         self.calls = 0
 
     async def __call__(self) -> QueryResult:
         self.calls += 1
+        self.started.set()
         await self.release.wait()
         return _result("华夏")
 
@@ -73,6 +75,37 @@ async def test_identical_concurrent_queries_are_computed_once(redis_client) -> N
     cache.clear_local()
     _, cached = await cache.get_or_compute(key, compute)  # now from Redis
     assert cached and cache.stats.redis_hits == 1 and compute.calls == 1
+
+
+class FakeSlowReads:
+    """Fake of a Redis client whose reads return what Redis held when asked, ``delay_s`` later."""
+
+    def __init__(self, redis, delay_s: float) -> None:
+        self.redis = redis
+        self.delay_s = delay_s
+
+    async def get(self, key: str):
+        value = await self.redis.get(key)
+        await asyncio.sleep(self.delay_s)
+        return value
+
+    async def set(self, key: str, value: str, ex: int):
+        return await self.redis.set(key, value, ex=ex)
+
+
+async def test_a_caller_whose_lookup_straddles_the_computation_does_not_compute_again(redis_client) -> None:
+    """The second caller's Redis read starts before the first result is stored and ends after it: it must
+    join the flight, not start a second computation."""
+    cache = ResultCache(FakeSlowReads(redis_client, delay_s=0.2), ttl_s=60, local_size=10, prefix=f"t{free_port()}")
+    compute = GatedCompute()
+    key = cache.key("华夏", None, 5, data_version=1)
+    first = asyncio.create_task(cache.get_or_compute(key, compute))
+    await compute.started.wait()
+    second = asyncio.create_task(cache.get_or_compute(key, compute))
+    await asyncio.sleep(0.05)  # the second caller is inside its (slow) lookup
+    compute.release.set()
+    assert [result.query for result, _ in await asyncio.gather(first, second)] == ["华夏", "华夏"]
+    assert compute.calls == 1
 
 
 async def test_cache_keys_change_with_data_version_and_adapter(redis_client) -> None:
@@ -250,7 +283,7 @@ async def test_bad_input_is_a_clear_4xx_or_a_normal_answer(http_client, sample_p
     assert healthy.status_code == 200 and healthy.json()["matches"][0]["code"] == SEED_CODE
 
 
-async def test_http_admin_auth_and_meta(http_client: httpx.AsyncClient) -> None:
+async def test_http_admin_auth_and_meta(http_client: httpx.AsyncClient, sample_pool) -> None:
     assert (await http_client.get("/api/v1/adapters")).status_code == 401
     near_misses = ("Bearer nope", "Bearer s3cre", "Bearer s3cret ", "bearer s3cret", "s3cret", "Bearer " + "x" * 8000)
     for supplied in near_misses:
@@ -259,7 +292,8 @@ async def test_http_admin_auth_and_meta(http_client: httpx.AsyncClient) -> None:
     traversal = await http_client.delete("/api/v1/adapters/..%2F..%2Fetc", headers={"authorization": "Bearer s3cret"})
     assert traversal.status_code == 404
     right = await http_client.get("/api/v1/adapters", headers={"authorization": "Bearer s3cret"})
-    assert right.status_code == 200 and right.json() == []
+    registered = [adapter.model_dump(mode="json") for adapter in await AdapterRegistry(sample_pool).list()]
+    assert right.status_code == 200 and right.json() == registered  # other tests share this database
     assert (await http_client.get("/readyz")).json()["status"] == "ready"
     assert (await http_client.get("/nowhere")).json()["error"]["code"] == "not_found"
     assert (await http_client.get("/api/v1/query")).status_code == 405

@@ -30,6 +30,29 @@ from serve_app.models.paths import ModelPaths
 log = logging.getLogger(__name__)
 
 
+class KeyedLocks:
+    """One ``asyncio.Lock`` per key, kept only while someone holds or waits for it (so the table stays as
+    small as the work in progress, however many refs come and go)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, holders = self._entries.setdefault(key, (asyncio.Lock(), [0]))
+        holders[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            holders[0] -= 1
+            if holders[0] == 0:
+                del self._entries[key]
+
+
 @dataclass
 class AdapterStats:
     """``hits``: requests whose adapter was already held (counted by ``ModelWorker.read``, once per request)."""
@@ -59,7 +82,7 @@ class AdapterResidency:
         self.on_event = on_event  # observer (metrics): ("load" | "evict", adapter name, load seconds)
         self.stats = AdapterStats()
         self._resident: OrderedDict[str, None] = OrderedDict()  # refs, coldest first
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks = KeyedLocks()
         self._users: Counter[str] = Counter()
         self._deferred: set[str] = set()
 
@@ -95,7 +118,7 @@ class AdapterResidency:
             return self._touch(adapter)
         record = await self._registered(adapter)
         ref, name = record.ref, record.name
-        async with self._locks.setdefault(ref, asyncio.Lock()):
+        async with self._locks.hold(ref):
             if ref in self._resident:  # loaded by the caller we waited for
                 return self._touch(ref)
             await self._enforce_capacity(room_for=1)
@@ -120,7 +143,7 @@ class AdapterResidency:
 
     async def release(self, ref: str) -> None:
         """Unload ``ref`` now, or once the batches using it are done."""
-        async with self._locks.setdefault(ref, asyncio.Lock()):
+        async with self._locks.hold(ref):
             if self._users[ref] > 0:
                 self._deferred.add(ref)
                 return

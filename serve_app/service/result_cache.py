@@ -45,7 +45,7 @@ class ResultCache:
         self.prefix = prefix
         self.stats = CacheStats()
         self._local: OrderedDict[str, tuple[float, str]] = OrderedDict()
-        self._inflight: dict[str, asyncio.Task[QueryResult]] = {}
+        self._inflight: dict[str, asyncio.Task[tuple[QueryResult, bool]]] = {}
 
     def key(self, normalized: str, model: str | None, top_k: int, data_version: int) -> str:
         digest = hashlib.sha256(normalized.encode()).hexdigest()[:32]
@@ -55,49 +55,61 @@ class ResultCache:
         )
 
     async def get_or_compute(self, key: str, compute: Callable[[], Awaitable[QueryResult]]) -> tuple[QueryResult, bool]:
-        """The cached result (and True), or ``compute()``'s (and False), computed once per key at a time.
+        """The cached result (and True), or ``compute()``'s (and False), looked up and computed once per key
+        at a time.
 
-        The computation runs as its own task: a caller that gives up (its client went away) stops waiting
-        without cancelling it for the callers still waiting; its result is cached all the same."""
-        cached = await self._get(key)
+        The single flight covers the Redis lookup as well as the computation, and a flight ends only after
+        its result is stored, so there is no moment at which a caller can miss both the stored result and
+        the flight. The flight runs as its own task: a caller that gives up (its client went away) stops
+        waiting without cancelling it for the callers still waiting; its result is cached all the same."""
+        cached = self._get_local(key)
         if cached is not None:
             return cached, True
-        task = self._inflight.get(key)
-        if task is not None:
+        flight = self._inflight.get(key)
+        if flight is not None:
             self.stats.coalesced += 1
         else:
-            task = self._inflight[key] = asyncio.get_running_loop().create_task(self._compute_and_put(key, compute))
-            task.add_done_callback(_retrieve)  # a failure nobody waited for is not an "unretrieved" error
-        return await asyncio.shield(task), False
+            flight = self._inflight[key] = asyncio.get_running_loop().create_task(self._fetch_or_compute(key, compute))
+            flight.add_done_callback(_retrieve)  # a failure nobody waited for is not an "unretrieved" error
+        return await asyncio.shield(flight)
 
-    async def _compute_and_put(self, key: str, compute: Callable[[], Awaitable[QueryResult]]) -> QueryResult:
+    async def _fetch_or_compute(
+        self, key: str, compute: Callable[[], Awaitable[QueryResult]]
+    ) -> tuple[QueryResult, bool]:
         try:
+            cached = await self._get_shared(key)
+            if cached is not None:
+                return cached, True
+            self.stats.misses += 1
             result = await compute()
+            await self._put(key, result)
+            return result, False
         finally:
             self._inflight.pop(key, None)
-        await self._put(key, result)
-        return result
 
-    async def _get(self, key: str) -> QueryResult | None:
+    def _get_local(self, key: str) -> QueryResult | None:
         entry = self._local.get(key)
-        if entry is not None and entry[0] > time.monotonic():
-            self._local.move_to_end(key)
-            self.stats.local_hits += 1
-            return QueryResult.model_validate_json(entry[1])
-        if self.redis is not None:
-            try:
-                raw = await self.redis.get(key)
-                self._redis_ok()
-            except (RedisError, OSError) as exc:
-                self._redis_failed(exc)
-                raw = None
-            if raw is not None:
-                self.stats.redis_hits += 1
-                payload = raw.decode() if isinstance(raw, bytes) else raw
-                self._remember(key, payload)
-                return QueryResult.model_validate_json(raw)
-        self.stats.misses += 1
-        return None
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        self._local.move_to_end(key)
+        self.stats.local_hits += 1
+        return QueryResult.model_validate_json(entry[1])
+
+    async def _get_shared(self, key: str) -> QueryResult | None:
+        if self.redis is None:
+            return None
+        try:
+            raw = await self.redis.get(key)
+            self._redis_ok()
+        except (RedisError, OSError) as exc:
+            self._redis_failed(exc)
+            return None
+        if raw is None:
+            return None
+        self.stats.redis_hits += 1
+        payload = raw.decode() if isinstance(raw, bytes) else raw
+        self._remember(key, payload)
+        return QueryResult.model_validate_json(payload)
 
     async def _put(self, key: str, result: QueryResult) -> None:
         payload = result.model_dump_json()
