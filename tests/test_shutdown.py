@@ -1,4 +1,5 @@
-"""Graceful shutdown, end to end: `serve-app up` stopped by SIGTERM loses no acknowledged query-log row."""
+"""Graceful shutdown, end to end: `serve-app up` stopped by SIGTERM or SIGINT, within Kubernetes' default
+grace period, loses no acknowledged query-log row."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
 from serve_app.embedded import free_port
@@ -21,6 +23,7 @@ from tests.serve_harness import fetch_value
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = 25
+GRACE_PERIOD_S = 30  # Kubernetes' default terminationGracePeriodSeconds: SIGKILL follows after it
 
 
 def _rules_only_config(port: int) -> dict:
@@ -37,8 +40,17 @@ def _rules_only_config(port: int) -> dict:
     return config
 
 
-def test_sigterm_flushes_every_acknowledged_query_log_row(embedded_postgres, embedded_redis, tmp_path) -> None:
-    database_url = asyncio.run(create_database(embedded_postgres, "shutdown"))
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_a_stop_signal_flushes_every_acknowledged_query_log_row_in_time(
+    embedded_postgres, embedded_redis, tmp_path, stop_signal
+) -> None:
+    """SIGINT reaches the pid alone, and the process starts with SIGINT ignored, as a non-interactive shell
+    starts a background job (`serve-app up &`): it must still stop."""
+    database_url = asyncio.run(create_database(embedded_postgres, f"shutdown_{stop_signal.name.lower()}"))
     password = f"pw-{uuid.uuid4().hex}"  # trust auth ignores it; it must never be printed
     port = free_port()
     config = tmp_path / "config.yaml"
@@ -55,6 +67,7 @@ def test_sigterm_flushes_every_acknowledged_query_log_row(embedded_postgres, emb
         process = subprocess.Popen(
             [str(Path(sys.executable).with_name("serve-app")), "up", "--config", str(config), "--no-demo-model"],
             cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_ignore_sigint if stop_signal == signal.SIGINT else None,
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 240
@@ -71,8 +84,8 @@ def test_sigterm_flushes_every_acknowledged_query_log_row(embedded_postgres, emb
         assert pending >= 1, json.dumps(stats)  # acknowledged, and still only in the ingress's buffer
         assert fetch_value(database_url, "SELECT count(*) FROM query_log") == QUERIES + 1 - pending
 
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=120) == 0
+        process.send_signal(stop_signal)
+        assert process.wait(timeout=GRACE_PERIOD_S) == 0
     finally:
         if process.poll() is None:  # the test failed early: stop it as a user would, so Ray is not left behind
             process.send_signal(signal.SIGTERM)
