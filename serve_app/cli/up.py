@@ -1,0 +1,119 @@
+"""``serve-app up``: embedded services if no URL is set, migrations, demo data, then Ray Serve until stopped.
+
+Stopping: SIGTERM (systemd, Kubernetes, ``kill``) and SIGINT (Ctrl-C, ``kill -INT``) both stop ``serve run``
+with SIGINT, so Serve drains its replicas (which flush their query logs) before the embedded servers stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from serve_app.cli.database import prepare_database
+from serve_app.cli.demo import register_demo_model
+from serve_app.db.pool import connect_admin
+from serve_app.directory.loader import load_demo_if_empty
+from serve_app.settings import Settings, redact_url
+
+
+def _wait_ready(port: int, process, timeout_s: float) -> float:
+    """Seconds until /readyz answers 200; raises if the server exits or the timeout passes."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve run exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return time.perf_counter() - started
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"not ready after {timeout_s:.0f}s")
+
+
+def _first_query(port: int) -> tuple[float, dict]:
+    body = json.dumps({"query": "华夏银行江油西山支行"}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/query", data=body, headers={"content-type": "application/json"}
+    )
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - a fixed loopback URL
+        result = json.loads(response.read())
+    return time.perf_counter() - started, result
+
+
+def _up(settings: Settings, args: argparse.Namespace) -> int:
+    """Blocking: start what is missing, deploy the Serve app from a config, serve until Ctrl-C."""
+    import yaml
+
+    from serve_app.embedded import services
+
+    config = yaml.safe_load(args.config.read_text())
+    port = int(config.get("http_options", {}).get("port", 8000))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an inherited "ignore": restore it,
+    # so `kill -INT <pid>` stops the service too.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with services(settings) as urls:
+        os.environ["SERVE_APP_DATABASE_URL"] = urls.database_url  # the replicas inherit these
+        os.environ["SERVE_APP_REDIS_URL"] = urls.redis_url
+        os.environ["SERVE_APP_HOME"] = str(settings.home)
+        settings = Settings()
+
+        async def prepare() -> None:
+            conn = await connect_admin(urls.database_url)
+            try:
+                await prepare_database(conn)
+                report = await load_demo_if_empty(conn)
+                if report:
+                    print(f"loaded the demo directory: {report.branches_loaded} branches")
+            finally:
+                await conn.close()
+            if not args.no_demo_model:
+                await register_demo_model(settings, urls.database_url)
+
+        asyncio.run(prepare())
+        print(
+            f"PostgreSQL {redact_url(urls.database_url)}\nRedis      {redact_url(urls.redis_url)}\n"
+            f"starting Ray Serve from {args.config} …"
+        )
+        serve_bin = Path(sys.executable).with_name("serve")
+        process = subprocess.Popen([str(serve_bin), "run", str(args.config)], start_new_session=True)
+        try:
+            seconds = _wait_ready(port, process, args.ready_timeout)
+            first, result = _first_query(port)
+            top = result["matches"][0]["code"] if result["matches"] else "no match"
+            print(f"ready in {seconds:.1f}s on http://127.0.0.1:{port} — first query {first * 1000:.0f} ms ({top})")
+            print("Ctrl-C stops the service and the embedded servers.")
+            process.wait()
+        except KeyboardInterrupt:
+            print("\nstopping …")
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGINT)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    up = commands.add_parser(
+        "up",
+        help="run the service: embedded PostgreSQL/Redis if no URL is set, migrations, demo data, Ray Serve",
+    )
+    up.add_argument("--config", type=Path, default=Path("configs/local.yaml"), help="Serve config file")
+    up.add_argument("--no-demo-model", action="store_true", help="do not build/register the demo model")
+    up.add_argument("--ready-timeout", type=float, default=300, help="seconds to wait for /readyz")
+    up.set_defaults(run=_up, blocking=True)

@@ -1,0 +1,165 @@
+"""Evidence: how one directory record agrees with what a query says, part by part.
+
+Bank, city, district, and the branch keyword with place names and the level (支行, 营业部 …) set aside;
+and how many other candidates fit as well ("rivals"). Pure functions; ``serve_app.verdict`` turns the
+evidence into a confidence and a verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from difflib import SequenceMatcher
+from functools import lru_cache
+
+from serve_app.directory.gazetteer import Gazetteer, stem
+from serve_app.extraction.rules import LEVEL_AT_END
+from serve_app.normalize import normalize
+from serve_app.retrieval import Candidate
+from serve_app.schemas import Agreement, Entities, Evidence
+
+#: Levels people write for one another. 分行 and 分行营业部 are not among them: the directory lists a
+#: branch and its business department under different codes.
+_LEVEL_FAMILIES = ({"营业部", "营业室"}, {"信用社", "信用分社"})
+_PARTIAL_SIMILARITY = 0.6
+_RIVALS_CAP = 2
+
+
+@dataclass(frozen=True)
+class Fit:
+    """One candidate's evidence and the place agreement the model reads (finer than ``Evidence``)."""
+
+    candidate: Candidate
+    evidence: Evidence
+    place: str  # exact | city | unstated | conflict
+    level: str  # agree | differ | unstated
+    #: The query's keyword is nothing but place names and a level (浏阳支行): "exact" then says less.
+    places_only: bool = False
+
+    @property
+    def vague(self) -> bool:
+        """The query names no branch: no words beyond places, and no level (华夏银行绵阳)."""
+        return (self.places_only or self.evidence.branch == "unstated") and self.level == "unstated"
+
+    @property
+    def strength(self) -> tuple[int, int, int]:
+        return (_BRANCH_RANK[self.evidence.branch], _PLACE_RANK[self.place], _LEVEL_RANK[self.level])
+
+    @property
+    def fits(self) -> bool:
+        """Worth showing a person: the keyword agrees, and the place does not contradict a partial one."""
+        branch = self.evidence.branch
+        return branch == "exact" or (branch == "partial" and self.place != "conflict")
+
+
+_BRANCH_RANK = {"exact": 2, "partial": 1, "none": 0, "unstated": 0}
+_PLACE_RANK = {"exact": 3, "city": 2, "unstated": 1, "conflict": 0}
+_LEVEL_RANK = {"agree": 2, "unstated": 1, "differ": 0}
+
+
+@lru_cache(maxsize=8192)
+def _place_forms(name: str | None) -> tuple[str, ...]:
+    """Every way a place name can appear inside a branch keyword, longest first."""
+    if not name:
+        return ()
+    forms = {name, stem(name)} | {form for region in Gazetteer.default().named(name) for form in region.names()}
+    return tuple(sorted((f for f in forms if len(f) >= 2), key=len, reverse=True))
+
+
+def _strip_levels(keyword: str) -> tuple[str, str | None]:
+    """The keyword without trailing levels (…支行营业室 → …), and the last level it had."""
+    last = None
+    while (match := LEVEL_AT_END.search(keyword)) is not None:
+        last = last or match.group(1)
+        keyword = keyword[: match.start()]
+    return keyword, last
+
+
+def keyword_core(keyword: str, places: tuple[str | None, ...]) -> tuple[str, str | None]:
+    """What names the branch itself: the keyword without levels, place names and inner 分行; and its level."""
+    core, level = _strip_levels(keyword)
+    for place in places:
+        for form in _place_forms(place):
+            core = core.replace(form, "")
+    return core.replace("分行", ""), level
+
+
+def _branch_agreement(query_core: str, candidate_core: str) -> Agreement:
+    if query_core == candidate_core:
+        return "exact"
+    if not query_core or not candidate_core:
+        return "none"
+    if query_core in candidate_core or candidate_core in query_core:
+        return "partial"
+    if SequenceMatcher(None, query_core, candidate_core).ratio() >= _PARTIAL_SIMILARITY:
+        return "partial"
+    return "none"
+
+
+def _level_agreement(query_level: str | None, candidate_level: str | None) -> str:
+    if query_level is None:
+        return "unstated"
+    if query_level == candidate_level:
+        return "agree"
+    if any(query_level in family and candidate_level in family for family in _LEVEL_FAMILIES):
+        return "agree"
+    return "differ"
+
+
+def query_keyword(entities: Entities) -> str:
+    """The query's branch keyword, normalized as the directory's names are (once per query)."""
+    return normalize(entities.branch) if entities.branch else ""
+
+
+def evidence(entities: Entities, keyword: str, candidate: Candidate) -> Fit:
+    """How the query's entities (and its ``query_keyword``) agree with one candidate."""
+    places = (
+        entities.province,
+        entities.city,
+        entities.district,
+        candidate.province,
+        candidate.city,
+        candidate.district,
+    )
+    query_core, query_level = keyword_core(keyword, places)
+    candidate_core, candidate_level = keyword_core(candidate.branch, places)
+    bank: Agreement = "unstated" if not entities.bank else ("exact" if entities.bank == candidate.bank else "none")
+    city = _place_agreement(entities.city, candidate.city, candidate.branch)
+    district = _place_agreement(entities.district, candidate.district, candidate.branch)
+    if entities.district and district == "exact":
+        place = "exact"
+    elif entities.district and city == "exact":
+        place = "city"
+    elif entities.city:
+        place = "exact" if city == "exact" else "conflict"
+    elif entities.province:
+        place = "unstated" if entities.province == candidate.province else "conflict"
+    else:
+        place = "unstated"
+    return Fit(
+        candidate=candidate,
+        evidence=Evidence(
+            bank=bank, city=city, district=district, branch=_branch_agreement(query_core, candidate_core)
+        ),
+        place=place,
+        level=_level_agreement(query_level, candidate_level),
+        places_only=not query_core,
+    )
+
+
+def _place_agreement(read: str | None, recorded: str | None, candidate_branch: str) -> Agreement:
+    """A place read from the query against the record's: its field, or its own name when the record was
+    filed at a coarser level (a county branch whose PBOC code is the prefecture's)."""
+    if not read:
+        return "unstated"
+    if read == recorded or (recorded is None and any(form in candidate_branch for form in _place_forms(read))):
+        return "exact"
+    return "none"
+
+
+def rivals(fit: Fit, fits: list[Fit]) -> int:
+    """How many other candidates fit at least as well on keyword, place and level (capped)."""
+    strength = fit.strength
+    count = sum(
+        1 for other in fits if other is not fit and all(o >= s for o, s in zip(other.strength, strength, strict=True))
+    )
+    return min(count, _RIVALS_CAP)
