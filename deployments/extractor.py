@@ -39,9 +39,9 @@ class EntityExtractor:
     def reconfigure(self, user_config: dict) -> None:
         self.service.reconfigure(ExtractorTunables.model_validate(user_config))
 
-    async def extract_entities(self, normalized: str, model: str | None, data_version: int | None = None) -> dict:
+    async def extract_entities(self, normalized: str, adapter: str | None, data_version: int | None = None) -> dict:
         """An ``ExtractionOutcome`` as a dict (``data_version``: what the caller will cache it under)."""
-        return (await self.service.extract_entities(normalized, model, data_version)).model_dump()
+        return (await self.service.extract_entities(normalized, adapter, data_version)).model_dump()
 
     async def _read_with_model(self, normalized: str, adapter: str) -> ModelAnswer:
         handle = self._handles.get(adapter)
@@ -50,7 +50,7 @@ class EntityExtractor:
             handle = self._handles[adapter] = self.model_server.options(multiplexed_model_id=adapter)
             if len(self._handles) > 1024:  # adapter refs change on re-registration: keep the cache bounded
                 self._handles.pop(next(iter(self._handles)))
-        with domain_errors(f"the model replicas for {adapter!r}", model=True):
+        with domain_errors(f"the model replicas for {adapter!r}", model_replicas=True):
             return ModelAnswer.model_validate(await handle.read.remote(normalized, adapter))
 
     def stats(self) -> dict:

@@ -15,15 +15,15 @@ REPLICA_UNAVAILABLE = (RayActorError, ActorUnavailableError, DeploymentUnavailab
 
 
 @contextmanager
-def domain_errors(what: str, model: bool = False) -> Iterator[None]:
+def domain_errors(what: str, model_replicas: bool = False) -> Iterator[None]:
     """Ray's handle failures inside the block as domain errors: back-pressure is ``Overloaded``; a replica
-    gone is ``ModelUnavailable`` (``model``) or ``DependencyUnavailable`` naming ``what``. Errors the
+    gone is ``ModelUnavailable`` (``model_replicas``) or ``DependencyUnavailable`` naming ``what``. Errors the
     replica raised itself (``ServiceError``s) pass through unchanged: Ray re-raises them as their class."""
     try:
         yield
     except BackPressureError as exc:
         raise Overloaded("the service is at capacity; retry shortly") from exc
     except REPLICA_UNAVAILABLE as exc:
-        if model:
+        if model_replicas:
             raise ModelUnavailable(f"no replica of {what} could answer; retry shortly") from exc
         raise unavailable(what) from exc

@@ -85,19 +85,19 @@ class Ingress:
         self.tunables = IngressTunables.model_validate(user_config)
         self.service.reconfigure(self.tunables)
 
-    async def _extract_entities(self, normalized: str, model: str | None, data_version: int) -> ExtractionOutcome:
+    async def _extract_entities(self, normalized: str, adapter: str | None, data_version: int) -> ExtractionOutcome:
         timeout_s = self.tunables.extract_timeout_s
         try:
             async with asyncio.timeout(timeout_s):  # cancelling the response cancels the Serve request
                 with domain_errors("entity extraction"):
-                    outcome = await self.extractor.extract_entities.remote(normalized, model, data_version)
+                    outcome = await self.extractor.extract_entities.remote(normalized, adapter, data_version)
         except TimeoutError as exc:
             raise DependencyTimeout(f"extraction did not finish within {timeout_s:g} s; retry shortly") from exc
         return ExtractionOutcome.model_validate(outcome)
 
     async def _check_models(self) -> None:
         assert self.model_server is not None
-        with domain_errors("the model replicas", model=True):
+        with domain_errors("the model replicas", model_replicas=True):
             await self.model_server.check_health.remote()
 
     async def _refresh(self) -> None:

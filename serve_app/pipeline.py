@@ -49,24 +49,24 @@ CANDIDATES = 20
 
 
 async def answer(
-    extract: ExtractFn,
+    extract_entities: ExtractFn,
     repository: BranchRepository,
     request: QueryRequest,
     normalized: str,
     timings: dict,
-    model: str | None = None,
+    adapter: str | None = None,
 ) -> QueryResult:
-    """Extract (however ``extract`` does it: in-process, or a deployment handle), retrieve, judge.
+    """Extract (however ``extract_entities`` does it: in-process, or a deployment handle), retrieve, judge.
 
-    The one query path: the offline pipeline and the service's ingress both end here. ``model`` is the
-    adapter to ask (default: the request's, by name; the service passes its resolved ``name@revision``).
+    The one query path: the offline pipeline and the service's ingress both end here. ``adapter`` is the
+    one to ask (default: the request's ``model``, by name; the service passes its resolved ``name@revision``).
     A query that is or carries a 12-digit code is answered by the code (checked, then looked up), the text
     only confirming it.
     """
     mark = time.perf_counter()
     code = find_code(request.query)
     if normalized and not (code is not None and code.whole_query):  # a bare code names no branch words
-        outcome = await extract(normalized, model or request.model)
+        outcome = await extract_entities(normalized, adapter or request.model)
     else:
         outcome = ExtractionOutcome(entities=Entities(), source="rules", confidence=0.0)
     timings["extract"] = _ms_since(mark)

@@ -21,7 +21,7 @@ from serve_app.settings import Settings
 
 
 @contextlib.asynccontextmanager
-async def query_pipeline(settings: Settings, model: str | None = None) -> AsyncIterator[QueryPipeline]:
+async def query_pipeline(settings: Settings, adapter: str | None = None) -> AsyncIterator[QueryPipeline]:
     """The same pipeline the service runs, on the configured or embedded database (demo data if empty).
 
     The extraction cache is used only when ``SERVE_APP_REDIS_URL`` is set: a cache that dies with the
@@ -38,8 +38,8 @@ async def query_pipeline(settings: Settings, model: str | None = None) -> AsyncI
         redis = create_redis(settings.redis_url, settings) if settings.redis_url else None
         worker = None
         try:
-            if model is not None:
-                worker = await _local_worker(settings, pool, model)
+            if adapter is not None:
+                worker = await _local_worker(settings, pool, adapter)
             yield await build_pipeline(pool, redis, None if worker is None else worker.read)
         finally:
             if worker is not None:

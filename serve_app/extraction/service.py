@@ -115,22 +115,23 @@ class ExtractionService:
         return extraction
 
     async def extract_entities(
-        self, normalized: str, model: str | None, data_version: int | None = None
+        self, normalized: str, adapter: str | None, data_version: int | None = None
     ) -> ExtractionOutcome:
-        """Rules, then the model where the request or a low rules confidence calls for it.
+        """Rules, then the model where the request (``adapter``: the API's ``model``, a LoRA adapter's name
+        or ref) or a low rules confidence calls for it.
 
-        ``NoModelDeployment`` when ``model`` is asked for and nothing here can run a model."""
-        if model is not None and self.read_with_model is None:
-            raise NoModelDeployment(f"adapter {model!r} was asked for, but this application runs without a model")
+        ``NoModelDeployment`` when an adapter is asked for and nothing here can run a model."""
+        if adapter is not None and self.read_with_model is None:
+            raise NoModelDeployment(f"adapter {adapter!r} was asked for, but this application runs without a model")
         await self.follow(data_version)
         rules = await self.rules(normalized)
         tunables = self.tunables
-        adapter = adapter_to_ask(model, rules, tunables.model_fallback_threshold, tunables.default_adapter)
-        if adapter is None or self.read_with_model is None:
+        asked = adapter_to_ask(adapter, rules, tunables.model_fallback_threshold, tunables.default_adapter)
+        if asked is None or self.read_with_model is None:
             self.observer.on_extraction("rules", "not_asked")
             return rules_outcome(rules)
-        answer = await self.read_with_model(normalized, adapter)
-        outcome = combine(rules, answer, parse_adapter_ref(adapter)[0], self.vocabulary)
+        answer = await self.read_with_model(normalized, asked)
+        outcome = combine(rules, answer, parse_adapter_ref(asked)[0], self.vocabulary)
         self.observer.on_extraction(outcome.source, "valid" if answer.valid else "invalid")
         return outcome
 

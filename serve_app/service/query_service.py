@@ -93,14 +93,14 @@ class QueryService:
         normalized = normalize(request.query)
         version = self.data_version  # the key and the extraction agree on it
 
-        async def extract(text: str, model: str | None) -> ExtractionOutcome:
-            return await self.extract_entities(text, model, version)
+        async def extract_entities(text: str, adapter: str | None) -> ExtractionOutcome:
+            return await self.extract_entities(text, adapter, version)
 
         with database_errors():
             ref = None if request.model is None else await self._adapter_ref(request.model)
             key = self.result_cache.key(normalized, ref, request.top_k, version)
             result, cached = await self.result_cache.get_or_compute(
-                key, lambda: answer(extract, self.repository, request, normalized, {}, model=ref)
+                key, lambda: answer(extract_entities, self.repository, request, normalized, {}, adapter=ref)
             )
         total_ms = round((time.perf_counter() - started) * 1000, 3)
         if cached:

@@ -47,11 +47,11 @@ class ResultCache:
         self._local: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._inflight: dict[str, asyncio.Task[tuple[QueryResult, bool]]] = {}
 
-    def key(self, normalized: str, model: str | None, top_k: int, data_version: int) -> str:
+    def key(self, normalized: str, adapter: str | None, top_k: int, data_version: int) -> str:
         digest = hashlib.sha256(normalized.encode()).hexdigest()[:32]
         return (
             f"{self.prefix}:result:d{data_version}:n{NORMALIZER_VERSION}:x{EXTRACTOR_VERSION}:v{VERDICT_VERSION}:"
-            f"m{model or '-'}:k{top_k}:{digest}"
+            f"m{adapter or '-'}:k{top_k}:{digest}"
         )
 
     async def get_or_compute(self, key: str, compute: Callable[[], Awaitable[QueryResult]]) -> tuple[QueryResult, bool]:
