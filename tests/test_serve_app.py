@@ -121,6 +121,31 @@ def test_adapters_are_served_loaded_once_and_evicted_beyond_k(serve_app: str) ->
     assert post_query(serve_app, "工行", model="job_99").status_code == 404
 
 
+def test_adapter_churn_through_serve_never_fails(serve_app: str) -> None:
+    """Three adapters, two slots, two requests at a time: Serve's multiplexer evicts on nearly every
+    request while another may be using the adapter it evicts. Every request is answered by its adapter."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = model_stats(serve_app)
+    order = ["job_22", "job_23", "job_24"] * 8
+    random.Random(12).shuffle(order)
+    run = uuid.uuid4().hex[:6]  # fresh queries: nothing answered from a cache
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        responses = list(
+            pool.map(lambda item: post_query(serve_app, f"工行徐州{run}支行{item[0]}", model=item[1]), enumerate(order))
+        )
+    assert [r.status_code for r in responses] == [200] * len(order), [r.text for r in responses if r.status_code != 200]
+    assert [r.json()["model"] for r in responses] == order
+    after = wait_for(
+        lambda: (
+            (s := model_stats(serve_app)) and s["generated_requests"] >= before["generated_requests"] + len(order) and s
+        )
+    )
+    assert after["evictions"] > before["evictions"] and after["failures"] == before["failures"]
+    assert len(after["loaded_adapters"]) <= 2
+
+
 def test_bad_input_is_a_clear_4xx(serve_app: str) -> None:
     cases = [
         ({"query": ""}, 422),
