@@ -87,6 +87,9 @@ async def answer(
         matches=judgement.matches,
         source=outcome.source,
         model=outcome.model,
+        entities_source=outcome.entities_source,
+        model_overruled=outcome.model_overruled,
+        model_error=outcome.model_error,
         timings_ms=timings,
     )
 

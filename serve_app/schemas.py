@@ -146,7 +146,14 @@ class QueryResult(BaseModel):
     reason: str
     matches: list[Match]
     source: Literal["cache", "rules", "model"]
-    model: str | None = None
+    model: str | None = Field(default=None, description="The adapter asked, if any.")
+    entities_source: dict[str, Literal["rules", "model", "both"]] | None = Field(
+        default=None, description="Where each field of ``entities`` came from, when the model was asked."
+    )
+    model_overruled: dict[str, str] | None = Field(
+        default=None, description="Fields of the model's reading that were not used, and why."
+    )
+    model_error: str | None = Field(default=None, description="Why the model's answer was not used at all.")
     timings_ms: dict[str, float]
 
 
@@ -160,4 +167,10 @@ class ExtractionOutcome(BaseModel):
     model: str | None = None
     confidence: float
     model_error: str | None = Field(default=None, description="Why the model's answer was not used.")
+    entities_source: dict[str, Literal["rules", "model", "both"]] | None = Field(
+        default=None, description="Where each field read came from, when the model was asked."
+    )
+    model_overruled: dict[str, str] | None = Field(
+        default=None, description="Fields of the model's reading that were not used, and why."
+    )
     other_bank: str | None = Field(default=None, description="A second bank the text names: the bank is uncertain.")

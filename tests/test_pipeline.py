@@ -98,6 +98,9 @@ def test_cli_query_json(monkeypatch: pytest.MonkeyPatch, sample_database_url: st
         "matches",
         "source",
         "model",
+        "entities_source",
+        "model_overruled",
+        "model_error",
         "timings_ms",
     }
     assert (result["verdict"], result["reason"]) == ("match", "unique_fit")
@@ -132,30 +135,6 @@ def test_model_is_asked_when_named_or_when_rules_are_unsure() -> None:
     assert adapter_to_ask(None, unsure, 0.5, "job_22") == "job_22"
     assert adapter_to_ask(None, sure, 0.5, "job_22") is None
     assert adapter_to_ask(None, unsure, 0.5, None) is None
-
-
-def test_valid_model_answers_replace_the_rules_and_invalid_ones_do_not(extractor_vocabulary) -> None:
-    from serve_app.extraction.model_use import combine
-    from serve_app.models.task import parse_answer
-    from serve_app.schemas import Entities, Extraction
-
-    rules = Extraction(entities=Entities(bank="中国工商银行"), confidence=0.45, extractor_version=2)
-    good = parse_answer('{"bank":"华夏银行","province":null,"city":"绵阳市","district":"江油市","branch":"西山支行"}')
-    outcome = combine(rules, good, "job_22", extractor_vocabulary)
-    assert (outcome.source, outcome.model, outcome.entities.bank_code, outcome.entities.city) == (
-        "model", "job_22", "304", "绵阳市",
-    )  # fmt: skip
-    bad = combine(rules, parse_answer('{"bank": "华夏'), "job_22", extractor_vocabulary)
-    assert (bad.source, bad.entities.bank, bad.model) == ("rules", "中国工商银行", "job_22")
-    assert "not JSON" in bad.model_error
-
-
-@pytest.fixture(scope="module")
-def extractor_vocabulary():
-    from serve_app.directory.records import demo_cnaps_path, read_cnaps
-    from serve_app.extraction.vocabulary import Vocabulary
-
-    return Vocabulary.from_records(read_cnaps(demo_cnaps_path()))
 
 
 def test_cli_query_with_a_model(

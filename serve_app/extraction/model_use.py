@@ -5,9 +5,12 @@ Shared by the ``EntityExtractor`` deployment and the offline pipeline, so both d
 
 from __future__ import annotations
 
+from serve_app.directory.gazetteer import Gazetteer
+from serve_app.extraction.grounding import bank_ungrounded, branch_ungrounded, district_outside_city, place_ungrounded
 from serve_app.extraction.vocabulary import Vocabulary
-from serve_app.models.task import ModelAnswer
-from serve_app.schemas import Extraction, ExtractionOutcome
+from serve_app.models.task import MODEL_FIELDS, ModelAnswer
+from serve_app.normalize import normalize
+from serve_app.schemas import Entities, Extraction, ExtractionOutcome
 
 
 def adapter_to_ask(requested: str | None, rules: Extraction, threshold: float, default: str | None) -> str | None:
@@ -25,14 +28,75 @@ def rules_outcome(rules: Extraction) -> ExtractionOutcome:
     )
 
 
-def combine(rules: Extraction, answer: ModelAnswer, adapter: str, vocabulary: Vocabulary) -> ExtractionOutcome:
-    """The model's entities when its answer is valid (bank code from the directory); else the rules'."""
+def combine(
+    rules: Extraction, query: str, answer: ModelAnswer, adapter: str, vocabulary: Vocabulary
+) -> ExtractionOutcome:
+    """The rules' reading, corrected field by field by the model's where the model's is grounded.
+
+    ``query`` is the normalized query both read. The stated rules, per field:
+
+    1. The model says nothing, or names something the query does not support (see ``grounding``): the
+       rules' value stands; the reason is reported in ``model_overruled``.
+    2. Only the model read the field: its value is used.
+    3. Both read it and differ: for ``branch`` the model's wins when it is contained in the rules' (the
+       rules swept neighbouring words in: 江油西山支行转账 → 西山支行); for every other field the rules' wins
+       (a literal match against the vocabulary or the gazetteer).
+    4. A district the model supplied that lies outside the city is dropped.
+
+    ``source`` is "model" only when the model changed the entities; ``entities_source`` says, per field
+    read, whether it came from the rules, the model, or both agreed."""
+    outcome = rules_outcome(rules).model_copy(update={"model": adapter})
     if not answer.valid:
-        return rules_outcome(rules).model_copy(update={"model": adapter, "model_error": answer.error})
-    entities = answer.entities
-    assert entities is not None  # a valid answer carries entities
-    bank = vocabulary.banks.get(entities.bank or "")
-    entities = entities.model_copy(update={"bank_code": bank.category_code if bank else None})
-    return ExtractionOutcome(
-        entities=entities, source="model", model=adapter, confidence=rules.confidence, other_bank=rules.other_bank
+        return outcome.model_copy(update={"model_error": answer.error})
+    assert answer.entities is not None  # a valid answer carries entities
+    read_by_rules = rules.entities.model_dump()
+    read_by_model = answer.entities.model_dump()
+    chosen = dict(read_by_rules)
+    sources: dict[str, str] = {}
+    overruled: dict[str, str] = {}
+    gazetteer = Gazetteer.default()
+    for field in MODEL_FIELDS:
+        ours, theirs = read_by_rules[field], read_by_model[field]
+        if ours is not None:
+            sources[field] = "rules"
+        if theirs is None:
+            continue
+        if theirs == ours:
+            sources[field] = "both"
+            continue
+        reason = _ungrounded(field, theirs, query, vocabulary, gazetteer)
+        if reason is None and ours is not None and not (field == "branch" and normalize(theirs) in normalize(ours)):
+            reason = f"the rules read {ours!r}"
+        if reason is not None:
+            overruled[field] = reason
+            continue
+        chosen[field] = theirs
+        sources[field] = "model"
+    city, district = chosen["city"], chosen["district"]
+    if sources.get("district") == "model" and city and district_outside_city(district, city, gazetteer):
+        chosen["district"] = read_by_rules["district"]
+        overruled["district"] = f"not in {city}"
+        if chosen["district"] is None:
+            del sources["district"]
+        else:
+            sources["district"] = "rules"
+    bank = vocabulary.banks.get(chosen["bank"] or "")
+    chosen["bank_code"] = bank.category_code if bank else None
+    entities = Entities(**chosen)
+    changed = entities != rules.entities
+    return outcome.model_copy(
+        update={
+            "entities": entities,
+            "source": "model" if changed else "rules",
+            "entities_source": sources,
+            "model_overruled": overruled or None,
+        }
     )
+
+
+def _ungrounded(field: str, value: str, query: str, vocabulary: Vocabulary, gazetteer: Gazetteer) -> str | None:
+    if field == "bank":
+        return bank_ungrounded(value, query, vocabulary)
+    if field == "branch":
+        return branch_ungrounded(value, query)
+    return place_ungrounded(value, query, gazetteer)

@@ -131,7 +131,7 @@ class ExtractionService:
             self.observer.on_extraction("rules", "not_asked")
             return rules_outcome(rules)
         answer = await self.read_with_model(normalized, asked)
-        outcome = combine(rules, answer, parse_adapter_ref(asked)[0], self.vocabulary)
+        outcome = combine(rules, normalized, answer, parse_adapter_ref(asked)[0], self.vocabulary)
         self.observer.on_extraction(outcome.source, "valid" if answer.valid else "invalid")
         return outcome
 
