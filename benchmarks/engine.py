@@ -24,10 +24,10 @@ from pathlib import Path
 
 from serve_app.directory.records import demo_cnaps_path, read_cnaps
 from serve_app.models.adapters import validate_adapter
-from serve_app.models.demo import make_demo_model
 from serve_app.models.engine import GenerationRequest
 from serve_app.models.hf_engine import HFEngine
 from serve_app.models.task import build_prompt
+from serve_app.models.tiny import make_tiny_model
 from serve_app.normalize import normalize
 
 
@@ -107,7 +107,7 @@ def adapter_specs(args: argparse.Namespace, tmp: Path) -> tuple[Path, dict]:
         return args.model, {
             name: validate_adapter(name, Path(path).resolve(), Path("/"), args.model) for name, path in pairs.items()
         }
-    demo = make_demo_model(tmp)
+    demo = make_tiny_model(tmp)
     return demo.base, {
         name: validate_adapter(name, name, demo.base.parent / "adapters", demo.base) for name in demo.adapters
     }

@@ -122,7 +122,8 @@ class ExtractorConfig(_Strict):
 class ModelTunables(_Strict):
     max_batch_size: int = Field(default=16, ge=1)
     batch_wait_timeout_s: float = Field(default=0.01, ge=0)
-    max_new_tokens: int = Field(default=64, ge=1, le=512)
+    #: The demo's answers take 47 tokens at the median, 88 at the 99.9th percentile of the directory.
+    max_new_tokens: int = Field(default=96, ge=1, le=512)
 
 
 class ModelConfig(_Strict):

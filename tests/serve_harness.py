@@ -24,7 +24,7 @@ from serve_app.db.pool import connect_admin, create_pool
 from serve_app.directory.loader import load_directory
 from serve_app.directory.records import demo_cnaps_path
 from serve_app.models.adapters import AdapterRegistry, validate_adapter
-from serve_app.models.demo import build_adapter, make_demo_model
+from serve_app.models.tiny import build_adapter, make_tiny_model
 
 SEED_CODE = "304659715925"
 #: Real branch names from the sample directory: the "hot" set of the load generator.
@@ -45,7 +45,7 @@ async def prepare_app_database(database_url: str, home: Path) -> None:
         await load_directory(conn, demo_cnaps_path())
     finally:
         await conn.close()
-    demo = make_demo_model(home / "models")
+    demo = make_tiny_model(home / "models")
     build_adapter(demo.base, home / "models" / "adapters" / "job_24", seed=24)
     pool = await create_pool(database_url)
     try:

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from serve_app.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from serve_app.models.demo import build_adapter
+from serve_app.models.tiny import build_adapter
 from serve_app.redis_client import create_redis
 from tests.serve_harness import (
     SEED_CODE,

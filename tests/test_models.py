@@ -12,10 +12,11 @@ import pytest
 
 from serve_app.errors import AdapterError, AdapterNotLoaded
 from serve_app.models.adapters import AdapterIn, AdapterRegistry, validate_adapter
-from serve_app.models.demo import DemoModel, build_adapter, build_base_model, make_demo_model
+from serve_app.models.demo import DemoModel
 from serve_app.models.engine import AdapterSpec, Engine, GenerationRequest
 from serve_app.models.hf_engine import HFEngine
 from serve_app.models.task import build_prompt, parse_answer
+from serve_app.models.tiny import build_adapter, build_base_model, make_tiny_model
 
 PROMPTS = [build_prompt(q) for q in ("华夏银行江油西山支行", "工行徐州经济开发区支行", "深圳农商银行")]
 MAX_NEW = 12
@@ -37,7 +38,7 @@ def require_vllm():
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoModel:
-    return make_demo_model(tmp_path_factory.mktemp("models"))
+    return make_tiny_model(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")

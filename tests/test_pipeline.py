@@ -142,7 +142,7 @@ def test_cli_query_with_a_model(
 ) -> None:
     monkeypatch.setenv("SERVE_APP_DATABASE_URL", sample_database_url)
     monkeypatch.setenv("SERVE_APP_HOME", str(tmp_path))
-    assert main(["make-demo-model"]) == 0
+    assert main(["make-demo-model", "--tiny"]) == 0
     capsys.readouterr()
     assert main(["query", "华夏银行江油西山支行", "--model", "job_23", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -14,12 +14,13 @@ import pytest
 from serve_app.config import ModelTunables
 from serve_app.errors import AdapterInvalid, AdapterNotLoaded, EngineError, UnknownAdapter
 from serve_app.models.adapters import AdapterRegistry
-from serve_app.models.demo import DemoModel, build_adapter
+from serve_app.models.demo import DemoModel
 from serve_app.models.engine import GenerationRequest
 from serve_app.models.hf_engine import HFEngine
 from serve_app.models.paths import ModelPaths
 from serve_app.models.residency import AdapterResidency
 from serve_app.models.server import ModelWorker
+from serve_app.models.tiny import build_adapter
 from serve_app.service.errors import render
 from tests.test_models import (  # noqa: F401 - the shared model fixtures
     MAX_NEW,

@@ -489,10 +489,10 @@ async def test_admin_registration_honours_base_model_aliases(sample_pool, redis_
 
     from serve_app.errors import AdapterInvalid, NoModelDeployment, NotReady, Overloaded, UnknownAdapter
     from serve_app.models.adapters import AdapterIn
-    from serve_app.models.demo import make_demo_model
     from serve_app.models.paths import ModelPaths
+    from serve_app.models.tiny import make_tiny_model
 
-    demo = make_demo_model(tmp_path / "models")
+    demo = make_tiny_model(tmp_path / "models")
     foreign = demo.adapter_root / "from_the_hub"
     shutil.copytree(demo.adapters["job_22"], foreign)
     config = json.loads((foreign / "adapter_config.json").read_text())

@@ -7,25 +7,25 @@ import asyncio
 import time
 
 from serve_app.cli.database import database_url, prepare_database
-from serve_app.db.pool import connect_admin, create_pool
+from serve_app.cli.train import print_progress, register_adapter
+from serve_app.db.pool import connect_admin
 from serve_app.settings import Settings
 
 
-async def register_demo_model(settings: Settings, url: str, force: bool = False):
-    """Build the demo model if missing (or ``force``) and register its adapters; return the ``DemoModel``."""
-    from serve_app.models.adapters import AdapterRegistry
-    from serve_app.models.demo import make_demo_model
-    from serve_app.models.paths import ModelPaths
+async def register_demo_model(settings: Settings, url: str, force: bool = False, tiny: bool = False):
+    """Build the demo model if missing (or ``force``) and register its adapters; return the ``DemoModel``.
 
-    demo = await asyncio.to_thread(make_demo_model, settings.models_dir, force)
-    paths = ModelPaths.resolve(settings.models_dir)
-    pool = await create_pool(url, settings)
-    try:
-        registry = AdapterRegistry(pool)
-        for name in demo.adapters:
-            await registry.upsert(paths.validate(name, name), name)
-    finally:
-        await pool.close()
+    ``tiny``: the random test model instead (seconds to build; its answers are noise)."""
+    from serve_app.models.demo import make_demo_model
+    from serve_app.models.tiny import make_tiny_model
+
+    if tiny:
+        demo = await asyncio.to_thread(make_tiny_model, settings.models_dir, force)
+    else:
+        print("building the demo model (SmolLM2-135M-Instruct and two trained adapters; minutes on a CPU) …")
+        demo = await asyncio.to_thread(make_demo_model, settings.models_dir, force, None, print_progress)
+    for name in demo.adapters:
+        await register_adapter(settings, url, name)
     return demo
 
 
@@ -37,7 +37,7 @@ async def _make_demo_model(settings: Settings, args: argparse.Namespace) -> int:
             await prepare_database(conn)
         finally:
             await conn.close()
-        demo = await register_demo_model(settings, url, args.force)
+        demo = await register_demo_model(settings, url, args.force, args.tiny)
     print(
         f"demo base model: {demo.base}\nadapters: {', '.join(demo.adapters)} under {demo.adapter_root} "
         f"(registered); {time.perf_counter() - started:.1f}s"
@@ -48,7 +48,8 @@ async def _make_demo_model(settings: Settings, args: argparse.Namespace) -> int:
 def add_commands(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
         "make-demo-model",
-        help="build a tiny local base model and the job_22/job_23 LoRA adapters, and register them",
+        help="build the demo base model (SmolLM2-135M-Instruct), train the job_22/job_23 adapters, register them",
     )
     demo.add_argument("--force", action="store_true", help="rebuild even if present")
+    demo.add_argument("--tiny", action="store_true", help="a tiny random model instead (fast tests; answers noise)")
     demo.set_defaults(run=_make_demo_model)

