@@ -22,7 +22,7 @@ async def register_demo_model(settings: Settings, url: str, force: bool = False,
     if tiny:
         demo = await asyncio.to_thread(make_tiny_model, settings.models_dir, force)
     else:
-        print("building the demo model (SmolLM2-135M-Instruct and two trained adapters; minutes on a CPU) …")
+        print("demo model: SmolLM2-135M-Instruct and two adapters trained here (built once: minutes on a CPU) …")
         demo = await asyncio.to_thread(make_demo_model, settings.models_dir, force, None, print_progress)
     for name in demo.adapters:
         await register_adapter(settings, url, name)

@@ -34,7 +34,7 @@ class GenerationRequest:
 @dataclass(frozen=True)
 class GenerationResult:
     text: str
-    token_ids: tuple[int, ...]
+    token_ids: tuple[int, ...]  # the generated tokens, end-of-sequence excluded (every engine alike)
     adapter: str | None
     finished: bool  # False when max_new_tokens cut the output short
 

@@ -149,9 +149,12 @@ class VLLMEngine:
         ):
             final = output
         completion = final.outputs[0]
+        token_ids = tuple(completion.token_ids)
+        if completion.finish_reason == "stop" and completion.stop_reason is None and token_ids:
+            token_ids = token_ids[:-1]  # stopped by end-of-sequence, which vLLM returns; the contract omits it
         return GenerationResult(
             text=completion.text,
-            token_ids=tuple(completion.token_ids),
+            token_ids=token_ids,
             adapter=request.adapter,
             finished=completion.finish_reason == "stop",
         )
