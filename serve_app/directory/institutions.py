@@ -98,6 +98,7 @@ def registered_english_names() -> dict[str, str]:
     text = (resources.files("serve_app") / "data" / "nfra_institutions.csv").read_text(encoding="utf-8")
     names: dict[str, str] = {}
     for row in csv.DictReader(io.StringIO(text)):
-        if row["type"] in BANK_TYPES and row["name_en"]:
-            names.setdefault(canonical_bank_name(row["name"]), row["name_en"].strip())
+        english = (row["name_en"] or "").strip()
+        if row["type"] in BANK_TYPES and english.isascii() and any(c.isalpha() for c in english):  # not "无"
+            names.setdefault(canonical_bank_name(row["name"]), english)
     return names
