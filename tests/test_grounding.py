@@ -1,7 +1,7 @@
 """Combining the model's reading with the rules': only grounded fields are used, by the stated rules.
 
 The model answers here are fakes (JSON written by hand, and a fake model reader that always answers the
-same wrong thing), named as such; the vocabulary and the gazetteer are the real, shipped ones.
+same wrong thing), named as such; the rules extractor, its vocabulary and the gazetteer are the real ones.
 """
 
 from __future__ import annotations
@@ -33,66 +33,66 @@ def fake_answer(**fields) -> ModelAnswer:
     return parse_answer(json.dumps(fields, ensure_ascii=False))
 
 
-def test_a_tighter_grounded_branch_from_the_model_is_used(rules, vocabulary) -> None:
+def test_a_tighter_grounded_branch_from_the_model_is_used(rules) -> None:
     query = normalize("我要给华夏银行江油西山支行转账，行号多少")
     read = rules.extract(query)
     assert read.entities.branch == "江油西山支行转账"  # the rules swept a neighbouring word in
-    outcome = combine(read, query, fake_answer(bank="华夏银行", branch="西山支行"), "job_22", vocabulary)
+    outcome = combine(read, query, fake_answer(bank="华夏银行", branch="西山支行"), "job_22", rules)
     assert (outcome.source, outcome.entities.branch) == ("model", "西山支行")
     assert outcome.entities_source["branch"] == "model" and outcome.entities_source["bank"] == "both"
     assert (outcome.entities.bank, outcome.entities.bank_code, outcome.entities.city) == ("华夏银行", "304", "绵阳市")
 
 
-def test_a_wrong_model_never_overrides_a_grounded_rules_field(rules, vocabulary) -> None:
+def test_a_wrong_model_never_overrides_a_grounded_rules_field(rules) -> None:
     query = normalize("华夏银行江油西山支行")
     read = rules.extract(query)
     wrong = fake_answer(bank="中国银行", province="北京市", city="北京市", district="朝阳区", branch="东山支行")
-    outcome = combine(read, query, wrong, "job_22", vocabulary)
+    outcome = combine(read, query, wrong, "job_22", rules)
     assert outcome.entities == read.entities and outcome.source == "rules"
     assert set(outcome.model_overruled) == {"bank", "province", "city", "district", "branch"}
     assert outcome.model_overruled["bank"] == "the query does not name this bank"
     assert outcome.model_overruled["branch"] == "the query does not contain this branch name"
 
 
-def test_a_grounded_disagreement_keeps_the_rules_reading_and_says_so(rules, vocabulary) -> None:
+def test_a_grounded_disagreement_keeps_the_rules_reading_and_says_so(rules) -> None:
     query = normalize("华夏银行绵阳江油西山支行")
     read = rules.extract(query)
     assert read.entities.city == "绵阳市"
     # 江油 is in the query too, but the rules' literal reading of the city stands.
-    outcome = combine(read, query, fake_answer(bank="华夏银行", city="江油市"), "job_22", vocabulary)
+    outcome = combine(read, query, fake_answer(bank="华夏银行", city="江油市"), "job_22", rules)
     assert outcome.entities.city == "绵阳市" and outcome.model_overruled["city"] == "the rules read '绵阳市'"
 
 
-def test_fields_only_the_model_read_are_used_when_grounded(vocabulary) -> None:
+def test_fields_only_the_model_read_are_used_when_grounded(rules) -> None:
     from serve_app.schemas import Entities, Extraction
 
     query = normalize("HUAXIA BANK 江油西山支行")
     nothing = Extraction(entities=Entities(), confidence=0.1, extractor_version=0)
     answer = fake_answer(bank="华夏银行", district="江油市", branch="西山支行")
-    outcome = combine(nothing, query, answer, "job_23", vocabulary)
+    outcome = combine(nothing, query, answer, "job_23", rules)
     assert (outcome.entities.bank, outcome.entities.district, outcome.entities.branch) == (
         "华夏银行",
         "江油市",
         "西山支行",
     )
     assert outcome.entities_source == {"bank": "model", "district": "model", "branch": "model"}
-    invented = combine(nothing, query, fake_answer(bank="华夏银行", city="成都市"), "job_23", vocabulary)
+    invented = combine(nothing, query, fake_answer(bank="华夏银行", city="成都市"), "job_23", rules)
     assert invented.entities.city is None and invented.model_overruled == {"city": "the query does not name this place"}
 
 
-def test_a_district_outside_the_city_is_dropped(vocabulary) -> None:
+def test_a_district_outside_the_city_is_dropped(rules) -> None:
     from serve_app.schemas import Entities, Extraction
 
     query = normalize("华夏银行绵阳市朝阳区支行")
     read = Extraction(entities=Entities(bank="华夏银行", city="绵阳市"), confidence=0.5, extractor_version=0)
-    outcome = combine(read, query, fake_answer(district="朝阳区"), "job_22", vocabulary)
+    outcome = combine(read, query, fake_answer(district="朝阳区"), "job_22", rules)
     assert outcome.entities.district is None and outcome.model_overruled["district"] == "not in 绵阳市"
 
 
-def test_an_invalid_answer_keeps_the_rules_and_says_why(rules, vocabulary) -> None:
+def test_an_invalid_answer_keeps_the_rules_and_says_why(rules) -> None:
     query = normalize("华夏银行江油西山支行")
     read = rules.extract(query)
-    outcome = combine(read, query, parse_answer('{"bank": "华夏'), "job_22", vocabulary)
+    outcome = combine(read, query, parse_answer('{"bank": "华夏'), "job_22", rules)
     assert (outcome.source, outcome.entities, outcome.model) == ("rules", read.entities, "job_22")
     assert "not JSON" in outcome.model_error
 

@@ -10,53 +10,67 @@ field is only ever used when it is *grounded*:
   historical) occurs in the query;
 - ``branch``: its words without the level (支行, 营业部 …) occur in the query.
 
-Each check returns ``None`` when grounded, else the reason it is not (reported to the caller).
+What the query names is found with the rules extractor's own automata, once per query.
 """
 
 from __future__ import annotations
 
-from serve_app.directory.gazetteer import Gazetteer
-from serve_app.extraction.rules import LEVEL_AT_END
-from serve_app.extraction.vocabulary import Vocabulary
+from functools import cached_property
+
+from serve_app.extraction.rules import LEVEL_AT_END, RulesExtractor
 from serve_app.normalize import normalize
 
-PLACE_FIELDS = ("province", "city", "district")
 #: A branch reading shorter than this, once its level is set aside, names nothing by itself.
 MIN_BRANCH_CORE = 2
 
 
-def bank_ungrounded(bank: str, query: str, vocabulary: Vocabulary) -> str | None:
-    if bank not in vocabulary.banks:
-        return "not a bank the directory knows"
-    if any(form in query for form, name in vocabulary.surface_forms.items() if name == bank):
-        return None
-    return "the query does not name this bank"
+class Grounding:
+    """What one normalized query supports. Each check returns ``None`` when ``value`` is grounded, else
+    the reason it is not (reported to the caller)."""
 
+    def __init__(self, query: str, extractor: RulesExtractor):
+        self.query = query
+        self.extractor = extractor
 
-def place_ungrounded(place: str, query: str, gazetteer: Gazetteer) -> str | None:
-    regions = gazetteer.named(place)
-    if not regions:
-        return "not a place the gazetteer knows"
-    if any(name in query for region in regions for name in region.names() if len(name) >= 2):
-        return None
-    return "the query does not name this place"
+    @cached_property
+    def _banks(self) -> set[str]:
+        return self.extractor.banks_named(self.query)
 
+    @cached_property
+    def _regions(self) -> set[tuple[str, str]]:
+        return self.extractor.regions_named(self.query)
 
-def branch_ungrounded(branch: str, query: str) -> str | None:
-    core = normalize(branch)
-    while (level := LEVEL_AT_END.search(core)) is not None and level.start() > 0:
-        core = core[: level.start()]
-    if len(core) < MIN_BRANCH_CORE:
-        return "names no branch"
-    if core not in query:
-        return "the query does not contain this branch name"
-    return None
+    def check(self, field: str, value: str) -> str | None:
+        if field == "bank":
+            return self.bank(value)
+        if field == "branch":
+            return self.branch(value)
+        return self.place(value)
 
+    def bank(self, bank: str) -> str | None:
+        if bank not in self.extractor.vocabulary.banks:
+            return "not a bank the directory knows"
+        return None if bank in self._banks else "the query does not name this bank"
 
-def district_outside_city(district: str, city: str, gazetteer: Gazetteer) -> bool:
-    """True when no region called ``district`` lies in a city called ``city``: the two cannot both hold."""
-    cities = {region.key for region in gazetteer.named(city) if region.level == "city"}
-    if not cities:
-        return False  # a municipality's districts hang from the province: nothing to contradict
-    parents = {gazetteer.parent(region) for region in gazetteer.named(district) if region.level == "district"}
-    return not any(parent is not None and parent.key in cities for parent in parents)
+    def place(self, place: str) -> str | None:
+        regions = self.extractor.gazetteer.named(place)
+        if not regions:
+            return "not a place the gazetteer knows"
+        return None if any(region.key in self._regions for region in regions) else "the query does not name this place"
+
+    def branch(self, branch: str) -> str | None:
+        core = normalize(branch)
+        while (level := LEVEL_AT_END.search(core)) is not None and level.start() > 0:
+            core = core[: level.start()]
+        if len(core) < MIN_BRANCH_CORE:
+            return "names no branch"
+        return None if core in self.query else "the query does not contain this branch name"
+
+    def district_outside_city(self, district: str, city: str) -> bool:
+        """True when no region called ``district`` lies in a city called ``city``: both cannot hold."""
+        gazetteer = self.extractor.gazetteer
+        cities = {region.key for region in gazetteer.named(city) if region.level == "city"}
+        if not cities:
+            return False  # a municipality's districts hang from the province: nothing to contradict
+        parents = {gazetteer.parent(region) for region in gazetteer.named(district) if region.level == "district"}
+        return not any(parent is not None and parent.key in cities for parent in parents)

@@ -5,9 +5,8 @@ Shared by the ``EntityExtractor`` deployment and the offline pipeline, so both d
 
 from __future__ import annotations
 
-from serve_app.directory.gazetteer import Gazetteer
-from serve_app.extraction.grounding import bank_ungrounded, branch_ungrounded, district_outside_city, place_ungrounded
-from serve_app.extraction.vocabulary import Vocabulary
+from serve_app.extraction.grounding import Grounding
+from serve_app.extraction.rules import RulesExtractor
 from serve_app.models.task import MODEL_FIELDS, ModelAnswer
 from serve_app.normalize import normalize
 from serve_app.schemas import Entities, Extraction, ExtractionOutcome
@@ -29,11 +28,12 @@ def rules_outcome(rules: Extraction) -> ExtractionOutcome:
 
 
 def combine(
-    rules: Extraction, query: str, answer: ModelAnswer, adapter: str, vocabulary: Vocabulary
+    rules: Extraction, query: str, answer: ModelAnswer, adapter: str, extractor: RulesExtractor
 ) -> ExtractionOutcome:
     """The rules' reading, corrected field by field by the model's where the model's is grounded.
 
-    ``query`` is the normalized query both read. The stated rules, per field:
+    ``query`` is the normalized query both read, ``extractor`` the rules extractor that read it. The
+    stated rules, per field:
 
     1. The model says nothing, or names something the query does not support (see ``grounding``): the
        rules' value stands; the reason is reported in ``model_overruled``.
@@ -54,7 +54,7 @@ def combine(
     chosen = dict(read_by_rules)
     sources: dict[str, str] = {}
     overruled: dict[str, str] = {}
-    gazetteer = Gazetteer.default()
+    grounding = Grounding(query, extractor)
     for field in MODEL_FIELDS:
         ours, theirs = read_by_rules[field], read_by_model[field]
         if ours is not None:
@@ -64,7 +64,7 @@ def combine(
         if theirs == ours:
             sources[field] = "both"
             continue
-        reason = _ungrounded(field, theirs, query, vocabulary, gazetteer)
+        reason = grounding.check(field, theirs)
         if reason is None and ours is not None and not (field == "branch" and normalize(theirs) in normalize(ours)):
             reason = f"the rules read {ours!r}"
         if reason is not None:
@@ -73,14 +73,14 @@ def combine(
         chosen[field] = theirs
         sources[field] = "model"
     city, district = chosen["city"], chosen["district"]
-    if sources.get("district") == "model" and city and district_outside_city(district, city, gazetteer):
+    if sources.get("district") == "model" and city and grounding.district_outside_city(district, city):
         chosen["district"] = read_by_rules["district"]
         overruled["district"] = f"not in {city}"
         if chosen["district"] is None:
             del sources["district"]
         else:
             sources["district"] = "rules"
-    bank = vocabulary.banks.get(chosen["bank"] or "")
+    bank = extractor.vocabulary.banks.get(chosen["bank"] or "")
     chosen["bank_code"] = bank.category_code if bank else None
     entities = Entities(**chosen)
     changed = entities != rules.entities
@@ -92,11 +92,3 @@ def combine(
             "model_overruled": overruled or None,
         }
     )
-
-
-def _ungrounded(field: str, value: str, query: str, vocabulary: Vocabulary, gazetteer: Gazetteer) -> str | None:
-    if field == "bank":
-        return bank_ungrounded(value, query, vocabulary)
-    if field == "branch":
-        return branch_ungrounded(value, query)
-    return place_ungrounded(value, query, gazetteer)

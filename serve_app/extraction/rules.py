@@ -96,6 +96,14 @@ class RulesExtractor:
             extractor_version=EXTRACTOR_VERSION,
         )
 
+    def banks_named(self, text: str) -> set[str]:
+        """Every bank one of whose surface forms occurs anywhere in ``text``, with no reading rules applied."""
+        return {bank for _, (_, bank) in self._banks.iter(text)}
+
+    def regions_named(self, text: str) -> set[tuple[str, str]]:
+        """The keys of every region one of whose names occurs anywhere in ``text``."""
+        return {region.key for _, (_, regions) in self._places.iter(text) for region in regions}
+
     def _match_bank(self, text: str) -> tuple[str | None, int, int, str | None]:
         """The bank the text names first: (bank, start, end, another bank the text also names by a full form).
 

@@ -124,6 +124,8 @@ class ExtractionService:
         if adapter is not None and self.read_with_model is None:
             raise NoModelDeployment(f"adapter {adapter!r} was asked for, but this application runs without a model")
         await self.follow(data_version)
+        extractor = self.extractor  # the one that reads this query, even if a reload lands meanwhile
+        assert extractor is not None, "start() reads the vocabulary"
         rules = await self.rules(normalized)
         tunables = self.tunables
         asked = adapter_to_ask(adapter, rules, tunables.model_fallback_threshold, tunables.default_adapter)
@@ -131,7 +133,7 @@ class ExtractionService:
             self.observer.on_extraction("rules", "not_asked")
             return rules_outcome(rules)
         answer = await self.read_with_model(normalized, asked)
-        outcome = combine(rules, normalized, answer, parse_adapter_ref(asked)[0], self.vocabulary)
+        outcome = combine(rules, normalized, answer, parse_adapter_ref(asked)[0], extractor)
         self.observer.on_extraction(outcome.source, "valid" if answer.valid else "invalid")
         return outcome
 
