@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -129,6 +129,18 @@ class QueryRequest(BaseModel):
         return value or None
 
 
+#: How the model's reading was used, when an adapter was asked: the same fields in the extraction step's
+#: outcome and in the answer.
+EntitiesSource = Annotated[
+    dict[str, Literal["rules", "model", "both"]] | None,
+    Field(description="Where each field of ``entities`` came from, when the model was asked."),
+]
+ModelOverruled = Annotated[
+    dict[str, str] | None, Field(description="Fields of the model's reading that were not used, and why.")
+]
+ModelError = Annotated[str | None, Field(description="Why the model's answer was not used at all (invalid output).")]
+
+
 class QueryResult(BaseModel):
     """The answer to one query (``POST /api/v1/query`` and ``serve-app query --json``).
 
@@ -147,13 +159,9 @@ class QueryResult(BaseModel):
     matches: list[Match]
     source: Literal["cache", "rules", "model"]
     model: str | None = Field(default=None, description="The adapter asked, if any.")
-    entities_source: dict[str, Literal["rules", "model", "both"]] | None = Field(
-        default=None, description="Where each field of ``entities`` came from, when the model was asked."
-    )
-    model_overruled: dict[str, str] | None = Field(
-        default=None, description="Fields of the model's reading that were not used, and why."
-    )
-    model_error: str | None = Field(default=None, description="Why the model's answer was not used at all.")
+    entities_source: EntitiesSource = None
+    model_overruled: ModelOverruled = None
+    model_error: ModelError = None
     timings_ms: dict[str, float]
 
 
@@ -166,11 +174,7 @@ class ExtractionOutcome(BaseModel):
     source: Literal["rules", "model"]
     model: str | None = None
     confidence: float
-    model_error: str | None = Field(default=None, description="Why the model's answer was not used.")
-    entities_source: dict[str, Literal["rules", "model", "both"]] | None = Field(
-        default=None, description="Where each field read came from, when the model was asked."
-    )
-    model_overruled: dict[str, str] | None = Field(
-        default=None, description="Fields of the model's reading that were not used, and why."
-    )
+    model_error: ModelError = None
+    entities_source: EntitiesSource = None
+    model_overruled: ModelOverruled = None
     other_bank: str | None = Field(default=None, description="A second bank the text names: the bank is uncertain.")

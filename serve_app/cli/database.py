@@ -45,6 +45,18 @@ async def admin_connection(settings: Settings) -> AsyncIterator[asyncpg.Connecti
             await conn.close()
 
 
+@contextlib.asynccontextmanager
+async def prepared_database_url(settings: Settings) -> AsyncIterator[str]:
+    """``database_url``, with pending migrations applied first."""
+    async with database_url(settings) as url:
+        conn = await connect_admin(url)
+        try:
+            await prepare_database(conn)
+        finally:
+            await conn.close()
+        yield url
+
+
 async def prepare_database(conn: asyncpg.Connection) -> list[str]:
     """Apply pending migrations and check the locale; return the migrations applied now."""
     applied = await apply_migrations(conn)

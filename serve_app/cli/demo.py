@@ -6,9 +6,8 @@ import argparse
 import asyncio
 import time
 
-from serve_app.cli.database import database_url, prepare_database
-from serve_app.cli.train import print_progress, register_adapter
-from serve_app.db.pool import connect_admin
+from serve_app.cli.database import prepared_database_url
+from serve_app.cli.train import print_progress, register_adapters
 from serve_app.settings import Settings
 
 
@@ -23,20 +22,14 @@ async def register_demo_model(settings: Settings, url: str, force: bool = False,
         demo = await asyncio.to_thread(make_tiny_model, settings.models_dir, force)
     else:
         print("demo model: SmolLM2-135M-Instruct and two adapters trained here (built once: minutes on a CPU) …")
-        demo = await asyncio.to_thread(make_demo_model, settings.models_dir, force, None, print_progress)
-    for name in demo.adapters:
-        await register_adapter(settings, url, name)
+        demo = await asyncio.to_thread(make_demo_model, settings.models_dir, force, print_progress)
+    await register_adapters(settings, url, list(demo.adapters))
     return demo
 
 
 async def _make_demo_model(settings: Settings, args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    async with database_url(settings) as url:
-        conn = await connect_admin(url)
-        try:
-            await prepare_database(conn)
-        finally:
-            await conn.close()
+    async with prepared_database_url(settings) as url:
         demo = await register_demo_model(settings, url, args.force, args.tiny)
     print(
         f"demo base model: {demo.base}\nadapters: {', '.join(demo.adapters)} under {demo.adapter_root} "

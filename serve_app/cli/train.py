@@ -8,8 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from serve_app.cli.database import database_url, prepare_database
-from serve_app.db.pool import connect_admin, create_pool
+from serve_app.cli.database import prepared_database_url
+from serve_app.db.pool import create_pool
 from serve_app.directory.records import demo_cnaps_path, read_cnaps
 from serve_app.settings import Settings
 
@@ -25,15 +25,17 @@ def print_progress(name: str, progress) -> None:
     )
 
 
-async def register_adapter(settings: Settings, url: str, name: str) -> None:
-    """Register (or re-register) the adapter folder ``<adapter root>/<name>`` against the configured base."""
+async def register_adapters(settings: Settings, url: str, names: list[str]) -> None:
+    """Register (or re-register) each adapter folder ``<adapter root>/<name>`` against the configured base."""
     from serve_app.config import ModelConfig
     from serve_app.models.adapters import AdapterRegistry
 
     paths = ModelConfig().paths(settings.models_dir)
     pool = await create_pool(url, settings)
     try:
-        await AdapterRegistry(pool).upsert(paths.validate(name, name), name)
+        registry = AdapterRegistry(pool)
+        for name in names:
+            await registry.upsert(paths.validate(name, name), name)
     finally:
         await pool.close()
 
@@ -67,13 +69,8 @@ async def _train_adapter(settings: Settings, args: argparse.Namespace) -> int:
         if args.base is not None and args.base != paths.base:
             print("not registered: --base is not the configured base model", file=sys.stderr)
             return 1
-        async with database_url(settings) as url:
-            conn = await connect_admin(url)
-            try:
-                await prepare_database(conn)
-            finally:
-                await conn.close()
-            await register_adapter(settings, url, args.name)
+        async with prepared_database_url(settings) as url:
+            await register_adapters(settings, url, [args.name])
         print(f"registered {args.name}")
     return 0
 

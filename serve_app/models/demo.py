@@ -41,34 +41,42 @@ def mark_built(folder: Path, kind: str) -> None:
     (folder / MARKER).write_text(json.dumps({"kind": kind}))
 
 
-def make_demo_model(
-    models_dir: Path, force: bool = False, steps: int | None = None, on_progress: Callable | None = None
+def build_model_set(
+    models_dir: Path,
+    kind: str,
+    force: bool,
+    build_base: Callable[[Path], object],
+    build_adapter: Callable[[Path, Path, str], object],
 ) -> DemoModel:
+    """The demo's base and adapters under ``models_dir``, built by ``kind``'s builders where missing,
+    made by another builder, or ``force``d (``build_adapter(base, folder, adapter name)``). An adapter is
+    rebuilt whenever its base is; a folder counts as built once its marker is written, after the build."""
+    base = models_dir / DEMO_BASE_DIR
+    adapter_root = models_dir / ADAPTER_DIR
+    rebuilt = force or built_kind(base) != kind
+    if rebuilt:
+        shutil.rmtree(base, ignore_errors=True)
+        build_base(base)
+        mark_built(base, kind)
+    adapters = {}
+    for name in DEMO_ADAPTERS:
+        folder = adapter_root / name
+        if rebuilt or built_kind(folder) != kind:
+            shutil.rmtree(folder, ignore_errors=True)
+            build_adapter(base, folder, name)
+            mark_built(folder, kind)
+        adapters[name] = folder
+    return DemoModel(base=base, adapter_root=adapter_root, adapters=adapters)
+
+
+def make_demo_model(models_dir: Path, force: bool = False, on_progress: Callable | None = None) -> DemoModel:
     """Build the SmolLM2 base and train the demo adapters under ``models_dir`` (skipped where already
     built, unless ``force``); ``on_progress`` receives ``(adapter name, Progress)`` while training."""
     from serve_app.models.smollm2 import build_smollm2_base
     from serve_app.training.run import DEMO_TRAINING, train_for_tenant
 
-    base = models_dir / DEMO_BASE_DIR
-    adapter_root = models_dir / ADAPTER_DIR
-    rebuilt = force or built_kind(base) != KIND
-    if rebuilt:
-        shutil.rmtree(base, ignore_errors=True)
-        build_smollm2_base(base)
-        mark_built(base, KIND)
-    adapters = {}
-    for name, tenant in DEMO_ADAPTERS.items():
-        folder = adapter_root / name
-        if rebuilt or built_kind(folder) != KIND:
-            shutil.rmtree(folder, ignore_errors=True)
-            plan = DEMO_TRAINING if steps is None else DEMO_TRAINING.with_steps(steps)
-            train_for_tenant(base, folder, tenant, plan, on_progress=_named(name, on_progress))
-            mark_built(folder, KIND)
-        adapters[name] = folder
-    return DemoModel(base=base, adapter_root=adapter_root, adapters=adapters)
+    def train(base: Path, folder: Path, name: str) -> None:
+        report = None if on_progress is None else lambda progress: on_progress(name, progress)
+        train_for_tenant(base, folder, DEMO_ADAPTERS[name], DEMO_TRAINING, on_progress=report)
 
-
-def _named(name: str, on_progress: Callable | None) -> Callable | None:
-    if on_progress is None:
-        return None
-    return lambda progress: on_progress(name, progress)
+    return build_model_set(models_dir, KIND, force, build_smollm2_base, train)

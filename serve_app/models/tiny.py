@@ -10,12 +10,10 @@ their answers are noise. The real demo (``serve_app.models.demo``) answers.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from serve_app.directory.records import demo_cnaps_path, read_cnaps
-from serve_app.models.demo import DEMO_ADAPTERS, DemoModel, built_kind, mark_built
-from serve_app.models.paths import ADAPTER_DIR, DEMO_BASE_DIR
+from serve_app.models.demo import DemoModel, build_model_set
 from serve_app.models.task import PROMPT_TEMPLATE
 
 KIND = "tiny"
@@ -104,19 +102,6 @@ def make_tiny_model(models_dir: Path, force: bool = False) -> DemoModel:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
-    base = models_dir / DEMO_BASE_DIR
-    adapter_root = models_dir / ADAPTER_DIR
-    rebuilt = force or built_kind(base) != KIND
-    if rebuilt:
-        shutil.rmtree(base, ignore_errors=True)
-        build_base_model(base)
-        mark_built(base, KIND)
-    adapters = {}
-    for name in DEMO_ADAPTERS:
-        folder = adapter_root / name
-        if rebuilt or built_kind(folder) != KIND:
-            shutil.rmtree(folder, ignore_errors=True)
-            build_adapter(base, folder, SEEDS[name])
-            mark_built(folder, KIND)
-        adapters[name] = folder
-    return DemoModel(base=base, adapter_root=adapter_root, adapters=adapters)
+    return build_model_set(
+        models_dir, KIND, force, build_base_model, lambda base, folder, name: build_adapter(base, folder, SEEDS[name])
+    )

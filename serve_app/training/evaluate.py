@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from serve_app.config import ModelTunables
-from serve_app.models.engine import AdapterSpec, GenerationRequest
+from serve_app.models.adapters import validate_adapter
+from serve_app.models.engine import GenerationRequest
 from serve_app.models.hf_engine import HFEngine
 from serve_app.models.task import build_prompt, parse_answer
 from serve_app.training.examples import ANSWER_FIELDS, Example
@@ -30,8 +31,9 @@ async def evaluate_adapter(
     await engine.start()
     name = None
     if adapter is not None:
-        name = adapter.name
-        await engine.load_adapter(AdapterSpec(name=name, path=adapter, base_model=base.name, rank=0))
+        spec = validate_adapter(adapter.name, adapter.name, adapter.parent, base)  # what registration checks
+        name = spec.name
+        await engine.load_adapter(spec)
     started = time.perf_counter()
     per_style: dict[str, Counter] = {}
     try:

@@ -43,7 +43,7 @@ _ENGLISH_LABELS = ("", "", "BENEFICIARY BANK: ", "PAYEE BANK ", "Bank name: ")
 
 
 def is_training_record(code: str) -> bool:
-    """The half of the directory adapters train on (``benchmarks/eval_verdict.split_of`` calls it "fit")."""
+    """The half of the directory adapters train on and the verdict model is fit on (``eval_verdict``'s "fit")."""
     return zlib.crc32(code.encode()) % 2 == 0
 
 

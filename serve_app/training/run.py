@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from serve_app.directory.records import BranchRecord, demo_cnaps_path, read_cnaps
@@ -28,9 +28,6 @@ class TenantTraining:
     examples: int
     held_out: int
     seed: int = 0
-
-    def with_steps(self, steps: int) -> TenantTraining:
-        return replace(self, training=replace(self.training, steps=steps), examples=steps * self.training.batch_size)
 
 
 #: The demo's budget: a few minutes per adapter on 2 CPU cores.
