@@ -11,6 +11,7 @@ from pathlib import Path
 from serve_app.cli.database import prepared_database_url
 from serve_app.db.pool import create_pool
 from serve_app.directory.records import demo_cnaps_path, read_cnaps
+from serve_app.schemas import ADAPTER_NAME, ADAPTER_NAME_RULE
 from serve_app.settings import Settings
 
 
@@ -42,16 +43,23 @@ async def register_adapters(settings: Settings, url: str, names: list[str]) -> N
 
 async def _train_adapter(settings: Settings, args: argparse.Namespace) -> int:
     from serve_app.config import ModelConfig
-    from serve_app.training.run import TenantTraining, train_for_tenant
+    from serve_app.training.run import REPORT, TenantTraining, train_for_tenant
     from serve_app.training.trainer import TrainingConfig
 
     paths = ModelConfig().paths(settings.models_dir)
     base = args.base or paths.base
+    # Everything that would refuse the result is checked before minutes of training.
+    if not ADAPTER_NAME.fullmatch(args.name):
+        print(f"serve-app train-adapter: invalid name: {ADAPTER_NAME_RULE}", file=sys.stderr)
+        return 2
     if not (base / "config.json").exists():
         print(
             f"serve-app train-adapter: no base model at {base} (serve-app make-demo-model builds one)", file=sys.stderr
         )
         return 1
+    if args.register and base != paths.base:
+        print("serve-app train-adapter: --register needs the configured base model, not --base", file=sys.stderr)
+        return 2
     training = TrainingConfig(
         rank=args.rank, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
         device=args.device, dtype=args.dtype,
@@ -64,11 +72,8 @@ async def _train_adapter(settings: Settings, args: argparse.Namespace) -> int:
         train_for_tenant, base, output, args.tenant, plan, records, lambda p: print_progress(args.name, p)
     )
     print(json.dumps({"held_out": report["held_out"]["overall"], "seconds": report["trained"]["seconds"]}))
-    print(f"adapter written to {output} (report: {output / 'training_report.json'})")
+    print(f"adapter written to {output} (report: {output / REPORT})")
     if args.register:
-        if args.base is not None and args.base != paths.base:
-            print("not registered: --base is not the configured base model", file=sys.stderr)
-            return 1
         async with prepared_database_url(settings) as url:
             await register_adapters(settings, url, [args.name])
         print(f"registered {args.name}")
