@@ -29,8 +29,11 @@ def make_engine(config: ModelConfig, paths: ModelPaths) -> Engine:
     if config.engine == "vllm":
         from serve_app.models.vllm_engine import VLLMEngine
 
+        options = config.vllm
         return VLLMEngine(paths.base, max_adapters=config.max_adapters_per_replica, dtype=config.dtype,
-                          memory_utilization=config.vllm_memory_utilization)  # fmt: skip
+                          max_lora_rank=options.max_lora_rank, max_model_len=options.max_model_len,
+                          enforce_eager=options.enforce_eager, structured_json=options.structured_json,
+                          memory_utilization=options.memory_utilization)  # fmt: skip
     from serve_app.models.hf_engine import HFEngine
 
     return HFEngine(paths.base, device=config.device, dtype=config.dtype)

@@ -126,6 +126,20 @@ class ModelTunables(_Strict):
     max_new_tokens: int = Field(default=96, ge=1, le=512)
 
 
+class VLLMOptions(_Strict):
+    """VLLMEngine's engine arguments (HFEngine ignores them)."""
+
+    memory_utilization: float = Field(
+        default=0.9, gt=0, le=1, description="Share of GPU memory (on CPU: of host memory) vLLM reserves."
+    )
+    max_lora_rank: int = Field(default=16, ge=1, description="Largest adapter rank it can load; sizes LoRA buffers.")
+    max_model_len: int = Field(default=512, ge=64, description="Prompt plus answer tokens per sequence.")
+    enforce_eager: bool = Field(
+        default=True, description="No CUDA graphs: faster start and less memory, slower decoding on GPU."
+    )
+    structured_json: bool = Field(default=True, description="Constrain the output to the entity JSON schema.")
+
+
 class ModelConfig(_Strict):
     engine: Literal["hf", "vllm"] = "hf"
     model_path: Path | None = Field(default=None, description="Base model folder; default: the demo model.")
@@ -135,7 +149,7 @@ class ModelConfig(_Strict):
     dtype: str = "float32"
     max_adapters_per_replica: int = Field(default=4, ge=1)
     preload_adapters: list[str] = Field(default_factory=list)
-    vllm_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    vllm: VLLMOptions = VLLMOptions()
     resources: Resources = Resources(max_ongoing_requests=32, max_queued_requests=64)
     tunables: ModelTunables = ModelTunables()
 

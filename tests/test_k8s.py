@@ -47,6 +47,22 @@ def test_serve_configs_are_valid_for_serve_and_for_the_app(config: str) -> None:
     assert {d["name"] for d in app["deployments"]} == {"Ingress", "EntityExtractor", "ModelServer"}
 
 
+def test_the_gpu_configs_vllm_options_reach_the_engine(tmp_path: Path) -> None:
+    from deployments.model_server import make_engine
+
+    [app] = yaml.safe_load((ROOT / "configs" / "gpu.yaml").read_text())["applications"]
+    config = AppConfig.model_validate(app["args"]).model
+    assert config is not None
+    engine = make_engine(config, config.paths(tmp_path))  # constructing it starts nothing
+    options = app["args"]["model"]["vllm"]
+    arguments = engine._engine_kwargs  # what AsyncEngineArgs receives
+    assert arguments["enforce_eager"] is options["enforce_eager"] is False
+    assert arguments["max_lora_rank"] == options["max_lora_rank"]
+    assert arguments["max_model_len"] == options["max_model_len"]
+    assert arguments["gpu_memory_utilization"] == options["memory_utilization"]
+    assert arguments["dtype"] == "bfloat16"
+
+
 def test_rendered_rayservice_has_no_drift_and_carries_the_gpu_config() -> None:
     render = _render_module()
     assert (K8S / "rayservice.yaml").read_text() == render.render(), "run python scripts/render_rayservice.py"
