@@ -13,14 +13,15 @@ from functools import lru_cache
 import opencc
 
 #: Bumped whenever normalization changes output: cached results and ``search_name`` depend on it.
-NORMALIZER_VERSION = 1
+NORMALIZER_VERSION = 2
 
 #: Company forms that official names carry and people leave out. Longest first.
 COMPANY_FORMS = ("股份有限公司", "有限责任公司", "股份公司", "有限公司")
 
-#: English boilerplate printed on statements before the Chinese name.
+#: English boilerplate printed on statements before the Chinese name: the central bank's name. Never a
+#: commercial bank's English name (AGRICULTURAL BANK OF CHINA LIMITED names the bank).
 _ENGLISH_BOILERPLATE = re.compile(
-    r"THE\s+PEOPLE'?S\s+BANK\s+OF\s+CHINA|PEOPLE'?S\s+BANK\s+OF\s+CHINA|BANK\s+OF\s+CHINA\s+LIMITED",
+    r"(THE\s+)?PEOPLE'?S\s+BANK\s+OF\s+CHINA",
     re.IGNORECASE,
 )
 #: Annotations in brackets that are not part of the name: （不对外营业）, (原XX支行).

@@ -52,6 +52,14 @@ def read(extractor: RulesExtractor, text: str) -> dict:
         ("农业银行通州支行", {"bank": "中国农业银行", "bank_code": "103", "branch": "通州支行"}),
         # A street named after a city is a street.
         ("建行中山路支行", {"bank": "中国建设银行", "bank_code": "105", "branch": "中山路支行"}),
+        # Registered English names: the whole name is the bank, its CO.,LTD. not the branch's.
+        ("AGRICULTURAL BANK OF CHINA LIMITED 通州支行",
+         {"bank": "中国农业银行", "bank_code": "103", "branch": "通州支行"}),
+        ("RECEIVER: HUA XIA BANK CO.,Limited 江油西山支行",
+         {"bank": "华夏银行", "bank_code": "304", "province": "四川省", "city": "绵阳市", "district": "江油市",
+          "branch": "江油西山支行"}),
+        # The bank in English and again in Chinese is one mention.
+        ("BANK OF CHINA LIMITED 中国银行通州支行", {"bank": "中国银行", "bank_code": "104", "branch": "通州支行"}),
     ],
 )  # fmt: skip
 def test_reads_real_inputs(extractor: RulesExtractor, text: str, expected: dict) -> None:

@@ -22,7 +22,7 @@ from serve_app.extraction.vocabulary import Vocabulary, is_strong_form
 from serve_app.schemas import Entities, Extraction
 
 #: Bumped whenever extraction output may change for the same input: cached extractions depend on it.
-EXTRACTOR_VERSION = 4
+EXTRACTOR_VERSION = 5
 
 #: Branch levels, longest first, matched at the end of the branch keyword.
 LEVELS = ("分行营业部", "营业部", "营业室", "分理处", "储蓄所", "营业所", "信用分社", "信用社", "支行", "分行", "总行")
@@ -35,6 +35,11 @@ _NAMED_AFTER_HOME = frozenset({"313", "314", "317", "320", "402"})
 #: Rural classes that do not branch out of their region (city banks do: 北京银行成都分行).
 _CONFINED_TO_HOME = frozenset({"314", "317", "320", "402"})
 _MIN_PLACE_NAME = 2
+#: Latin letters and punctuation between an English bank name and the Chinese branch words: the rest of
+#: the registered name (CO.,LTD., LIMITED) or a separator. Not part of the branch keyword.
+_LATIN_RUN = r"[A-Z.,&/\-:;'()]"
+_LATIN_BEFORE_CHINESE = re.compile(rf"^{_LATIN_RUN}+(?=[\u4e00-\u9fff])")
+_LATIN_ONLY = re.compile(rf"{_LATIN_RUN}*")
 #: Place names considered per query. Real queries name two or three; resolution compares every pair, so
 #: this bound keeps arbitrary input (100k characters of place names) linear.
 _MAX_PLACE_MATCHES = 8
@@ -72,7 +77,7 @@ class RulesExtractor:
         """Entities of a *normalized* query (see ``serve_app.normalize``). Never raises."""
         bank, start, end, other_bank = self._match_bank(text)
         before, after = (text[:start], text[end:]) if bank else ("", text)
-        after = strip_question(after)
+        after = strip_question(_LATIN_BEFORE_CHINESE.sub("", after))
         places = (self._match_places(after) + self._match_places(before))[:_MAX_PLACE_MATCHES]
         if not places and bank and self.vocabulary.banks[bank].category_code in _NAMED_AFTER_HOME:
             places = self._match_places(bank)
@@ -126,6 +131,9 @@ class RulesExtractor:
         found.sort(key=lambda m: (m[0], -(m[1] - m[0])))
         chosen = [m for m in found if m[2] != CENTRAL_BANK] or found
         start, end, bank, _ = chosen[0]
+        for s, e, b, strong in chosen[1:]:  # the bank written twice, in English then in Chinese: one mention
+            if b == bank and strong and s >= end and _LATIN_ONLY.fullmatch(text[end:s]):
+                end = e
         others = {b for s, e, b, strong in chosen if strong and b != bank and (s >= end or e <= start)}
         return bank, start, end, min(others) if others else None
 
