@@ -5,8 +5,9 @@ For each engine (HFEngine, VLLMEngine):
 - ``resident``: base and adapters loaded once, one request at a time;
 - ``batched``: resident, requests mixed across base / job_22 / job_23 in batches of ``--batch``.
 
-Uses the demo model (built in a temporary folder) unless ``--model`` names a Hugging Face model folder
-with ``--adapter NAME=PATH`` adapters. Prints a table and writes JSON.
+Uses the demo model (SmolLM2-135M and the adapters trained for it, built once under the models folder)
+unless ``--model`` names a Hugging Face model folder with ``--adapter NAME=PATH`` adapters, or ``--tiny``
+asks for the tiny random test model. Prints a table and writes JSON.
 
     python benchmarks/engine.py [--requests 24] [--batch 24] [--new-tokens 32] [--engines hf,vllm]
 """
@@ -24,11 +25,13 @@ from pathlib import Path
 
 from serve_app.directory.records import demo_cnaps_path, read_cnaps
 from serve_app.models.adapters import validate_adapter
+from serve_app.models.demo import make_demo_model
 from serve_app.models.engine import GenerationRequest
 from serve_app.models.hf_engine import HFEngine
 from serve_app.models.task import build_prompt
 from serve_app.models.tiny import make_tiny_model
 from serve_app.normalize import normalize
+from serve_app.settings import Settings
 
 
 def make_engine(kind: str, base: Path, args: argparse.Namespace):
@@ -107,16 +110,15 @@ def adapter_specs(args: argparse.Namespace, tmp: Path) -> tuple[Path, dict]:
         return args.model, {
             name: validate_adapter(name, Path(path).resolve(), Path("/"), args.model) for name, path in pairs.items()
         }
-    demo = make_tiny_model(tmp)
-    return demo.base, {
-        name: validate_adapter(name, name, demo.base.parent / "adapters", demo.base) for name in demo.adapters
-    }
+    demo = make_tiny_model(tmp) if args.tiny else make_demo_model(Settings().models_dir)
+    return demo.base, {name: validate_adapter(name, name, demo.adapter_root, demo.base) for name in demo.adapters}
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", default="hf,vllm")
     parser.add_argument("--model", type=Path, help="a Hugging Face model folder (default: the demo model)")
+    parser.add_argument("--tiny", action="store_true", help="the tiny random test model instead of the demo")
     parser.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH")
     parser.add_argument("--requests", type=int, default=24)
     parser.add_argument("--reload-requests", type=int, default=3)

@@ -55,9 +55,13 @@ def split_of(code: str) -> str:
     return "fit" if is_training_record(code) else "eval"
 
 
-def make_cases(records: list[dict], split: str, per_type: int, absent_share: float, seed: int) -> list[dict]:
+def make_cases(
+    records: list[dict], split: str, per_type: int, absent_share: float, seed: int, operators: tuple | None = None
+) -> list[dict]:
+    """``per_type`` cases per operator (default: ``verdict_operators(split)``) over ``split``'s records; a
+    case is marked for deletion (an absent branch) with probability ``absent_share``."""
     rng = random.Random(f"{seed}:{split}")
-    operators = verdict_operators(split)
+    operators = operators or verdict_operators(split)
     index = build_index(records, operators)
     pool = [r for r in records if split_of(r["code"]) == split]
     cases = []
@@ -82,6 +86,17 @@ def make_cases(records: list[dict], split: str, per_type: int, absent_share: flo
             if produced == per_type:
                 break
     return cases
+
+
+async def remove_absent(conn, cases: list[dict]) -> set[str]:
+    """Delete the records of the cases marked for deletion from the scratch directory; set each case's
+    ``truth`` (its right answers that remain). Returns the deleted codes."""
+    deleted = {case["gold"]["code"] for case in cases if case["delete"]}
+    await conn.execute("DELETE FROM branches WHERE code = ANY($1::text[])", sorted(deleted))
+    await conn.execute("ANALYZE branches")
+    for case in cases:
+        case["truth"] = case["right"] - deleted
+    return deleted
 
 
 def unknown_bank_cases(directory_banks: set[str], count: int, seed: int) -> list[dict]:
@@ -150,13 +165,9 @@ async def evaluate(per_type: int, absent_share: float, seed: int, fit: bool, unk
         conn = await connect_admin(url)
         cases = make_cases(records, "fit", per_type, absent_share, seed)
         cases += make_cases(records, "eval", per_type, absent_share, seed)
-        deleted = {case["gold"]["code"] for case in cases if case["delete"]}
-        await conn.execute("DELETE FROM branches WHERE code = ANY($1::text[])", sorted(deleted))
-        await conn.execute("ANALYZE branches")
+        deleted = await remove_absent(conn, cases)
         remaining_banks = {r["bank_name"] for r in await conn.fetch("SELECT DISTINCT bank_name FROM branches")}
         await conn.close()
-        for case in cases:
-            case["truth"] = case["right"] - deleted
         pool = await create_pool(url)
         pipeline = await build_pipeline(pool)
         fitted = await _fit(pipeline, [c for c in cases if c["split"] == "fit"]) if fit else None

@@ -17,6 +17,7 @@ import opencc
 
 from serve_app.directory.banks import ALIASES
 from serve_app.directory.gazetteer import Gazetteer, stem
+from serve_app.directory.institutions import registered_english_names
 from serve_app.normalize import normalize
 
 Record = dict  # code, name, bank_name, search_name, branch, province, city, district
@@ -217,3 +218,28 @@ def verdict_operators(split: str) -> tuple[Operator, ...]:
         Operator("natural_question", natural_question(split), _bank_and_branch),
         Operator("statement_line", statement_line),
     )
+
+
+# --- operator added for the model evaluation (benchmarks/eval_model.py) ----------------------------------
+
+#: Cross-border statements naming the bank by its registered English name. Written differently from the
+#: adapters' training style (``serve_app.training.examples``): other labels, other casing, other order.
+_ENGLISH_LINES = (
+    "RECEIVER: {english} {branch}",
+    "Beneficiary's bank - {english}, {branch}",
+    "{branch} ({english})",
+    "A/C WITH {english} / {branch}",
+)
+
+
+def english_line(record: Record, rng: random.Random) -> str | None:
+    english = registered_english_names().get(record["bank_name"])
+    if english is None:
+        return None
+    english = rng.choice((english, english.lower(), english.title()))
+    return rng.choice(_ENGLISH_LINES).format(english=english, branch=record["branch"])
+
+
+def model_operators() -> tuple[Operator, ...]:
+    """The verdict evaluation's operators (eval-split questions) plus English lines."""
+    return (*verdict_operators("eval"), Operator("english_line", english_line, _bank_and_branch))

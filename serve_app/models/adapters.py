@@ -200,7 +200,7 @@ class AdapterRegistry:
         try:
             row = await self.pool.fetchrow(
                 f"""INSERT INTO adapters (name, base_model, path, rank) VALUES ($1, $2, $3, $4)
-                   RETURNING {_COLUMNS}""",  # noqa: S608 - a constant column list  # noqa: S608 - a constant column list
+                   RETURNING {_COLUMNS}""",  # noqa: S608 - a constant column list
                 spec.name,
                 spec.base_model,
                 relative_path,
