@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from serve_app.cli import main
 from serve_app.embedded import EmbeddedRedis
 from serve_app.extraction.rules import EXTRACTOR_VERSION
+from serve_app.normalize import NORMALIZER_VERSION
 from serve_app.pipeline import build_pipeline
 from serve_app.redis_client import create_redis
 from serve_app.schemas import MAX_QUERY_CHARS, QueryRequest
@@ -61,7 +62,7 @@ async def test_extraction_cache_is_shared_and_versioned(sample_pool, embedded_re
         assert second.extraction.cache.hits == 1
         assert result.matches[0].code == SEED_CODE
         key = first.extraction.cache.key("华夏银行江油西山支行")
-        assert ":n1:" in key and f":x{EXTRACTOR_VERSION}:" in key and ":d" in key
+        assert f":n{NORMALIZER_VERSION}:" in key and f":x{EXTRACTOR_VERSION}:" in key and ":d" in key
         assert await first_client.ttl(key) > 0
     finally:
         await first_client.aclose()
