@@ -60,6 +60,12 @@ def read(extractor: RulesExtractor, text: str) -> dict:
           "branch": "江油西山支行"}),
         # The bank in English and again in Chinese is one mention.
         ("BANK OF CHINA LIMITED 中国银行通州支行", {"bank": "中国银行", "bank_code": "104", "branch": "通州支行"}),
+        # The branch first, the bank after it in English: the branch is the words before the bank.
+        ("常熟市莫城支行 (Postal Savings Bank Of China Co., Ltd.)",
+         {"bank": "中国邮政储蓄银行", "bank_code": "403", "province": "江苏省", "city": "苏州市", "district": "常熟市",
+          "branch": "常熟市莫城支行"}),
+        # A label before the bank is no branch.
+        ("开户行: HUA XIA BANK CO.,Limited", {"bank": "华夏银行", "bank_code": "304"}),
     ],
 )  # fmt: skip
 def test_reads_real_inputs(extractor: RulesExtractor, text: str, expected: dict) -> None:

@@ -22,7 +22,7 @@ from serve_app.extraction.vocabulary import Vocabulary, is_strong_form
 from serve_app.schemas import Entities, Extraction
 
 #: Bumped whenever extraction output may change for the same input: cached extractions depend on it.
-EXTRACTOR_VERSION = 5
+EXTRACTOR_VERSION = 6
 
 #: Branch levels, longest first, matched at the end of the branch keyword.
 LEVELS = ("分行营业部", "营业部", "营业室", "分理处", "储蓄所", "营业所", "信用分社", "信用社", "支行", "分行", "总行")
@@ -40,6 +40,10 @@ _MIN_PLACE_NAME = 2
 _LATIN_RUN = r"[A-Z.,&/\-:;'()]"
 _LATIN_BEFORE_CHINESE = re.compile(rf"^{_LATIN_RUN}+(?=[\u4e00-\u9fff])")
 _LATIN_ONLY = re.compile(rf"{_LATIN_RUN}*")
+_HAN = re.compile(r"[\u4e00-\u9fff]")
+#: The Latin run or punctuation that ends the branch words when the bank is named after them:
+#: 常熟市莫城支行(POSTAL SAVINGS BANK OF CHINA …) → 常熟市莫城支行.
+_LATIN_AT_END = re.compile(rf"{_LATIN_RUN}+$")
 #: Place names considered per query. Real queries name two or three; resolution compares every pair, so
 #: this bound keeps arbitrary input (100k characters of place names) linear.
 _MAX_PLACE_MATCHES = 8
@@ -78,11 +82,16 @@ class RulesExtractor:
         bank, start, end, other_bank = self._match_bank(text)
         before, after = (text[:start], text[end:]) if bank else ("", text)
         after = strip_question(_LATIN_BEFORE_CHINESE.sub("", after))
+        if not _HAN.search(after) and LEVEL_AT_END.search(leading := _LATIN_AT_END.sub("", before)):
+            # The bank is named after the branch, as cross-border lines do: 莫城支行(POSTAL … LTD.). Only a
+            # text ending in a branch level counts, so a label (开户行: HUA XIA BANK) is never a branch.
+            before, after = "", strip_question(leading)
         places = (self._match_places(after) + self._match_places(before))[:_MAX_PLACE_MATCHES]
         if not places and bank and self.vocabulary.banks[bank].category_code in _NAMED_AFTER_HOME:
             places = self._match_places(bank)
         province, city, district = self._resolve_places(places, bank)
-        branch = after or None
+        # Latin alone (the rest of an English name, a romanised branch) matches no name in the directory.
+        branch = after if _HAN.search(after) else None
         level_match = LEVEL_AT_END.search(after)
         entities = Entities(
             bank=bank,
