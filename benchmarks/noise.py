@@ -240,6 +240,30 @@ def english_line(record: Record, rng: random.Random) -> str | None:
     return rng.choice(_ENGLISH_LINES).format(english=english, branch=record["branch"])
 
 
+#: Requests as staff type them into a chat or a ticket. Written after the rules' question words
+#: (``serve_app/extraction/question.py``) and the adapters' training phrasings, and kept apart from both:
+#: neither may be changed to fit these, or this stops measuring text nobody tuned for.
+_UNSEEN_QUESTIONS = (
+    "转账到{bank}{branch}，开户行行号要填什么",
+    "{bank}{branch}这个网点的行号发我一下",
+    "客户开户行是{bank}{branch}，帮忙核对下行号",
+    "{bank}{branch}对公账户的行号",
+    "请提供{bank}{branch}的清算行号，谢谢",
+    "{bank}{branch}网点行号多少啊",
+)
+
+
+def unseen_question(record: Record, rng: random.Random) -> str | None:
+    if not _LEVEL.search(record["branch"]):
+        return None  # the bank's head office: no branch to ask about
+    return rng.choice(_UNSEEN_QUESTIONS).format(bank=record["bank_name"], branch=record["branch"])
+
+
 def model_operators() -> tuple[Operator, ...]:
-    """The verdict evaluation's operators (eval-split questions) plus English lines."""
-    return (*verdict_operators("eval"), Operator("english_line", english_line, _bank_and_branch))
+    """The verdict evaluation's operators (eval-split questions) plus English lines and questions phrased
+    as neither the rules nor the adapters were written for."""
+    return (
+        *verdict_operators("eval"),
+        Operator("english_line", english_line, _bank_and_branch),
+        Operator("unseen_question", unseen_question, _bank_and_branch),
+    )
