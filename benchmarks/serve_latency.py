@@ -98,8 +98,9 @@ def deploy(port: int) -> None:
 
 async def prepare(home: Path) -> tuple[EmbeddedPostgres, EmbeddedRedis]:
     postgres, redis = EmbeddedPostgres(home / "postgres"), EmbeddedRedis(home / "valkey")
+    # SERVE_APP_HOME stays the user's: the demo model under it is built once (training takes minutes)
+    # and reused; the databases are this run's own.
     os.environ.update(
-        SERVE_APP_HOME=str(home),
         SERVE_APP_DATABASE_URL=postgres.start(),
         SERVE_APP_REDIS_URL=redis.start(),
         RAY_AUTH_MODE="disabled",
