@@ -54,6 +54,26 @@ def test_a_wrong_model_never_overrides_a_grounded_rules_field(rules) -> None:
     assert outcome.model_overruled["branch"] == "the query does not contain this branch name"
 
 
+@pytest.mark.parametrize(
+    ("text", "model_branch", "reason"),
+    [
+        # Only the model read a branch, and it is the bank's own name.
+        ("山东五莲农村商业银行股份有限公司", "山东五莲农村商业银行", "names the bank, not a branch"),
+        # A bare level inside the rules' reading is no tighter reading of it.
+        ("北京新街口支行 (Industrial And Commercial Bank Of China Limited)", "支行", "names no branch"),
+        # Words inside the rules' reading that end in no level are no branch either.
+        ("请提供青龙满族自治县农村信用联社娄杖子信用社的清算行号，谢谢", "谢谢", "the rules read"),
+    ],
+)
+def test_a_model_branch_that_names_no_branch_is_not_used(rules, text: str, model_branch: str, reason: str) -> None:
+    query = normalize(text)
+    read = rules.extract(query)
+    answer = fake_answer(bank=read.entities.bank, branch=model_branch)
+    outcome = combine(read, query, answer, "job_22", rules)
+    assert outcome.entities == read.entities and outcome.source == "rules"
+    assert outcome.model_overruled["branch"].startswith(reason)
+
+
 def test_a_grounded_disagreement_keeps_the_rules_reading_and_says_so(rules) -> None:
     query = normalize("华夏银行绵阳江油西山支行")
     read = rules.extract(query)

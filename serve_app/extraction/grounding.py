@@ -8,7 +8,8 @@ field is only ever used when it is *grounded*:
   name, an alias, a registered English name) occurs in the normalized query;
 - ``province``/``city``/``district``: a place the gazetteer knows, one of whose names (full, short, stem,
   historical) occurs in the query;
-- ``branch``: its words without the level (支行, 营业部 …) occur in the query.
+- ``branch``: its words without the level (支行, 营业部 …) occur in the query, and they name a branch: not
+  a bare level (支行), and not the bank's own name (山东五莲农村商业银行 is the bank, not a branch of it).
 
 What the query names is found with the rules extractor's own automata, once per query.
 """
@@ -40,11 +41,12 @@ class Grounding:
     def _regions(self) -> set[tuple[str, str]]:
         return self.extractor.regions_named(self.query)
 
-    def check(self, field: str, value: str) -> str | None:
+    def check(self, field: str, value: str, bank: str | None = None) -> str | None:
+        """``bank``: the bank the answer will name (a branch reading must not be its name)."""
         if field == "bank":
             return self.bank(value)
         if field == "branch":
-            return self.branch(value)
+            return self.branch(value, bank)
         return self.place(value)
 
     def bank(self, bank: str) -> str | None:
@@ -58,12 +60,14 @@ class Grounding:
             return "not a place the gazetteer knows"
         return None if any(region.key in self._regions for region in regions) else "the query does not name this place"
 
-    def branch(self, branch: str) -> str | None:
+    def branch(self, branch: str, bank: str | None = None) -> str | None:
         core = normalize(branch)
-        while (level := LEVEL_AT_END.search(core)) is not None and level.start() > 0:
+        while (level := LEVEL_AT_END.search(core)) is not None:
             core = core[: level.start()]
         if len(core) < MIN_BRANCH_CORE:
             return "names no branch"
+        if bank and core in bank:
+            return "names the bank, not a branch"
         return None if core in self.query else "the query does not contain this branch name"
 
     def district_outside_city(self, district: str, city: str) -> bool:

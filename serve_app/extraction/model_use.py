@@ -6,7 +6,7 @@ Shared by the ``EntityExtractor`` deployment and the offline pipeline, so both d
 from __future__ import annotations
 
 from serve_app.extraction.grounding import Grounding
-from serve_app.extraction.rules import RulesExtractor
+from serve_app.extraction.rules import LEVEL_AT_END, RulesExtractor
 from serve_app.models.task import MODEL_FIELDS, ModelAnswer
 from serve_app.normalize import normalize
 from serve_app.schemas import Entities, Extraction, ExtractionOutcome
@@ -38,9 +38,10 @@ def combine(
     1. The model says nothing, or names something the query does not support (see ``grounding``): the
        rules' value stands; the reason is reported in ``model_overruled``.
     2. Only the model read the field: its value is used.
-    3. Both read it and differ: for ``branch`` the model's wins when it is contained in the rules' (the
-       rules swept neighbouring words in: 江油西山支行转账 → 西山支行); for every other field the rules' wins
-       (a literal match against the vocabulary or the gazetteer).
+    3. Both read it and differ: for ``branch`` the model's wins when it is contained in the rules' and ends
+       in a branch level (the rules swept neighbouring words in: 江油西山支行转账 → 西山支行; a tail such as
+       谢谢 names no branch); for every other field the rules' wins (a literal match against the
+       vocabulary or the gazetteer).
     4. A district the model supplied that lies outside the city is dropped.
 
     ``source`` is "model" only when the model changed the entities; ``entities_source`` says, per field
@@ -64,8 +65,8 @@ def combine(
         if theirs == ours:
             sources[field] = "both"
             continue
-        reason = grounding.check(field, theirs)
-        if reason is None and ours is not None and not (field == "branch" and normalize(theirs) in normalize(ours)):
+        reason = grounding.check(field, theirs, bank=chosen["bank"])
+        if reason is None and ours is not None and not (field == "branch" and _tighter_branch(theirs, ours)):
             reason = f"the rules read {ours!r}"
         if reason is not None:
             overruled[field] = reason
@@ -92,3 +93,9 @@ def combine(
             "model_overruled": overruled or None,
         }
     )
+
+
+def _tighter_branch(model: str, rules: str) -> bool:
+    """The model's branch is the rules' without words swept in around it: inside it, and a branch name."""
+    tighter = normalize(model)
+    return tighter in normalize(rules) and LEVEL_AT_END.search(tighter) is not None
