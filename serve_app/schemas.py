@@ -178,3 +178,6 @@ class ExtractionOutcome(BaseModel):
     entities_source: EntitiesSource = None
     model_overruled: ModelOverruled = None
     other_bank: str | None = Field(default=None, description="A second bank the text names: the bank is uncertain.")
+    timings_ms: dict[str, float] = Field(
+        default_factory=dict, description="Milliseconds inside the extraction step: ``rules``, and ``model`` if asked."
+    )

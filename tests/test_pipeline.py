@@ -25,7 +25,27 @@ async def test_seed_query_end_to_end(sample_pool) -> None:
     assert result.matches[0].code == SEED_CODE
     assert result.source == "rules"
     assert result.entities.city == "绵阳市"
-    assert set(result.timings_ms) == {"normalize", "extract", "retrieve", "total"}
+    assert set(result.timings_ms) == {"normalize", "extract", "rules", "retrieve", "total"}
+    assert result.timings_ms["rules"] <= result.timings_ms["extract"] <= result.timings_ms["total"]
+
+
+async def test_the_offline_pipeline_reads_the_vocabulary_once_not_per_query(sample_pool, monkeypatch) -> None:
+    """``serve-app query --file`` answers thousands of lines: one vocabulary read at start, none per line."""
+    from serve_app.extraction import service
+
+    reads = 0
+    real = service.Vocabulary.from_database
+
+    async def counted(conn):
+        nonlocal reads
+        reads += 1
+        return await real(conn)
+
+    monkeypatch.setattr(service.Vocabulary, "from_database", counted)
+    pipeline = await build_pipeline(sample_pool)
+    for text in ("华夏银行江油西山支行", "工行徐州经济开发区支行", "北京银行成都分行"):
+        await pipeline.run(QueryRequest(query=text))
+    assert reads == 1
 
 
 @pytest.mark.parametrize("text", ["\u200b\u200d", "（不对外营业）", "ZZZZQQQQ", "银行"])

@@ -204,6 +204,11 @@ async def test_http_query_then_cache(http_client: httpx.AsyncClient) -> None:
     assert ok.status_code == 200 and ok.json()["matches"][0]["code"] == SEED_CODE
     again = await http_client.post("/api/v1/query", json={"query": "华夏银行江油西山支行"})
     assert again.json()["source"] == "cache"
+    # Where the time went, stage by stage (the README's breakdown is read from these).
+    stages = ok.json()["timings_ms"]
+    assert set(stages) == {"rate_limit", "cache_lookup", "extract", "retrieve", "cache_write", "total"}
+    assert stages["total"] >= stages["rate_limit"] + stages["extract"] + stages["retrieve"]
+    assert set(again.json()["timings_ms"]) == {"rate_limit", "total"}  # a hit in this replica's LRU
 
 
 async def test_http_answers_carry_a_verdict_and_branches_look_up_by_code(http_client: httpx.AsyncClient) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -29,6 +30,7 @@ from serve_app.extraction.vocabulary import Vocabulary
 from serve_app.models.adapters import parse_adapter_ref
 from serve_app.models.task import ModelAnswer
 from serve_app.schemas import Extraction, ExtractionOutcome
+from serve_app.timing import ms_since
 
 log = logging.getLogger(__name__)
 
@@ -118,24 +120,31 @@ class ExtractionService:
         self, normalized: str, adapter: str | None, data_version: int | None = None
     ) -> ExtractionOutcome:
         """Rules, then the model where the request (``adapter``: the API's ``model``, a LoRA adapter's name
-        or ref) or a low rules confidence calls for it.
+        or ref) or a low rules confidence calls for it. ``data_version``: the directory version the caller
+        will cache the answer under (the vocabulary is read again first if it is older); None: the
+        vocabulary as it is (one process answering many queries, as the CLI does).
 
         ``NoModelDeployment`` when an adapter is asked for and nothing here can run a model."""
         if adapter is not None and self.read_with_model is None:
             raise NoModelDeployment(f"adapter {adapter!r} was asked for, but this application runs without a model")
-        await self.follow(data_version)
+        if data_version is not None:
+            await self.follow(data_version)
         extractor = self.extractor  # the one that reads this query, even if a reload lands meanwhile
         assert extractor is not None, "start() reads the vocabulary"
+        started = time.perf_counter()
         rules = await self.rules(normalized)
+        timings = {"rules": ms_since(started)}
         tunables = self.tunables
         asked = adapter_to_ask(adapter, rules, tunables.model_fallback_threshold, tunables.default_adapter)
         if asked is None or self.read_with_model is None:
             self.observer.on_extraction("rules", "not_asked")
-            return rules_outcome(rules)
+            return rules_outcome(rules).model_copy(update={"timings_ms": timings})
+        mark = time.perf_counter()
         answer = await self.read_with_model(normalized, asked)
         outcome = combine(rules, normalized, answer, parse_adapter_ref(asked)[0], extractor)
+        timings["model"] = ms_since(mark)
         self.observer.on_extraction(outcome.source, "valid" if answer.valid else "invalid")
-        return outcome
+        return outcome.model_copy(update={"timings_ms": timings})
 
     def stats(self) -> dict:
         cache = self.cache

@@ -27,6 +27,7 @@ from serve_app.service.database import DATABASE_ERRORS, DATABASE_TIMEOUTS, DIREC
 from serve_app.service.query_log import QueryLog
 from serve_app.service.rate_limit import RateLimiter
 from serve_app.service.result_cache import ResultCache
+from serve_app.timing import ms_since
 
 log = logging.getLogger(__name__)
 _ADAPTER_NAMES_TTL_S = 5.0
@@ -88,6 +89,7 @@ class QueryService:
     async def query(self, request: QueryRequest, client: str) -> QueryResult:
         started = time.perf_counter()
         wait = await self.rate_limiter.check(client)
+        timings = {"rate_limit": ms_since(started)}
         if wait is not None:
             raise RateLimited("too many requests; slow down", retry_after_s=max(1, math.ceil(wait)))
         normalized = normalize(request.query)
@@ -100,15 +102,17 @@ class QueryService:
             ref = None if request.model is None else await self._adapter_ref(request.model)
             key = self.result_cache.key(normalized, ref, request.top_k, version)
             result, cached = await self.result_cache.get_or_compute(
-                key, lambda: answer(extract_entities, self.repository, request, normalized, {}, adapter=ref)
+                key,
+                lambda: answer(extract_entities, self.repository, request, normalized, timings, adapter=ref),
+                timings,
             )
-        total_ms = round((time.perf_counter() - started) * 1000, 3)
+        total_ms = ms_since(started)
         if cached:
             result = result.model_copy(
-                update={"query": request.query, "source": "cache", "timings_ms": {"total": total_ms}}
+                update={"query": request.query, "source": "cache", "timings_ms": timings | {"total": total_ms}}
             )
-        else:
-            result = result.model_copy(update={"timings_ms": result.timings_ms | {"total": total_ms}})
+        else:  # a caller that joined another's flight has only its own rate limit in ``timings``
+            result = result.model_copy(update={"timings_ms": result.timings_ms | timings | {"total": total_ms}})
         if self.on_result is not None:
             self.on_result(result, cached)
         self.query_log.record(

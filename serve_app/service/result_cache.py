@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from serve_app.extraction.rules import EXTRACTOR_VERSION
 from serve_app.normalize import NORMALIZER_VERSION
 from serve_app.schemas import QueryResult
+from serve_app.timing import ms_since
 from serve_app.verdict import VERDICT_VERSION
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,12 @@ class ResultCache:
             f"m{adapter or '-'}:k{top_k}:{digest}"
         )
 
-    async def get_or_compute(self, key: str, compute: Callable[[], Awaitable[QueryResult]]) -> tuple[QueryResult, bool]:
+    async def get_or_compute(
+        self, key: str, compute: Callable[[], Awaitable[QueryResult]], timings: dict[str, float] | None = None
+    ) -> tuple[QueryResult, bool]:
         """The cached result (and True), or ``compute()``'s (and False), looked up and computed once per key
-        at a time.
+        at a time. ``timings`` receives the shared tier's ``cache_lookup`` and ``cache_write`` milliseconds
+        when this caller starts the flight.
 
         The single flight covers the Redis lookup as well as the computation, and a flight ends only after
         its result is stored, so there is no moment at which a caller can miss both the stored result and
@@ -69,20 +73,26 @@ class ResultCache:
         if flight is not None:
             self.stats.coalesced += 1
         else:
-            flight = self._inflight[key] = asyncio.get_running_loop().create_task(self._fetch_or_compute(key, compute))
+            flight = self._inflight[key] = asyncio.get_running_loop().create_task(
+                self._fetch_or_compute(key, compute, {} if timings is None else timings)
+            )
             flight.add_done_callback(_retrieve)  # a failure nobody waited for is not an "unretrieved" error
         return await asyncio.shield(flight)
 
     async def _fetch_or_compute(
-        self, key: str, compute: Callable[[], Awaitable[QueryResult]]
+        self, key: str, compute: Callable[[], Awaitable[QueryResult]], timings: dict[str, float]
     ) -> tuple[QueryResult, bool]:
         try:
+            mark = time.perf_counter()
             cached = await self._get_shared(key)
+            timings["cache_lookup"] = ms_since(mark)
             if cached is not None:
                 return cached, True
             self.stats.misses += 1
             result = await compute()
+            mark = time.perf_counter()
             await self._put(key, result)
+            timings["cache_write"] = ms_since(mark)
             return result, False
         finally:
             self._inflight.pop(key, None)
