@@ -111,6 +111,12 @@ class ExtractorTunables(_Strict):
         default=0.5, ge=0, le=1, description="Rules confidence under which the default adapter is asked."
     )
     default_adapter: str | None = Field(default=None, description="Adapter for low-confidence queries.")
+    model_fallback_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Longest wait for the default adapter's reading; past it, or with the model replicas "
+        "saturated, the rules' reading is the answer. Keep it under the ingress's extract_timeout_s.",
+    )
     extraction_cache_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
 
 

@@ -6,6 +6,7 @@ same wrong thing), named as such; the rules extractor, its vocabulary and the ga
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -129,3 +130,35 @@ async def test_a_fake_wrong_model_behind_the_extraction_service_changes_nothing(
     asked = await service.extract_entities("华夏银行江油西山支行", "job_22")
     assert asked.entities == rules_only.entities and asked.source == "rules" and asked.model == "job_22"
     assert set(asked.model_overruled) == {"bank", "city", "branch"}
+
+
+#: A weak reading for the rules (the question swept into the branch, no level at its end: confidence 0.75).
+WEAK_QUERY = "中国工商银行重庆金开支行网点行号多少啊"
+
+
+async def test_a_fallback_the_model_cannot_answer_in_time_keeps_the_rules_reading(sample_pool) -> None:
+    """The default adapter is optional: a fake model too slow, or saturated, leaves the rules' answer; a
+    tenant that names its adapter hears why the model did not answer."""
+    from serve_app.errors import Overloaded
+    from serve_app.extraction.model_use import MODEL_SKIPPED
+    from serve_app.extraction.service import ExtractionService
+
+    never_done = asyncio.Event()
+
+    async def fake_stalled_model(normalized: str, adapter: str) -> ModelAnswer:
+        await never_done.wait()
+        raise AssertionError("unreachable")
+
+    async def fake_saturated_model(normalized: str, adapter: str) -> ModelAnswer:
+        raise Overloaded("the model replicas are at capacity")
+
+    tunables = ExtractorTunables(model_fallback_threshold=0.9, default_adapter="job_22", model_fallback_timeout_s=0.05)
+    for fake in (fake_stalled_model, fake_saturated_model):
+        service = await ExtractionService(sample_pool, None, tunables, fake).start()
+        rules = await service.rules(WEAK_QUERY)
+        assert rules.confidence < tunables.model_fallback_threshold  # so the default adapter is asked
+        outcome = await service.extract_entities(WEAK_QUERY, None)
+        assert (outcome.source, outcome.model, outcome.model_error) == ("rules", "job_22", MODEL_SKIPPED)
+        assert outcome.entities == rules.entities
+    with pytest.raises(Overloaded):
+        await service.extract_entities(WEAK_QUERY, "job_22")

@@ -119,6 +119,23 @@ async def test_cache_keys_change_with_data_version_and_adapter(redis_client) -> 
     assert len(keys) == 4
 
 
+async def test_an_answer_whose_fallback_was_skipped_is_not_cached(redis_client) -> None:
+    from serve_app.extraction.model_use import MODEL_SKIPPED
+
+    cache = ResultCache(redis_client, 60, 100, prefix=f"t{free_port()}")
+    calls = 0
+
+    async def compute() -> QueryResult:
+        nonlocal calls
+        calls += 1
+        return _result("华夏").model_copy(update={"model": "job_22", "model_error": MODEL_SKIPPED})
+
+    for _ in range(2):
+        result, cached = await cache.get_or_compute(cache.key("华夏", None, 5, 1), compute)
+        assert result.model_error == MODEL_SKIPPED and cached is False
+    assert calls == 2
+
+
 async def test_cache_without_redis_still_answers() -> None:
     dead = create_redis(f"redis://127.0.0.1:{free_port()}/0")
     cache = ResultCache(dead, ttl_s=60, local_size=0)

@@ -21,6 +21,12 @@ def adapter_to_ask(requested: str | None, rules: Extraction, threshold: float, d
     return None
 
 
+#: ``model_error`` of an answer whose optional model reading (the default adapter, asked because the rules
+#: were unsure) was skipped: the model replicas were saturated, gone, or too slow. Such an answer is the
+#: rules' and is not cached, so the next identical query asks the model again.
+MODEL_SKIPPED = "the model could not answer in time; the rules' reading stands"
+
+
 def rules_outcome(rules: Extraction) -> ExtractionOutcome:
     return ExtractionOutcome(
         entities=rules.entities, source="rules", confidence=rules.confidence, other_bank=rules.other_bank

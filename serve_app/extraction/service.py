@@ -22,9 +22,9 @@ import redis.asyncio as aioredis
 
 from serve_app.config import ExtractorTunables
 from serve_app.directory.loader import read_data_version
-from serve_app.errors import NoModelDeployment
+from serve_app.errors import ModelUnavailable, NoModelDeployment, Overloaded
 from serve_app.extraction.cache import ExtractionCache
-from serve_app.extraction.model_use import adapter_to_ask, combine, rules_outcome
+from serve_app.extraction.model_use import MODEL_SKIPPED, adapter_to_ask, combine, rules_outcome
 from serve_app.extraction.rules import RulesExtractor
 from serve_app.extraction.vocabulary import Vocabulary
 from serve_app.models.adapters import parse_adapter_ref
@@ -36,11 +36,13 @@ log = logging.getLogger(__name__)
 
 #: Asks the model: (normalized query, adapter ref or name) → its answer.
 ModelReader = Callable[[str, str], Awaitable[ModelAnswer]]
+#: What keeps the model from answering a fallback in time; the rules' reading is then the answer.
+MODEL_BUSY = (TimeoutError, Overloaded, ModelUnavailable)
 
 
 class ExtractionObserver(Protocol):
     def on_cache(self, outcome: str) -> None: ...  # "hit" | "miss"
-    def on_extraction(self, source: str, outcome: str) -> None: ...  # outcome: not_asked | valid | invalid
+    def on_extraction(self, source: str, outcome: str) -> None: ...  # not_asked | valid | invalid | skipped
 
 
 class _Unobserved:
@@ -140,8 +142,22 @@ class ExtractionService:
             self.observer.on_extraction("rules", "not_asked")
             return rules_outcome(rules).model_copy(update={"timings_ms": timings})
         mark = time.perf_counter()
-        answer = await self.read_with_model(normalized, asked)
-        outcome = combine(rules, normalized, answer, parse_adapter_ref(asked)[0], extractor)
+        name = parse_adapter_ref(asked)[0]
+        try:
+            if adapter is not None:  # the tenant named it: it waits for it, and hears why not
+                answer = await self.read_with_model(normalized, asked)
+            else:
+                async with asyncio.timeout(tunables.model_fallback_timeout_s):
+                    answer = await self.read_with_model(normalized, asked)
+        except MODEL_BUSY as exc:
+            if adapter is not None:
+                raise
+            log.info("fallback to %s skipped: %s", name, type(exc).__name__)
+            self.observer.on_extraction("rules", "skipped")
+            timings["model"] = ms_since(mark)
+            update = {"model": name, "model_error": MODEL_SKIPPED, "timings_ms": timings}
+            return rules_outcome(rules).model_copy(update=update)
+        outcome = combine(rules, normalized, answer, name, extractor)
         timings["model"] = ms_since(mark)
         self.observer.on_extraction(outcome.source, "valid" if answer.valid else "invalid")
         return outcome.model_copy(update={"timings_ms": timings})

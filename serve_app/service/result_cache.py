@@ -1,7 +1,8 @@
 """Query results cached in two tiers — an in-process LRU in front of Redis — with single-flight.
 
 Keys carry the directory data version, the normalizer and extractor versions, the adapter and ``top_k``,
-so a reload or a new extractor never serves stale answers. Identical concurrent queries in one process
+so a reload or a new extractor never serves stale answers. An answer whose optional model reading was
+skipped (``MODEL_SKIPPED``: the model was busy) is not stored. Identical concurrent queries in one process
 are computed once. Redis being down costs only the shared tier: reads miss, writes are skipped, the
 ``redis_up`` flag and error count say so, and the next successful call flips it back.
 """
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from serve_app.extraction.model_use import MODEL_SKIPPED
 from serve_app.extraction.rules import EXTRACTOR_VERSION
 from serve_app.normalize import NORMALIZER_VERSION
 from serve_app.schemas import QueryResult
@@ -90,6 +92,8 @@ class ResultCache:
                 return cached, True
             self.stats.misses += 1
             result = await compute()
+            if result.model_error == MODEL_SKIPPED:
+                return result, False  # the model was busy: the next identical query asks it again
             mark = time.perf_counter()
             await self._put(key, result)
             timings["cache_write"] = ms_since(mark)
