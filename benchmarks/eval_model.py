@@ -258,7 +258,7 @@ async def evaluate(args: argparse.Namespace, demo: DemoModel) -> dict:
             return answers[(adapter, normalized)]
 
         pool = await create_pool(url)
-        pipeline = await build_pipeline(pool, None, replay)
+        pipeline = await build_pipeline(pool, replay)
         rows = {"rules": await run_condition(pipeline, cases, None)}
         for key in (BASE, *specs):
             rows[key] = await run_condition(pipeline, cases, key)

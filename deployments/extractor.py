@@ -1,6 +1,6 @@
 """EntityExtractor: Serve wiring around an ``ExtractionService`` (shim).
 
-It reads the directory's vocabulary, keeps the shared extraction cache, and asks the ModelServer through
+It reads the directory's vocabulary and asks the ModelServer through
 a multiplexed handle (one per adapter, cached) when the service calls for the model.
 """
 
@@ -15,7 +15,6 @@ from serve_app.config import ExtractorTunables
 from serve_app.db.pool import create_pool
 from serve_app.extraction.service import ExtractionService
 from serve_app.models.task import ModelAnswer
-from serve_app.redis_client import create_redis
 from serve_app.settings import Settings
 
 
@@ -30,7 +29,6 @@ class EntityExtractor:
         self.pool = await create_pool(settings.database_url, settings)
         self.service = await ExtractionService(
             self.pool,
-            create_redis(settings.redis_url, settings),
             ExtractorTunables(),
             read_with_model=None if model_server is None else self._read_with_model,
             observer=ExtractorMetrics(),

@@ -72,12 +72,6 @@ class ExtractorMetrics:
             description="Extractions by source (rules, model) and model outcome.",
             tag_keys=("source", "outcome"),
         )
-        self.cache = metrics.Counter(
-            "serve_app_extraction_cache_total", description="Extraction cache lookups.", tag_keys=("outcome",)
-        )
-
-    def on_cache(self, outcome: str) -> None:
-        self.cache.inc(tags={"outcome": outcome})
 
     def on_extraction(self, source: str, outcome: str) -> None:
         self.extractions.inc(tags={"source": source, "outcome": outcome})

@@ -117,7 +117,6 @@ class ExtractorTunables(_Strict):
         description="Longest wait for the default adapter's reading; past it, or with the model replicas "
         "saturated, the rules' reading is the answer. Keep it under the ingress's extract_timeout_s.",
     )
-    extraction_cache_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
 
 
 class ExtractorConfig(_Strict):

@@ -96,9 +96,7 @@ async def answer(
     )
 
 
-async def build_pipeline(
-    pool: asyncpg.Pool, extraction_cache_redis=None, read_with_model: ModelReader | None = None
-) -> QueryPipeline:
+async def build_pipeline(pool: asyncpg.Pool, read_with_model: ModelReader | None = None) -> QueryPipeline:
     """A pipeline over the directory in ``pool``'s database; ``read_with_model`` asks a model (if any)."""
-    extraction = ExtractionService(pool, extraction_cache_redis, ExtractorTunables(), read_with_model)
+    extraction = ExtractionService(pool, ExtractorTunables(), read_with_model)
     return QueryPipeline(await extraction.start(), BranchRepository(pool))

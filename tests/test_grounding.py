@@ -125,7 +125,7 @@ async def test_a_fake_wrong_model_behind_the_extraction_service_changes_nothing(
     async def fake_wrong_model(normalized: str, adapter: str) -> ModelAnswer:
         return fake_answer(bank="中国工商银行", city="徐州市", branch="经济开发区支行")
 
-    service = await ExtractionService(sample_pool, None, ExtractorTunables(), fake_wrong_model).start()
+    service = await ExtractionService(sample_pool, ExtractorTunables(), fake_wrong_model).start()
     rules_only = await service.extract_entities("华夏银行江油西山支行", None)
     asked = await service.extract_entities("华夏银行江油西山支行", "job_22")
     assert asked.entities == rules_only.entities and asked.source == "rules" and asked.model == "job_22"
@@ -154,7 +154,7 @@ async def test_a_fallback_the_model_cannot_answer_in_time_keeps_the_rules_readin
 
     tunables = ExtractorTunables(model_fallback_threshold=0.9, default_adapter="job_22", model_fallback_timeout_s=0.05)
     for fake in (fake_stalled_model, fake_saturated_model):
-        service = await ExtractionService(sample_pool, None, tunables, fake).start()
+        service = await ExtractionService(sample_pool, tunables, fake).start()
         rules = await service.rules(WEAK_QUERY)
         assert rules.confidence < tunables.model_fallback_threshold  # so the default adapter is asked
         outcome = await service.extract_entities(WEAK_QUERY, None)

@@ -1,4 +1,4 @@
-"""The offline pipeline and the shared extraction cache, on real PostgreSQL and Valkey."""
+"""The offline pipeline (the service's query path in one process), on real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,11 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from serve_app.cli import main
-from serve_app.embedded import EmbeddedRedis
-from serve_app.extraction.rules import EXTRACTOR_VERSION
-from serve_app.normalize import NORMALIZER_VERSION
 from serve_app.pipeline import build_pipeline
-from serve_app.redis_client import create_redis
 from serve_app.schemas import MAX_QUERY_CHARS, QueryRequest
 
 SEED_CODE = "304659715925"
@@ -68,41 +64,6 @@ def test_requests_are_validated_before_anything_runs() -> None:
         QueryRequest(query="华夏银行", unexpected=1)
     assert QueryRequest(query="  华夏银行 ", model="").model == None  # noqa: E711
     assert QueryRequest(query="  华夏银行 ").query == "华夏银行"
-
-
-async def test_extraction_cache_is_shared_and_versioned(sample_pool, embedded_redis) -> None:
-    first_client, second_client = create_redis(embedded_redis.url), create_redis(embedded_redis.url)
-    try:
-        first = await build_pipeline(sample_pool, first_client)
-        second = await build_pipeline(sample_pool, second_client)  # another replica, same Redis
-        await first_client.delete(first.extraction.cache.key("华夏银行江油西山支行"))
-        await first.run(QueryRequest(query="华夏银行江油西山支行"))
-        assert (first.extraction.cache.misses, first.extraction.cache.hits) == (1, 0)
-        result = await second.run(QueryRequest(query="华夏银行江油西山支行"))
-        assert second.extraction.cache.hits == 1
-        assert result.matches[0].code == SEED_CODE
-        key = first.extraction.cache.key("华夏银行江油西山支行")
-        assert f":n{NORMALIZER_VERSION}:" in key and f":x{EXTRACTOR_VERSION}:" in key and ":d" in key
-        assert await first_client.ttl(key) > 0
-    finally:
-        await first_client.aclose()
-        await second_client.aclose()
-
-
-async def test_redis_down_means_no_cache_not_no_answer(sample_pool, tmp_path: Path) -> None:
-    server = EmbeddedRedis(tmp_path / "valkey")
-    server.start()
-    client = create_redis(server.url)
-    try:
-        pipeline = await build_pipeline(sample_pool, client)
-        await pipeline.run(QueryRequest(query="华夏银行江油西山支行"))
-        server.stop()
-        result = await pipeline.run(QueryRequest(query="华夏银行江油西山支行"))
-        assert result.matches[0].code == SEED_CODE
-        assert pipeline.extraction.cache.errors >= 1
-    finally:
-        await client.aclose()
-        server.stop()
 
 
 def test_cli_query_json(monkeypatch: pytest.MonkeyPatch, sample_database_url: str, capsys) -> None:
@@ -194,7 +155,7 @@ async def test_extraction_follows_the_directory_data_version(empty_database_url:
     await load_directory(conn, without_huaxia)
     pool = await create_pool(empty_database_url, Settings())
     try:
-        service = await ExtractionService(pool, None, ExtractorTunables()).start()
+        service = await ExtractionService(pool, ExtractorTunables()).start()
         await service.extract_entities("华夏银行江油西山支行", None, service.data_version)
         assert "华夏银行" not in service.vocabulary.cities  # no branches of it in this directory
         with pytest.raises(NoModelDeployment):

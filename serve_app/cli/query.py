@@ -15,18 +15,13 @@ from serve_app.cli.database import database_url, prepare_database
 from serve_app.db.pool import connect_admin, create_pool
 from serve_app.directory.loader import load_demo_if_empty
 from serve_app.pipeline import QueryPipeline, build_pipeline
-from serve_app.redis_client import create_redis
 from serve_app.schemas import QueryRequest, QueryResult
 from serve_app.settings import Settings
 
 
 @contextlib.asynccontextmanager
 async def query_pipeline(settings: Settings, adapter: str | None = None) -> AsyncIterator[QueryPipeline]:
-    """The same pipeline the service runs, on the configured or embedded database (demo data if empty).
-
-    The extraction cache is used only when ``SERVE_APP_REDIS_URL`` is set: a cache that dies with the
-    command would only cost start-up time.
-    """
+    """The same pipeline the service runs, on the configured or embedded database (demo data if empty)."""
     async with database_url(settings) as url:
         conn = await connect_admin(url)
         try:
@@ -35,18 +30,15 @@ async def query_pipeline(settings: Settings, adapter: str | None = None) -> Asyn
         finally:
             await conn.close()
         pool = await create_pool(url, settings)
-        redis = create_redis(settings.redis_url, settings) if settings.redis_url else None
         worker = None
         try:
             if adapter is not None:
                 worker = await _local_worker(settings, pool, adapter)
-            yield await build_pipeline(pool, redis, None if worker is None else worker.read)
+            yield await build_pipeline(pool, None if worker is None else worker.read)
         finally:
             if worker is not None:
                 await worker.engine.shutdown()
             await pool.close()
-            if redis is not None:
-                await redis.aclose()
 
 
 async def _local_worker(settings: Settings, pool, adapter: str):

@@ -1,4 +1,4 @@
-"""``ExtractionService``: cache → rules → model where called for → combine. The one orchestration.
+"""``ExtractionService``: rules → model where called for → combine. The one orchestration.
 
 The ``EntityExtractor`` deployment and the offline pipeline both run this; they differ only in how the
 model is asked (``ModelReader``: a deployment handle, or a ``ModelWorker`` in this process). When the
@@ -18,12 +18,10 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from serve_app.config import ExtractorTunables
 from serve_app.directory.loader import read_data_version
 from serve_app.errors import ModelUnavailable, NoModelDeployment, Overloaded
-from serve_app.extraction.cache import ExtractionCache
 from serve_app.extraction.model_use import MODEL_SKIPPED, adapter_to_ask, combine, rules_outcome
 from serve_app.extraction.rules import RulesExtractor
 from serve_app.extraction.vocabulary import Vocabulary
@@ -41,14 +39,10 @@ MODEL_BUSY = (TimeoutError, Overloaded, ModelUnavailable)
 
 
 class ExtractionObserver(Protocol):
-    def on_cache(self, outcome: str) -> None: ...  # "hit" | "miss"
     def on_extraction(self, source: str, outcome: str) -> None: ...  # not_asked | valid | invalid | skipped
 
 
 class _Unobserved:
-    def on_cache(self, outcome: str) -> None:
-        pass
-
     def on_extraction(self, source: str, outcome: str) -> None:
         pass
 
@@ -57,19 +51,16 @@ class ExtractionService:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        redis: aioredis.Redis | None,
         tunables: ExtractorTunables,
         read_with_model: ModelReader | None = None,
         observer: ExtractionObserver | None = None,
     ):
         self.pool = pool
-        self.redis = redis
         self.tunables = tunables
         self.read_with_model = read_with_model
         self.observer = observer or _Unobserved()
         self.data_version = -1
         self.extractor: RulesExtractor | None = None
-        self.cache: ExtractionCache | None = None
         self._reload_lock = asyncio.Lock()
 
     async def start(self) -> ExtractionService:
@@ -96,27 +87,15 @@ class ExtractionService:
                 log.info("directory data version %d → %d: vocabulary reloaded", self.data_version, version)
             self.extractor = RulesExtractor(vocabulary)
             self.data_version = version
-            if self.redis is not None:
-                self.cache = ExtractionCache(self.redis, version, self.tunables.extraction_cache_ttl_s)
 
     def reconfigure(self, tunables: ExtractorTunables) -> None:
         self.tunables = tunables
-        if self.cache is not None:
-            self.cache.ttl_s = tunables.extraction_cache_ttl_s
 
     async def rules(self, normalized: str) -> Extraction:
-        """The rules' reading, through the shared cache when there is one."""
+        """The rules' reading. Not cached: it takes tens of microseconds, less than a Redis round trip
+        (whole answers are cached by the ingress's result cache)."""
         assert self.extractor is not None, "start() reads the vocabulary"
-        cache = self.cache
-        if cache is not None:
-            cached = await cache.get(normalized)
-            self.observer.on_cache("miss" if cached is None else "hit")
-            if cached is not None:
-                return cached
-        extraction = self.extractor.extract(normalized)
-        if cache is not None:
-            await cache.put(normalized, extraction)
-        return extraction
+        return self.extractor.extract(normalized)
 
     async def extract_entities(
         self, normalized: str, adapter: str | None, data_version: int | None = None
@@ -163,8 +142,4 @@ class ExtractionService:
         return outcome.model_copy(update={"timings_ms": timings})
 
     def stats(self) -> dict:
-        cache = self.cache
-        counts = {"hits": 0, "misses": 0, "errors": 0}
-        if cache is not None:
-            counts = {"hits": cache.hits, "misses": cache.misses, "errors": cache.errors}
-        return {"data_version": self.data_version, "extraction_cache": counts}
+        return {"data_version": self.data_version}
