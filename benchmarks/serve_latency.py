@@ -4,12 +4,23 @@ Deploys, in one local Ray Serve instance, a trivial echo deployment and the appl
 ``configs/local.yaml`` (embedded PostgreSQL and Valkey, demo directory and model), then drives each path
 with an async load generator on loopback at several concurrencies:
 
-- ``echo``: the floor — proxy + one replica + JSON, no work;
+- ``healthz``: the ingress's own floor — proxy + the ingress replica's Starlette app, no work;
+- ``echo``: proxy + a bare replica + JSON, no work;
 - ``cached``: one hot query (result cache hit in the ingress);
 - ``rules``: unique queries (normalize, extraction, PostgreSQL retrieval, cache writes, query log);
 - ``model``: unique queries with ``model: job_22`` (adds the extractor → ModelServer hop and generation).
 
-    python benchmarks/serve_latency.py [--requests 200] [--concurrency 1,8,32] [--json …]
+It then breaks the uncached rules query at concurrency 1 into its stages (medians of the ``timings_ms``
+each answer carries, and the client's own clock for what lies outside the ingress), prints the goals as
+ratios, and optionally:
+
+- ``--profile S``: S seconds of py-spy flame graphs of the Ingress and EntityExtractor replicas under
+  uncached rules load at the highest concurrency (``benchmarks/results/flame_*.svg``; needs py-spy);
+- ``--model-batch-sizes 1,8,16``: the model path at the highest concurrency once per ModelServer
+  ``max_batch_size``, changed live through ``user_config``.
+
+    python benchmarks/serve_latency.py [--requests 200] [--concurrency 1,8,32] [--profile 20]
+        [--model-batch-sizes 1,4,8,16,32] [--json …]
 """
 
 from __future__ import annotations
@@ -18,7 +29,10 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +47,11 @@ from serve_app.directory.records import demo_cnaps_path, read_cnaps
 from serve_app.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from serve_app.settings import Settings
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "local.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "local.yaml"
+RESULTS = ROOT / "benchmarks" / "results"
+#: The stages of one uncached query, in the order the ingress runs them (``timings_ms`` keys).
+STAGES = ("rate_limit", "cache_lookup", "extract", "rules", "retrieve", "cache_write")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -41,7 +59,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def drive(url: str, bodies: list[dict], concurrency: int) -> dict:
+async def drive(url: str, bodies: list[dict | None], concurrency: int, stages: list[dict] | None = None) -> dict:
+    """Send every body (None: a GET) with ``concurrency`` requests in flight; ``stages`` collects each
+    answer's ``timings_ms`` with the client's own ``client`` milliseconds."""
     latencies: list[float] = []
     failures = 0
     queue: asyncio.Queue = asyncio.Queue()
@@ -53,9 +73,12 @@ async def drive(url: str, bodies: list[dict], concurrency: int) -> dict:
         while not queue.empty():
             body = queue.get_nowait()
             started = time.perf_counter()
-            response = await client.post(url, json=body)
-            latencies.append((time.perf_counter() - started) * 1000)
+            response = await (client.get(url) if body is None else client.post(url, json=body))
+            elapsed = (time.perf_counter() - started) * 1000
+            latencies.append(elapsed)
             failures += response.status_code != 200
+            if stages is not None and response.status_code == 200:
+                stages.append(response.json()["timings_ms"] | {"client": elapsed})
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
@@ -71,11 +94,33 @@ async def drive(url: str, bodies: list[dict], concurrency: int) -> dict:
     }
 
 
+def application(model_batch_size: int | None = None) -> dict:
+    """The application of ``configs/local.yaml``, its rate limit lifted (one client drives all the load),
+    its model fallback off (the ``rules`` path is the rules alone; ``model`` measures the model) and, if
+    given, the model replicas' ``max_batch_size`` set."""
+    app = yaml.safe_load(CONFIG.read_text())["applications"][0]
+    for deployment in app["deployments"]:
+        if deployment["name"] == "Ingress":
+            deployment["user_config"] |= {"rate_limit_per_s": 1_000_000, "rate_limit_burst": 1_000_000}
+        if deployment["name"] == "EntityExtractor":
+            deployment["user_config"] |= {"default_adapter": None}
+        if deployment["name"] == "ModelServer" and model_batch_size is not None:
+            deployment["user_config"] |= {"max_batch_size": model_batch_size}
+    return app
+
+
+def deploy_application(app: dict) -> None:
+    """Deploy (or update in place) and wait until it is running."""
+    from ray.serve._private import api as serve_private
+    from ray.serve.schema import ServeDeploySchema
+
+    client = serve_private.serve_start()
+    client.deploy_apps(ServeDeploySchema.model_validate({"applications": [app]}), _blocking=True)
+
+
 def deploy(port: int) -> None:
     import ray
     from ray import serve
-    from ray.serve._private import api as serve_private
-    from ray.serve.schema import ServeDeploySchema
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
@@ -87,13 +132,32 @@ def deploy(port: int) -> None:
     ray.init(include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(Echo.bind(), name="echo", route_prefix="/echo")
-    config = yaml.safe_load(CONFIG.read_text())
-    app = config["applications"][0]
-    for deployment in app["deployments"]:
-        if deployment["name"] == "Ingress":  # one client drives all load: lift its rate limit
-            deployment["user_config"] |= {"rate_limit_per_s": 1_000_000, "rate_limit_burst": 1_000_000}
-    client = serve_private.serve_start()
-    client.deploy_apps(ServeDeploySchema.model_validate({"applications": [app]}), _blocking=True)
+    deploy_application(application())
+
+
+def replica_pids(deployment: str) -> list[int]:
+    """Process ids of a deployment's replicas, found by the title Ray gives their processes."""
+    import psutil
+
+    title = f"ServeReplica:branch-query:{deployment}"
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if any(title in part for part in p.info["cmdline"] or ())]
+
+
+def profile(url: str, bodies: list[dict], concurrency: int, seconds: int) -> dict:
+    """Flame graphs (py-spy, sampled at 200 Hz) of the Ingress and EntityExtractor replicas while
+    ``bodies`` are sent; the load is what the graphs show."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))  # beside a venv's python
+    recorders = []
+    for deployment in ("Ingress", "EntityExtractor"):
+        for i, pid in enumerate(replica_pids(deployment)):
+            svg = RESULTS / f"flame_{deployment.lower()}{'' if i == 0 else i}.svg"
+            command = [py_spy, "record", "-r", "200", "-d", str(seconds), "-p", str(pid), "-o", str(svg), "-n"]
+            recorders.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    time.sleep(1)  # attached before the load starts
+    result = asyncio.run(drive(url, bodies, concurrency))
+    for recorder in recorders:
+        recorder.wait()
+    return result
 
 
 async def prepare(home: Path) -> tuple[EmbeddedPostgres, EmbeddedRedis]:
@@ -116,15 +180,42 @@ async def prepare(home: Path) -> tuple[EmbeddedPostgres, EmbeddedRedis]:
     return postgres, redis
 
 
+def stage_table(stages: list[dict]) -> list[tuple[str, float]]:
+    """Median milliseconds of each stage of one uncached query, outside-in."""
+
+    def median(key: str) -> float:
+        return statistics.median(row.get(key, 0.0) for row in stages)
+
+    client, total = median("client"), median("total")
+    rows = [("client round trip", client)]
+    rows.append(("  outside the ingress handler (proxy, HTTP, routing, JSON)", client - total))
+    rows.append(("  ingress handler (timings_ms.total)", total))
+    for stage in STAGES:
+        label = {"extract": "    extraction, handle call included", "rules": "      rules inside the extractor"}
+        rows.append((label.get(stage, f"    {stage}"), median(stage)))
+    inside = sum(median(stage) for stage in STAGES if stage != "rules")
+    rows.append(("    the rest (normalize, key, query log, serialisation)", total - inside))
+    return [(name, round(ms, 2)) for name, ms in rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--model-requests", type=int, default=48)
     parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/serve_latency.json"))
+    parser.add_argument("--profile", type=int, default=0, help="seconds of py-spy flame graphs (0: none)")
+    parser.add_argument("--model-batch-sizes", default="", help="e.g. 1,4,8,16,32 (empty: no sweep)")
+    parser.add_argument("--json", type=Path, default=RESULTS / "serve_latency.json")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
+    sweep = [int(b) for b in args.model_batch_sizes.split(",") if b]
     names = [r.name for r in read_cnaps(demo_cnaps_path())]
+    results: dict[str, dict] = {}
+    stages: list[dict] = []
+    batch_sweep: dict[str, dict] = {}
+
+    def model_bodies(count: int, skip: int) -> list[dict | None]:
+        return [{"query": n + "营业室", "model": "job_22"} for n in names[-(skip + count) :][:count]]
 
     with tempfile.TemporaryDirectory(prefix="serve-app-latency-") as tmp:
         postgres, redis = asyncio.run(prepare(Path(tmp)))
@@ -133,21 +224,29 @@ def main() -> None:
             deploy(port)
             base = f"http://127.0.0.1:{port}"
             query_url = f"{base}/api/v1/query"
-            results: dict[str, dict] = {}
             cursor = 0
+            hot = {"query": "华夏银行江油西山支行"}
             for level in levels:
-                hot = {"query": "华夏银行江油西山支行"}
                 asyncio.run(drive(query_url, [hot], 1))  # make it hot
-                unique = names[cursor : cursor + args.requests]
-                model = [
-                    {"query": n + "营业室", "model": "job_22"}
-                    for n in names[-(cursor + args.model_requests) :][: args.model_requests]
-                ]
+                unique: list[dict | None] = [{"query": n} for n in names[cursor : cursor + args.requests]]
+                model = model_bodies(args.model_requests, cursor)
                 cursor += args.requests + args.model_requests
+                collect = stages if level == 1 else None
+                results[f"healthz@{level}"] = asyncio.run(drive(f"{base}/healthz", [None] * args.requests, level))
                 results[f"echo@{level}"] = asyncio.run(drive(f"{base}/echo", [hot] * args.requests, level))
                 results[f"cached@{level}"] = asyncio.run(drive(query_url, [hot] * args.requests, level))
-                results[f"rules@{level}"] = asyncio.run(drive(query_url, [{"query": n} for n in unique], level))
-                results[f"model@{level}"] = asyncio.run(drive(query_url, model, level))
+                results[f"rules@{level}"] = asyncio.run(drive(query_url, unique, level, collect))
+                if model:
+                    results[f"model@{level}"] = asyncio.run(drive(query_url, model, level))
+            top = max(levels)
+            for batch_size in sweep:
+                deploy_application(application(model_batch_size=batch_size))
+                bodies = model_bodies(args.model_requests, cursor)
+                batch_sweep[str(batch_size)] = asyncio.run(drive(query_url, bodies, top))
+                cursor += args.model_requests
+            if args.profile:
+                bodies = [{"query": n} for n in names[cursor : cursor + 10_000]]
+                results[f"rules_profiled@{top}"] = profile(query_url, bodies, top, args.profile)
         finally:
             from ray import serve
 
@@ -165,15 +264,46 @@ def main() -> None:
             f"{path:>8} {level:>5} {row['requests']:>5} {row['failures']:>5} {row['p50_ms']:>8.1f} "
             f"{row['p99_ms']:>8.1f} {row['requests_per_s']:>8.1f}"
         )
-    print()
-    for level in levels:
-        echo, cached, rules = (results[f"{p}@{level}"] for p in ("echo", "cached", "rules"))
-        print(
-            f"concurrency {level}: cached p50 / echo p50 = {cached['p50_ms'] / echo['p50_ms']:.2f}x; "
-            f"rules p50 - echo p50 = {rules['p50_ms'] - echo['p50_ms']:+.1f} ms"
+    breakdown = stage_table(stages)
+    print(f"\nOne uncached rules query at concurrency 1: medians of {len(stages)} answers' timings_ms (ms)\n")
+    for name, ms in breakdown:
+        print(f"{name:<62} {ms:>7.2f}")
+    if batch_sweep:
+        print(f"\nModel path at concurrency {max(levels)} by ModelServer max_batch_size\n")
+        for batch_size, row in batch_sweep.items():
+            rate = row["requests_per_s"]
+            print(f"  max_batch_size {batch_size:>3}: p50 {row['p50_ms']:>8.1f} ms  {rate:>6.1f} req/s")
+    low, high = min(levels), max(levels)
+
+    def r(path: str, level: int) -> dict:
+        return results[f"{path}@{level}"]
+
+    ratios = {
+        "cached_p50_over_healthz_p50@1": round(r("cached", low)["p50_ms"] / r("healthz", low)["p50_ms"], 2),
+        "rules_p50_minus_healthz_p50_ms@1": round(r("rules", low)["p50_ms"] - r("healthz", low)["p50_ms"], 1),
+        "rules_rps_over_echo_rps@32": round(r("rules", high)["requests_per_s"] / r("echo", high)["requests_per_s"], 2),
+    }
+    if args.model_requests:
+        ratios["model_rps@32_over_model_rps@1"] = round(
+            r("model", high)["requests_per_s"] / r("model", low)["requests_per_s"], 2
         )
+    goals = {
+        "cached_p50_over_healthz_p50@1": "<= 1.3",
+        "rules_p50_minus_healthz_p50_ms@1": "<= 8",
+        "rules_rps_over_echo_rps@32": ">= 0.6",
+        "model_rps@32_over_model_rps@1": ">= 4",
+    }
+    print("\nGoals, as ratios within this run\n")
+    for name, value in ratios.items():
+        print(f"  {name:<36} {value:>7}   (goal {goals[name]})")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2))
+    report = {
+        "paths": results,
+        "stages_ms": dict(breakdown),
+        "ratios": ratios,
+        "model_batch_sweep": batch_sweep,
+    }
+    args.json.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.json}")
 
 
