@@ -101,6 +101,15 @@ def test_fields_only_the_model_read_are_used_when_grounded(rules) -> None:
     assert invented.entities.city is None and invented.model_overruled == {"city": "the query does not name this place"}
 
 
+def test_a_place_named_only_inside_the_banks_name_grounds_nothing(rules) -> None:
+    query = normalize("湖南湘潭天易农村商业银行谭家山")
+    read = rules.extract(query)
+    assert read.entities.district is None  # the rules read no district either
+    outcome = combine(read, query, fake_answer(bank=read.entities.bank, district="湘潭县"), "job_22", rules)
+    assert outcome.entities == read.entities
+    assert outcome.model_overruled == {"district": "the query does not name this place"}
+
+
 def test_a_district_outside_the_city_is_dropped(rules) -> None:
     from serve_app.schemas import Entities, Extraction
 

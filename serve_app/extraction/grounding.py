@@ -7,7 +7,8 @@ field is only ever used when it is *grounded*:
 - ``bank``: a bank the directory or the licensed-institution list knows, one of whose surface forms (its
   name, an alias, a registered English name) occurs in the normalized query;
 - ``province``/``city``/``district``: a place the gazetteer knows, one of whose names (full, short, stem,
-  historical) occurs in the query;
+  historical) occurs in the query outside the bank's name (湘潭农村商业银行云峰 does not say the branch is
+  in 湘潭县);
 - ``branch``: its words without the level (支行, 营业部 …) occur in the query, and they name a branch: not
   a bare level (支行), and not the bank's own name (山东五莲农村商业银行 is the bank, not a branch of it).
 

@@ -115,7 +115,12 @@ class RulesExtractor:
         return {bank for _, (_, bank) in self._banks.iter(text)}
 
     def regions_named(self, text: str) -> set[tuple[str, str]]:
-        """The keys of every region one of whose names occurs anywhere in ``text``."""
+        """The keys of every region one of whose names occurs in ``text`` outside the name of the bank it
+        reads: a bank's name says where the bank is registered, not where the branch is (北京银行成都分行
+        names 成都; 湘潭农村商业银行云峰 names no place of the branch)."""
+        bank, start, end, _ = self._match_bank(text)
+        if bank:
+            text = text[:start] + "\0" + text[end:]  # no name may span the gap
         return {region.key for _, (_, regions) in self._places.iter(text) for region in regions}
 
     def _match_bank(self, text: str) -> tuple[str | None, int, int, str | None]:
