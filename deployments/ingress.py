@@ -1,5 +1,8 @@
 """Ingress: Serve wiring around the HTTP API (shim). One ``QueryService`` and ``AdminService`` per replica.
 
+Rules extraction runs here too (``RulesFirstExtraction``): the EntityExtractor deployment is called only
+for readings a model may be asked about, which saves a handle hop on most uncached queries.
+
 Pools and clients (asyncpg, redis) are created here, inside the replica; the downstream handles'
 failures are turned into domain errors by ``deployments.handles`` and nothing else.
 """
@@ -13,10 +16,11 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.handles import domain_errors
-from deployments.metrics import IngressMetrics
-from serve_app.config import IngressConfig, IngressTunables
+from deployments.metrics import ExtractorMetrics, IngressMetrics
+from serve_app.config import ExtractorTunables, IngressConfig, IngressTunables
 from serve_app.db.pool import create_pool
 from serve_app.errors import DependencyTimeout
+from serve_app.extraction.service import ExtractionService, RulesFirstExtraction
 from serve_app.models.adapters import AdapterRegistry
 from serve_app.models.paths import ModelPaths
 from serve_app.redis_client import create_redis
@@ -55,8 +59,10 @@ class Ingress:
         self.tunables = tunables = IngressTunables()
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         registry = AdapterRegistry(self.pool)
+        # The rules run here; the extraction deployment is called only when a model may be asked.
+        rules = await ExtractionService(self.pool, ExtractorTunables(), observer=ExtractorMetrics()).start()
         self.service = QueryService(
-            extract_entities=self._extract_entities,
+            extract_entities=RulesFirstExtraction(rules, self._extract_entities),
             repository=BranchRepository(self.pool, settings.db_acquire_timeout_s),
             result_cache=ResultCache(self.redis, tunables.result_cache_ttl_s, tunables.local_cache_size),
             rate_limiter=RateLimiter(self.redis, tunables.rate_limit_per_s, tunables.rate_limit_burst),

@@ -106,9 +106,16 @@ class IngressConfig(_Strict):
     max_body_bytes: int = Field(default=16_384, ge=256)
 
 
+#: The highest ``model_fallback_threshold``: a rules reading of confidence 1 is never sent to the model.
+MAX_FALLBACK_THRESHOLD = 1.0
+
+
 class ExtractorTunables(_Strict):
     model_fallback_threshold: float = Field(
-        default=0.5, ge=0, le=1, description="Rules confidence under which the default adapter is asked."
+        default=0.5,
+        ge=0,
+        le=MAX_FALLBACK_THRESHOLD,
+        description="Rules confidence under which the default adapter is asked.",
     )
     default_adapter: str | None = Field(default=None, description="Adapter for low-confidence queries.")
     model_fallback_timeout_s: float = Field(

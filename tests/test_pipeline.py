@@ -9,6 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from serve_app.cli import main
+from serve_app.extraction.model_use import rules_outcome
+from serve_app.normalize import normalize
 from serve_app.pipeline import build_pipeline
 from serve_app.schemas import MAX_QUERY_CHARS, QueryRequest
 
@@ -169,3 +171,34 @@ async def test_extraction_follows_the_directory_data_version(empty_database_url:
     finally:
         await pool.close()
         await conn.close()
+
+
+async def test_the_ingress_answers_complete_readings_itself_and_delegates_the_rest(sample_pool) -> None:
+    """``RulesFirstExtraction``: no hop to the extraction deployment (a fake that records calls) when no
+    model can be asked; the deployment — here the real service under the strictest tunables, with a fake
+    model that must not be called — gives the same answer for those."""
+    from serve_app.config import MAX_FALLBACK_THRESHOLD, ExtractorTunables
+    from serve_app.extraction.service import ExtractionService, RulesFirstExtraction
+
+    async def fake_model_never_called(normalized: str, adapter: str):
+        raise AssertionError(f"the model was asked about {normalized!r}")
+
+    strictest = ExtractorTunables(model_fallback_threshold=MAX_FALLBACK_THRESHOLD, default_adapter="job_22")
+    deployment = await ExtractionService(sample_pool, strictest, fake_model_never_called).start()
+    delegated: list[tuple[str, str | None]] = []
+
+    async def fake_deployment(normalized: str, adapter: str | None, data_version: int):
+        delegated.append((normalized, adapter))
+        return rules_outcome(await deployment.rules(normalized))
+
+    local = RulesFirstExtraction(await ExtractionService(sample_pool, ExtractorTunables()).start(), fake_deployment)
+    version = local.rules.data_version
+    complete = normalize("华夏银行江油西山支行")
+    here = await local(complete, None, version)
+    assert delegated == [] and here.source == "rules" and set(here.timings_ms) == {"rules"}
+    there = await deployment.extract_entities(complete, None, version)
+    assert (here.entities, here.confidence) == (there.entities, there.confidence) == (here.entities, 1.0)
+    weak = normalize("中国工商银行重庆金开支行网点行号多少啊")  # no level at the end: the default adapter may be asked
+    await local(weak, None, version)
+    await local(complete, "job_22", version)  # a named adapter always goes to the deployment
+    assert delegated == [(weak, None), (complete, "job_22")]

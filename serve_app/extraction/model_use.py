@@ -5,6 +5,7 @@ Shared by the ``EntityExtractor`` deployment and the offline pipeline, so both d
 
 from __future__ import annotations
 
+from serve_app.config import MAX_FALLBACK_THRESHOLD
 from serve_app.extraction.grounding import Grounding
 from serve_app.extraction.rules import LEVEL_AT_END, RulesExtractor
 from serve_app.models.task import MODEL_FIELDS, ModelAnswer
@@ -19,6 +20,12 @@ def adapter_to_ask(requested: str | None, rules: Extraction, threshold: float, d
     if rules.confidence < threshold:
         return default
     return None
+
+
+def no_model_can_be_asked(requested: str | None, rules: Extraction) -> bool:
+    """True when ``adapter_to_ask`` returns None under every valid tunable: no adapter named, and a
+    complete rules reading (confidence 1, which no threshold — at most 1 — falls under)."""
+    return requested is None and rules.confidence >= MAX_FALLBACK_THRESHOLD
 
 
 #: ``model_error`` of an answer whose optional model reading (the default adapter, asked because the rules

@@ -22,7 +22,13 @@ import asyncpg
 from serve_app.config import ExtractorTunables
 from serve_app.directory.loader import read_data_version
 from serve_app.errors import ModelUnavailable, NoModelDeployment, Overloaded
-from serve_app.extraction.model_use import MODEL_SKIPPED, adapter_to_ask, combine, rules_outcome
+from serve_app.extraction.model_use import (
+    MODEL_SKIPPED,
+    adapter_to_ask,
+    combine,
+    no_model_can_be_asked,
+    rules_outcome,
+)
 from serve_app.extraction.rules import RulesExtractor
 from serve_app.extraction.vocabulary import Vocabulary
 from serve_app.models.adapters import parse_adapter_ref
@@ -143,3 +149,30 @@ class ExtractionService:
 
     def stats(self) -> dict:
         return {"data_version": self.data_version}
+
+
+#: Extraction as the ingress calls it: (normalized query, adapter ref or None, data version) → outcome.
+ExtractEntities = Callable[[str, str | None, int], Awaitable[ExtractionOutcome]]
+
+
+class RulesFirstExtraction:
+    """Extraction as the ingress runs it: the rules in this process, and the extraction deployment
+    (``delegate``) only when a model may be asked — an adapter named, or a reading the default adapter
+    could be asked about. A complete reading with no adapter named is answered here, as the deployment
+    would answer it (``no_model_can_be_asked``), without the hop to it.
+
+    ``rules`` is an ``ExtractionService`` without a model: the same vocabulary, following the same data
+    version, as the deployment's."""
+
+    def __init__(self, rules: ExtractionService, delegate: ExtractEntities):
+        self.rules = rules
+        self.delegate = delegate
+
+    async def __call__(self, normalized: str, adapter: str | None, data_version: int) -> ExtractionOutcome:
+        started = time.perf_counter()
+        await self.rules.follow(data_version)
+        reading = await self.rules.rules(normalized)
+        if not no_model_can_be_asked(adapter, reading):
+            return await self.delegate(normalized, adapter, data_version)
+        self.rules.observer.on_extraction("rules", "not_asked")
+        return rules_outcome(reading).model_copy(update={"timings_ms": {"rules": ms_since(started)}})

@@ -12,12 +12,13 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from serve_app.config import IngressTunables
 from serve_app.directory.codes import is_code_shaped, is_valid_code
 from serve_app.directory.loader import read_data_version
 from serve_app.errors import InvalidCode, RateLimited, UnknownAdapter, UnknownCode, unavailable
+from serve_app.extraction.service import ExtractEntities
 from serve_app.models.adapters import AdapterRegistry
 from serve_app.normalize import normalize
 from serve_app.pipeline import answer
@@ -31,9 +32,6 @@ from serve_app.timing import ms_since
 
 log = logging.getLogger(__name__)
 _ADAPTER_NAMES_TTL_S = 5.0
-
-#: Extraction as the service calls it: (normalized query, adapter ref or None, data version) → outcome.
-ExtractEntities = Callable[[str, str | None, int], Awaitable[ExtractionOutcome]]
 
 
 class QueryService:
