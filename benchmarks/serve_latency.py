@@ -191,7 +191,10 @@ def stage_table(stages: list[dict]) -> list[tuple[str, float]]:
     rows.append(("  outside the ingress handler (proxy, HTTP, routing, JSON)", client - total))
     rows.append(("  ingress handler (timings_ms.total)", total))
     for stage in STAGES:
-        label = {"extract": "    extraction, handle call included", "rules": "      rules inside the extractor"}
+        label = {
+            "extract": "    extraction (with the hop to the extractor, if made)",
+            "rules": "      the rules' reading",
+        }
         rows.append((label.get(stage, f"    {stage}"), median(stage)))
     inside = sum(median(stage) for stage in STAGES if stage != "rules")
     rows.append(("    the rest (normalize, key, query log, serialisation)", total - inside))
