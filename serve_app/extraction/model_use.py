@@ -52,9 +52,9 @@ def combine(
        rules' value stands; the reason is reported in ``model_overruled``.
     2. Only the model read the field: its value is used.
     3. Both read it and differ: for ``branch`` the model's wins when it is contained in the rules' and ends
-       in a branch level (the rules swept neighbouring words in: 江油西山支行转账 → 西山支行; a tail such as
-       谢谢 names no branch); for every other field the rules' wins (a literal match against the
-       vocabulary or the gazetteer).
+       in a branch level while the rules' does not (the rules swept words in after the branch: 江油西山支行转账
+       → 西山支行; a tail such as 谢谢 names no branch; 南区支行城南分理处 is whole, its 南区支行 the parent);
+       for every other field the rules' wins (a literal match against the vocabulary or the gazetteer).
     4. A district the model supplied that lies outside the city is dropped.
 
     ``source`` is "model" only when the model changed the entities; ``entities_source`` says, per field
@@ -109,6 +109,8 @@ def combine(
 
 
 def _tighter_branch(model: str, rules: str) -> bool:
-    """The model's branch is the rules' without words swept in around it: inside it, and a branch name."""
-    tighter = normalize(model)
-    return tighter in normalize(rules) and LEVEL_AT_END.search(tighter) is not None
+    """The model's branch is the rules' without words swept in after it: inside it and a branch name, where
+    the rules' own reading does not end in a level. One that does is a whole name, often nested
+    (南区支行城南分理处 is a 分理处 under 南区支行): cutting it would name the parent, another code."""
+    tighter, whole = normalize(model), normalize(rules)
+    return tighter in whole and LEVEL_AT_END.search(tighter) is not None and LEVEL_AT_END.search(whole) is None
