@@ -21,7 +21,7 @@ from serve_app.extraction.question import strip_question
 from serve_app.extraction.vocabulary import Vocabulary, is_strong_form
 from serve_app.schemas import Entities, Extraction
 
-#: Bumped whenever extraction output may change for the same input: cached extractions depend on it.
+#: Bumped whenever extraction output may change for the same input: cached answers are keyed on it.
 EXTRACTOR_VERSION = 6
 
 #: Branch levels, longest first, matched at the end of the branch keyword.

@@ -1,7 +1,9 @@
 """``ExtractionService``: rules → model where called for → combine. The one orchestration.
 
 The ``EntityExtractor`` deployment and the offline pipeline both run this; they differ only in how the
-model is asked (``ModelReader``: a deployment handle, or a ``ModelWorker`` in this process). When the
+model is asked (``ModelReader``: a deployment handle, or a ``ModelWorker`` in this process). The ingress
+runs its rules step itself and calls the deployment only when a model may be asked
+(``RulesFirstExtraction``). When the
 model is asked and how its answer combines with the rules: ``model_use``.
 
 The vocabulary comes from the directory. Callers pass the data version their answer will be cached
