@@ -66,6 +66,7 @@ def test_a_wrong_model_never_overrides_a_grounded_rules_field(rules) -> None:
         ("请提供青龙满族自治县农村信用联社娄杖子信用社的清算行号，谢谢", "谢谢", "the rules read"),
         # A whole nested name is not cut to its parent: another branch, another code.
         ("浙江衢州衢江农村商业银行的南区支行城南分理处联行号是什么？", "南区支行", "the rules read"),
+        ("中国建设银行股份有限公司江西省分行票据中心（不对外营业）", "江西省分行", "the rules read"),
     ],
 )
 def test_a_model_branch_that_names_no_branch_is_not_used(rules, text: str, model_branch: str, reason: str) -> None:

@@ -5,6 +5,8 @@ Shared by the ``EntityExtractor`` deployment and the offline pipeline, so both d
 
 from __future__ import annotations
 
+import re
+
 from serve_app.config import MAX_FALLBACK_THRESHOLD
 from serve_app.extraction.grounding import Grounding
 from serve_app.extraction.rules import LEVEL_AT_END, RulesExtractor
@@ -53,7 +55,7 @@ def combine(
     2. Only the model read the field: its value is used.
     3. Both read it and differ: for ``branch`` the model's wins when it is contained in the rules' and ends
        in a branch level while the rules' does not (the rules swept words in after the branch: 江油西山支行转账
-       → 西山支行; a tail such as 谢谢 names no branch; 南区支行城南分理处 is whole, its 南区支行 the parent);
+       → 西山支行; a tail such as 谢谢 names no branch; 南区支行城南分理处 and 江西省分行票据中心 are whole names);
        for every other field the rules' wins (a literal match against the vocabulary or the gazetteer).
     4. A district the model supplied that lies outside the city is dropped.
 
@@ -108,9 +110,15 @@ def combine(
     )
 
 
+#: A bank's own units after a branch level in directory names (江西省分行票据中心, …支行运营管理部, …会计科):
+#: a reading that ends in one is a whole name, as one ending in a level is.
+_UNIT_AT_END = re.compile("(中心|部|科|处|室|厅)$")
+
+
 def _tighter_branch(model: str, rules: str) -> bool:
     """The model's branch is the rules' without words swept in after it: inside it and a branch name, where
-    the rules' own reading does not end in a level. One that does is a whole name, often nested
-    (南区支行城南分理处 is a 分理处 under 南区支行): cutting it would name the parent, another code."""
+    the rules' own reading ends in neither a level nor a unit. One that does is a whole name, often nested
+    (南区支行城南分理处, 江西省分行票据中心): cutting it would name the parent, another code."""
     tighter, whole = normalize(model), normalize(rules)
-    return tighter in whole and LEVEL_AT_END.search(tighter) is not None and LEVEL_AT_END.search(whole) is None
+    whole_name = LEVEL_AT_END.search(whole) is not None or _UNIT_AT_END.search(whole) is not None
+    return tighter in whole and LEVEL_AT_END.search(tighter) is not None and not whole_name
