@@ -160,7 +160,8 @@ def profile(url: str, bodies: list[dict], concurrency: int, seconds: int) -> dic
     return result
 
 
-async def prepare(home: Path) -> tuple[EmbeddedPostgres, EmbeddedRedis]:
+async def prepare_directory(home: Path) -> tuple[EmbeddedPostgres, EmbeddedRedis, list[dict]]:
+    """Embedded PostgreSQL and Valkey under ``home``, migrated, with the demo directory; its records."""
     postgres, redis = EmbeddedPostgres(home / "postgres"), EmbeddedRedis(home / "valkey")
     # SERVE_APP_HOME stays the user's: the demo model under it is built once (training takes minutes)
     # and reused; the databases are this run's own.
@@ -169,13 +170,22 @@ async def prepare(home: Path) -> tuple[EmbeddedPostgres, EmbeddedRedis]:
         SERVE_APP_REDIS_URL=redis.start(),
         RAY_AUTH_MODE="disabled",
     )
-    settings = Settings()
-    conn = await connect_admin(settings.database_url)
+    conn = await connect_admin(Settings().database_url)
     try:
         await prepare_database(conn)
         await load_demo_if_empty(conn)
+        rows = await conn.fetch(
+            "SELECT code, name, bank_name, search_name, branch, province, city, district FROM branches"
+        )
     finally:
         await conn.close()
+    return postgres, redis, [dict(row) for row in rows]
+
+
+async def prepare(home: Path) -> tuple[EmbeddedPostgres, EmbeddedRedis]:
+    """``prepare_directory``, and the demo model registered (built first if missing)."""
+    postgres, redis, _ = await prepare_directory(home)
+    settings = Settings()
     await register_demo_model(settings, settings.database_url)
     return postgres, redis
 

@@ -10,6 +10,7 @@ from ray.serve import Application
 
 from deployments.extractor import EntityExtractor
 from deployments.ingress import Ingress
+from deployments.job_worker import JobWorker
 from deployments.model_server import ModelServer
 from serve_app.config import AppConfig
 from serve_app.settings import Settings
@@ -28,8 +29,13 @@ def build_app(args: dict) -> Application:
     extractor = EntityExtractor.options(  # type: ignore[attr-defined]  # a Serve Deployment
         name="EntityExtractor", **config.extractor.resources.deployment_options(config.extractor.tunables)
     ).bind(model_server)
+    job_worker = None
+    if config.jobs is not None:
+        job_worker = JobWorker.options(  # type: ignore[attr-defined]  # a Serve Deployment
+            name="JobWorker", **config.jobs.deployment_options()
+        ).bind(extractor)
     ingress = config.ingress
     ingress_options = ingress.resources.ingress_options(ingress.tunables)
     return Ingress.options(name="Ingress", **ingress_options).bind(  # type: ignore[attr-defined]  # a Serve Deployment
-        extractor, model_server, ingress.model_dump(mode="json"), paths
+        extractor, model_server, job_worker, ingress.model_dump(mode="json"), paths
     )

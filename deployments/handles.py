@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from ray.serve.handle import DeploymentHandle
 
-from serve_app.errors import ModelUnavailable, Overloaded, unavailable
+from serve_app.errors import DependencyTimeout, ModelUnavailable, Overloaded, unavailable
+from serve_app.schemas import ExtractionOutcome
 
 #: The replica died mid-call, is unreachable, or the deployment has none: retrying later may succeed.
 REPLICA_UNAVAILABLE = (RayActorError, ActorUnavailableError, DeploymentUnavailableError)
@@ -27,3 +30,22 @@ def domain_errors(what: str, model_replicas: bool = False) -> Iterator[None]:
         if model_replicas:
             raise ModelUnavailable(f"no replica of {what} could answer; retry shortly") from exc
         raise unavailable(what) from exc
+
+
+class ExtractorCall:
+    """``ExtractEntities`` over the EntityExtractor deployment, bounded by ``timeout_s()`` (read per call,
+    so live tunables apply): past it, ``DependencyTimeout``; cancelling the call cancels the Serve request."""
+
+    def __init__(self, handle: DeploymentHandle, timeout_s: Callable[[], float]):
+        self.handle = handle
+        self.timeout_s = timeout_s
+
+    async def __call__(self, normalized: str, adapter: str | None, data_version: int) -> ExtractionOutcome:
+        timeout_s = self.timeout_s()
+        try:
+            async with asyncio.timeout(timeout_s):
+                with domain_errors("entity extraction"):
+                    outcome = await self.handle.extract_entities.remote(normalized, adapter, data_version)
+        except TimeoutError as exc:
+            raise DependencyTimeout(f"extraction did not finish within {timeout_s:g} s; retry shortly") from exc
+        return ExtractionOutcome.model_validate(outcome)

@@ -15,24 +15,19 @@ import logging
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.handles import domain_errors
+from deployments.handles import ExtractorCall, domain_errors
 from deployments.metrics import ExtractorMetrics, IngressMetrics
-from serve_app.config import ExtractorTunables, IngressConfig, IngressTunables
+from serve_app.browse import DirectoryBrowser
+from serve_app.config import IngressConfig, IngressTunables
 from serve_app.db.pool import create_pool
-from serve_app.errors import DependencyTimeout
-from serve_app.extraction.service import ExtractionService, RulesFirstExtraction
-from serve_app.models.adapters import AdapterRegistry
+from serve_app.jobs.store import JobStore
 from serve_app.models.paths import ModelPaths
 from serve_app.redis_client import create_redis
-from serve_app.retrieval import BranchRepository
-from serve_app.schemas import ExtractionOutcome
 from serve_app.service.admin import AdminService
-from serve_app.service.http import build_http_app
+from serve_app.service.assembly import assemble_query_service
+from serve_app.service.http import Api, build_http_app
 from serve_app.service.model_board import ModelBoard
-from serve_app.service.query_log import QueryLog
-from serve_app.service.query_service import QueryService
-from serve_app.service.rate_limit import RateLimiter
-from serve_app.service.result_cache import ResultCache
+from serve_app.service.tenants import KeyStore
 from serve_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +41,7 @@ class Ingress:
         self,
         extractor: DeploymentHandle,
         model_server: DeploymentHandle | None,
+        job_worker: DeploymentHandle | None,  # bound here so that Serve deploys it; jobs reach it via PostgreSQL
         config: dict,
         model_paths: ModelPaths | None,
     ):
@@ -53,53 +49,48 @@ class Ingress:
         self.settings = settings = Settings.for_replica()
         self.extractor = extractor
         self.model_server = model_server
+        self.job_worker = job_worker
         self.pool = await create_pool(settings.database_url, settings)
         self.redis = create_redis(settings.redis_url, settings)
         self.metrics = IngressMetrics()
-        self.tunables = tunables = IngressTunables()
+        self.tunables = IngressTunables()
         self.replica_id = serve.get_replica_context().replica_id.unique_id
-        registry = AdapterRegistry(self.pool)
         # The rules run here; the extraction deployment is called only when a model may be asked.
-        rules = await ExtractionService(self.pool, ExtractorTunables(), observer=ExtractorMetrics()).start()
-        self.service = QueryService(
-            extract_entities=RulesFirstExtraction(rules, self._extract_entities),
-            repository=BranchRepository(self.pool, settings.db_acquire_timeout_s),
-            result_cache=ResultCache(self.redis, tunables.result_cache_ttl_s, tunables.local_cache_size),
-            rate_limiter=RateLimiter(self.redis, tunables.rate_limit_per_s, tunables.rate_limit_burst),
-            query_log=QueryLog(self.pool, tunables.query_log_batch, tunables.query_log_interval_s),
-            registry=registry,
+        self.service = await assemble_query_service(
+            self.pool,
+            self.redis,
+            settings,
+            self.tunables,
+            ExtractorCall(extractor, lambda: self.tunables.extract_timeout_s),
+            observer=ExtractorMetrics(),
             on_result=self.metrics.observe,
         )
+        registry = self.service.registry
         check_models = None if model_server is None else self._check_models
         self.admin = AdminService(registry, ModelBoard(self.redis), model_paths, check_models)
-        await self.service.refresh_data_version()
+        self.browser = DirectoryBrowser(self.pool, settings.db_acquire_timeout_s)
+        self.jobs = JobStore(self.pool)
+        self.keys = KeyStore(self.pool)
         self.service.query_log.start()
         self._refresh_task = asyncio.get_running_loop().create_task(self._refresh())
 
     def __serve_build_asgi_app__(self):
         resources = self.config.resources
-        return build_http_app(
+        api = Api(
             self.service,
             self.admin,
             self.replica_stats,
             self.settings.admin_token,
-            self.config.max_body_bytes,
-            admission=(resources.max_ongoing_requests, resources.max_queued_requests),
+            self.config,
+            browser=self.browser,
+            jobs=self.jobs,
+            keys=self.keys,
         )
+        return build_http_app(api, admission=(resources.max_ongoing_requests, resources.max_queued_requests))
 
     def reconfigure(self, user_config: dict) -> None:
         self.tunables = IngressTunables.model_validate(user_config)
         self.service.reconfigure(self.tunables)
-
-    async def _extract_entities(self, normalized: str, adapter: str | None, data_version: int) -> ExtractionOutcome:
-        timeout_s = self.tunables.extract_timeout_s
-        try:
-            async with asyncio.timeout(timeout_s):  # cancelling the response cancels the Serve request
-                with domain_errors("entity extraction"):
-                    outcome = await self.extractor.extract_entities.remote(normalized, adapter, data_version)
-        except TimeoutError as exc:
-            raise DependencyTimeout(f"extraction did not finish within {timeout_s:g} s; retry shortly") from exc
-        return ExtractionOutcome.model_validate(outcome)
 
     async def _check_models(self) -> None:
         assert self.model_server is not None

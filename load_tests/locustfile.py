@@ -54,8 +54,12 @@ class BranchQueryUser(HttpUser):
     wait_time = between(0.05, 0.2)
 
     def on_start(self) -> None:
-        # Each simulated caller is a tenant with its own key, so per-client rate limits apply per user.
-        self.client.headers["x-api-key"] = f"locust-{uuid.uuid4().hex[:12]}"
+        # Against a service with ``auth: keys``, every simulated caller uses the tenant key in SERVE_APP_API_KEY
+        # (one tenant, one rate limit: size it with `serve-app keys create --rate`). In open mode the callers
+        # share this machine's address and so its rate limit.
+        key = os.environ.get("SERVE_APP_API_KEY")
+        if key:
+            self.client.headers["x-api-key"] = key
 
     def _query(self, body: dict, name: str) -> None:
         with self.client.post("/api/v1/query", json=body, name=name, catch_response=True) as response:

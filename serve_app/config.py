@@ -103,7 +103,40 @@ class IngressTunables(_Strict):
 class IngressConfig(_Strict):
     resources: Resources = Resources(max_ongoing_requests=64, max_queued_requests=256)
     tunables: IngressTunables = IngressTunables()
-    max_body_bytes: int = Field(default=16_384, ge=256)
+    max_body_bytes: int = Field(default=16_384, ge=256, description="JSON bodies (a batch: this per line).")
+    auth: Literal["open", "keys"] = Field(
+        default="open",
+        description="open: anyone may call (one tenant, 'open'; rate limits per client address). keys: every "
+        "API call needs a tenant's X-API-Key (serve-app keys create).",
+    )
+    max_batch_lines: int = Field(default=1000, ge=1, description="Lines in one POST /api/v1/query/batch.")
+    max_upload_bytes: int = Field(default=32 * 2**20, ge=1024, description="Size of one bulk job's file.")
+    max_job_rows: int = Field(default=200_000, ge=1, description="Rows in one bulk job.")
+
+
+class JobTunables(_Strict):
+    chunk_rows: int = Field(default=200, ge=1, description="Rows a worker takes, answers and commits at once.")
+    concurrency: int = Field(default=16, ge=1, description="Rows of a chunk answered at the same time.")
+    poll_interval_s: float = Field(default=0.5, gt=0, description="How often an idle worker looks for work.")
+    hung_chunk_s: float = Field(
+        default=600, gt=0, description="A chunk held this long with no word from its worker is given to another."
+    )
+    extract_timeout_s: float = Field(
+        default=60, gt=0, description="Longest wait for a model reading of one row; past it the chunk is retried."
+    )
+
+
+class JobWorkerConfig(_Strict):
+    """The bulk-job workers: a fixed number of replicas (they take work from PostgreSQL, not from requests)."""
+
+    replicas: int = Field(default=1, ge=1)
+    resources: Resources = Resources()
+    tunables: JobTunables = JobTunables()
+
+    def deployment_options(self) -> dict:
+        options = self.resources.deployment_options(self.tunables)
+        del options["autoscaling_config"]
+        return options | {"num_replicas": self.replicas}
 
 
 #: The highest ``model_fallback_threshold``: a rules reading of confidence 1 is never sent to the model.
@@ -186,6 +219,7 @@ class AppConfig(_Strict):
     ingress: IngressConfig = IngressConfig()
     extractor: ExtractorConfig = ExtractorConfig()
     model: ModelConfig | None = Field(default=ModelConfig(), description="null: rules only, no model replicas.")
+    jobs: JobWorkerConfig | None = Field(default=JobWorkerConfig(), description="null: no bulk-job workers.")
 
     @model_validator(mode="after")
     def _default_adapter_needs_a_model(self) -> AppConfig:

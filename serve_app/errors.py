@@ -55,6 +55,29 @@ class UnknownCode(ServiceError):
     """A well-formed CNAPS code the directory does not hold."""
 
 
+class Forbidden(ServiceError):
+    """The caller's key is valid but may not do this (e.g. name another tenant's adapter)."""
+
+
+# --- bulk jobs ------------------------------------------------------------------------------------------
+
+
+class UnreadableFile(ServiceError):
+    """An upload that is not a CSV, XLSX or JSON-lines file in a known encoding, or lacks the text column."""
+
+
+class TooManyRows(ServiceError):
+    """An upload with more rows than the service takes in one job (or lines in one batch)."""
+
+
+class UnknownJob(ServiceError):
+    """No job with that id belongs to the caller's tenant."""
+
+
+class JobNotDone(ServiceError):
+    """A job's result was asked for before every row was done."""
+
+
 # --- adapters -------------------------------------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 #: Longest query accepted. Real branch names are under 60 characters; statements add boilerplate.
 MAX_QUERY_CHARS = 512
@@ -25,6 +25,15 @@ def refuse_control_characters(value: str, what: str) -> str:
     if _CONTROL.search(value):
         raise ValueError(f"{what} must not contain control characters (other than tab and newline)")
     return value
+
+
+def validation_message(exc: ValidationError) -> str:
+    """A pydantic error as one line a client can act on: ``field: problem; ...``."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "body"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
 
 
 class Entities(BaseModel):
@@ -124,9 +133,60 @@ class QueryRequest(BaseModel):
     @field_validator("model")
     @classmethod
     def _blank_model_is_none_else_a_name(cls, value: str | None) -> str | None:
-        if value and not ADAPTER_NAME.fullmatch(value):
-            raise ValueError(ADAPTER_NAME_RULE)
-        return value or None
+        return adapter_name_or_none(value)
+
+
+def adapter_name_or_none(value: str | None) -> str | None:
+    """An adapter name as requested: blank is None, anything else must be a valid name."""
+    if value and not ADAPTER_NAME.fullmatch(value):
+        raise ValueError(ADAPTER_NAME_RULE)
+    return value or None
+
+
+_MODEL_FIELD = Field(
+    default=None,
+    description="Registered LoRA adapter to extract with; null for rules only.",
+    json_schema_extra={"pattern": ADAPTER_NAME.pattern},
+)
+
+
+class BatchRequest(BaseModel):
+    """``POST /api/v1/query/batch``: many lines, one adapter and ``top_k`` for all of them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    queries: list[str] = Field(min_length=1, description="Lines to answer, in order; each is checked like a query.")
+    model: str | None = _MODEL_FIELD
+    top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str | None) -> str | None:
+        return adapter_name_or_none(value)
+
+
+class JobParams(BaseModel):
+    """The query string of ``POST /api/v1/jobs`` (the body is the file itself)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    filename: str | None = Field(default=None, max_length=255, description="Shown in the job and its result's name.")
+    column: str | None = Field(
+        default=None, max_length=128, description="Header or 1-based number of the bank column; default: detected."
+    )
+    encoding: str | None = Field(default=None, max_length=32, description="Text encoding; default: UTF-8, else GBK.")
+    format: Literal["csv", "xlsx", "jsonl"] | None = Field(default=None, description="Default: detected.")
+    model: str | None = _MODEL_FIELD
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str | None) -> str | None:
+        return adapter_name_or_none(value)
+
+    @field_validator("filename")
+    @classmethod
+    def _filename(cls, value: str | None) -> str | None:
+        return None if value is None else refuse_control_characters(value, "filename")
 
 
 #: How the model's reading was used, when an adapter was asked: the same fields in the extraction step's
@@ -181,3 +241,14 @@ class ExtractionOutcome(BaseModel):
     timings_ms: dict[str, float] = Field(
         default_factory=dict, description="Milliseconds inside the extraction step: ``rules``, and ``model`` if asked."
     )
+
+
+class BatchItem(BaseModel):
+    """One line of a batch: its result, or the error that line got (``{"code", "message"}``)."""
+
+    result: QueryResult | None = None
+    error: dict[str, str] | None = None
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchItem] = Field(description="One item per query, in the order sent.")

@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from serve_app.config import AppConfig, ExtractorTunables, IngressTunables, ModelTunables
+from serve_app.config import AppConfig, ExtractorTunables, IngressTunables, JobTunables, ModelTunables
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
@@ -44,9 +44,14 @@ def test_serve_configs_are_valid_for_serve_and_for_the_app(config: str) -> None:
     [app] = data["applications"]
     assert app["import_path"] == "deployments.app:build_app"
     AppConfig.model_validate(app["args"])
-    assert {d["name"] for d in app["deployments"]} == {"Ingress", "EntityExtractor", "ModelServer"}
+    assert {d["name"] for d in app["deployments"]} == {"Ingress", "EntityExtractor", "ModelServer", "JobWorker"}
     # The live tunables pass the model reconfigure() validates them with: a typo fails here, not at deploy.
-    tunables = {"Ingress": IngressTunables, "EntityExtractor": ExtractorTunables, "ModelServer": ModelTunables}
+    tunables = {
+        "Ingress": IngressTunables,
+        "EntityExtractor": ExtractorTunables,
+        "ModelServer": ModelTunables,
+        "JobWorker": JobTunables,
+    }
     for deployment in app["deployments"]:
         tunables[deployment["name"]].model_validate(deployment["user_config"])
     extractor = next(d["user_config"] for d in app["deployments"] if d["name"] == "EntityExtractor")

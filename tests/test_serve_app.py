@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
+import os
+import random
 import subprocess
 import sys
 import time
@@ -21,6 +24,7 @@ import pytest
 from serve_app.embedded import EmbeddedRedis, free_port
 from tests.conftest import create_database
 from tests.serve_harness import (
+    HOT_QUERIES,
     SEED_CODE,
     deploy,
     post_query,
@@ -32,6 +36,8 @@ from tests.serve_harness import (
 )
 
 ADMIN = {"authorization": "Bearer test-admin-token"}
+#: Debian's browser and its driver (scripts/install puts them there).
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 APP_ARGS = {
     "ingress": {"resources": {"num_cpus": 0.1, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}},
     "extractor": {"resources": {"num_cpus": 0.1, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}},
@@ -46,6 +52,7 @@ APP_ARGS = {
         },
         "tunables": {"max_batch_size": 2, "max_new_tokens": 48},
     },
+    "jobs": {"resources": {"num_cpus": 0.1}, "tunables": {"chunk_rows": 100}},
 }
 INGRESS_TUNABLES = {"rate_limit_per_s": 200, "rate_limit_burst": 400}
 
@@ -105,6 +112,79 @@ def test_seed_query_then_cache(serve_app: str) -> None:
     second = post_query(serve_app, "华夏银行江油西山支行")
     assert second.json()["source"] == "cache"
     assert second.json()["matches"] == first.json()["matches"]
+
+
+def statement_csv(rows: int) -> bytes:
+    lines = ["流水号,对方行名,金额"] + [f"{n},{HOT_QUERIES[n % len(HOT_QUERIES)]},{n}.00" for n in range(rows)]
+    return ("\n".join(lines) + "\n").encode("gbk")
+
+
+def job_status(base: str, job_id: str) -> dict:
+    return httpx.get(f"{base}/api/v1/jobs/{job_id}", timeout=10).json()
+
+
+def test_a_bulk_job_through_serve_survives_its_worker_replica_being_killed(serve_app: str) -> None:
+    import ray
+
+    rows = 4_000
+    created = httpx.post(f"{serve_app}/api/v1/jobs?filename=big.csv", content=statement_csv(rows), timeout=60)
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    wait_for(lambda: job_status(serve_app, job_id)["done_rows"] > 0, timeout_s=60, interval_s=0.05)
+    worker = next(a for a in ray.util.list_named_actors(all_namespaces=True) if "JobWorker" in a["name"])
+    ray.kill(ray.get_actor(worker["name"], namespace=worker["namespace"]), no_restart=True)
+    at_kill = job_status(serve_app, job_id)
+    assert at_kill["state"] == "running" and at_kill["done_rows"] < rows, "the job finished before the kill"
+    done = wait_for(lambda: (s := job_status(serve_app, job_id))["state"] == "done" and s, timeout_s=180)
+    assert done["done_rows"] == rows == sum(done["counts"].values())  # Serve's new replica finished it
+    result = httpx.get(f"{serve_app}/api/v1/jobs/{job_id}/result.csv", timeout=60)
+    table = list(csv.reader(io.StringIO(result.content.decode("utf-8-sig"))))
+    assert [row[0] for row in table[1:]] == [str(n) for n in range(rows)]
+    code = table[0].index("code")
+    assert all(row[code] == SEED_CODE for row in table[1:] if row[1] == "华夏银行江油西山支行")
+
+
+def test_the_web_page_in_a_real_browser(serve_app: str, tmp_path: Path) -> None:
+    """Debian's Chromium, headless, driven by Selenium: search, then reconcile a file and download the result."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        options.add_argument(argument)
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        wait = WebDriverWait(driver, 60)
+        driver.get(f"{serve_app}/")
+        driver.find_element(By.ID, "search").send_keys("华夏银行江油西山支行")
+        wait.until(lambda d: SEED_CODE in d.find_element(By.ID, "matches").text)
+        assert driver.find_element(By.ID, "verdict").text == "match"
+        assert "bank: exact" in driver.find_element(By.ID, "matches").text
+
+        upload = tmp_path / "对账单.csv"
+        upload.write_bytes(statement_csv(300))
+        driver.find_element(By.ID, "upload-file").send_keys(str(upload))
+        driver.find_element(By.ID, "upload-button").click()
+        wait.until(lambda d: d.find_element(By.ID, "job-progress").text.startswith("100 %"))
+        assert "300 / 300 rows" in driver.find_element(By.ID, "job-progress").text
+        screenshot = os.environ.get("SERVE_APP_SCREENSHOT")
+        if screenshot:
+            driver.save_screenshot(screenshot)
+        driver.find_element(By.ID, "download-csv").click()
+        saved = wait.until(lambda d: [p for p in downloads.glob("*.csv") if p.stat().st_size > 0])
+    finally:
+        driver.quit()
+    table = list(csv.reader(io.StringIO(saved[0].read_text(encoding="utf-8-sig"))))
+    assert saved[0].name == "对账单.result.csv" and len(table) == 301
+    assert [row[0] for row in table[1:]] == [str(n) for n in range(300)]
 
 
 def test_adapters_are_served_loaded_once_and_evicted_beyond_k(serve_app: str) -> None:
@@ -229,14 +309,13 @@ def test_autoscaling_change_is_applied_in_place(serve_app: str) -> None:
 
 
 def test_rate_limit_rejects_a_burst_with_429(serve_app: str) -> None:
-    headers = {"x-api-key": f"burst-{uuid.uuid4().hex}"}
+    # Open mode limits a client by its address: this one sends from a loopback address of its own.
+    address = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
 
     async def burst() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=30) as client:
-            send = [
-                client.post(f"{serve_app}/api/v1/query", json={"query": "华夏银行江油西山支行"}, headers=headers)
-                for _ in range(15)
-            ]
+        transport = httpx.AsyncHTTPTransport(local_address=address)
+        async with httpx.AsyncClient(timeout=30, transport=transport) as client:
+            send = [client.post(f"{serve_app}/api/v1/query", json={"query": "华夏银行江油西山支行"}) for _ in range(15)]
             return await asyncio.gather(*send)
 
     responses = asyncio.run(burst())

@@ -23,7 +23,7 @@ from serve_app.schemas import Entities, ExtractionOutcome, QueryResult
 from serve_app.service.admin import AdminService
 from serve_app.service.database import database_errors
 from serve_app.service.errors import render
-from serve_app.service.http import build_http_app
+from serve_app.service.http import Api, build_http_app
 from serve_app.service.model_board import ModelBoard
 from serve_app.service.query_log import QueryLog
 from serve_app.service.query_service import QueryService
@@ -210,7 +210,7 @@ async def http_client(sample_pool, redis_client):
         registry=AdapterRegistry(sample_pool),
     )
     await service.refresh_data_version()
-    app = build_http_app(service, admin_for(sample_pool, redis_client), dict, SecretStr("s3cret"), 16_384)
+    app = build_http_app(Api(service, admin_for(sample_pool, redis_client), dict, SecretStr("s3cret")))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         yield client
     await service.query_log.close()
@@ -349,7 +349,7 @@ async def test_postgres_outage_is_a_503_and_recovery_is_automatic(tmp_path, redi
         query_log=QueryLog(pool),
         registry=AdapterRegistry(pool),
     )
-    app = build_http_app(service, admin_for(pool, redis_client), dict, None)
+    app = build_http_app(Api(service, admin_for(pool, redis_client), dict, None))
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
             assert (await client.post("/api/v1/query", json={"query": "华夏银行江油西山支行"})).status_code == 200
@@ -491,7 +491,7 @@ async def test_admission_answers_past_its_bounds_with_json_503_and_keeps_probes_
         query_log=QueryLog(sample_pool),
         registry=AdapterRegistry(sample_pool),
     )
-    app = build_http_app(service, admin_for(sample_pool, redis_client), dict, None, admission=(2, 1))
+    app = build_http_app(Api(service, admin_for(sample_pool, redis_client), dict, None), admission=(2, 1))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         queries = [f"华夏银行江油西山支行{i}" for i in range(3)]
         admitted = [asyncio.create_task(client.post("/api/v1/query", json={"query": q})) for q in queries]
@@ -553,7 +553,7 @@ def test_openapi_lists_every_route_and_the_errors_each_can_give() -> None:
     from serve_app.service.openapi import openapi_document
 
     document = openapi_document(ENDPOINTS)
-    app = build_http_app(None, None, dict, None)  # type: ignore[arg-type]
+    app = build_http_app(Api(None, None, dict, None))  # type: ignore[arg-type]
     routes = {(r.path, m.lower()) for r in app.routes if isinstance(r, Route) for m in r.methods or () if m != "HEAD"}
     assert routes == {(path, method) for path, ops in document["paths"].items() for method in ops}
     assert "/api/v1/stats" in document["paths"]

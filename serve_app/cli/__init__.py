@@ -14,7 +14,7 @@ import sys
 
 import asyncpg
 
-from serve_app.cli import database, demo, query, train, up
+from serve_app.cli import bulk, database, demo, keys, query, train, up
 from serve_app.cli.database import prepare_database
 from serve_app.cli.demo import register_demo_model
 from serve_app.settings import Settings
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serve-app", description="Bank-branch query service.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
-    for group in (database, query, up, demo, train):
+    for group in (database, query, bulk, keys, up, demo, train):
         group.add_commands(commands)
     return parser
 
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, RuntimeError, ValueError, asyncpg.PostgresError) as exc:
         print(f"serve-app: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C ends a long-running command (a worker) without a traceback
+        return 130
 
 
 if __name__ == "__main__":

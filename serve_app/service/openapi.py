@@ -33,6 +33,12 @@ _ERROR_SCHEMA = {
 }
 _BODY_ERRORS = (e.MalformedBody, e.BodyTooLarge, e.InvalidRequest)
 _ADMIN_ERRORS = (e.Unauthorized, e.AdminDisabled)
+_TENANT_ERRORS = (e.Unauthorized, e.Forbidden, e.RateLimited)
+_UPLOAD_TYPES = (
+    "text/csv",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/x-ndjson",
+)
 
 
 def _ref(name: str) -> dict:
@@ -45,6 +51,10 @@ def _operation(endpoint: Endpoint) -> dict:
         declared += _BODY_ERRORS
     if endpoint.admin:
         declared += _ADMIN_ERRORS
+    if endpoint.tenant:
+        declared += _TENANT_ERRORS
+    if endpoint.query is not None:
+        declared.append(e.InvalidRequest)
     if endpoint.path not in PROBES:
         declared.append(e.Overloaded)
     if endpoint.status == 204:
@@ -55,7 +65,10 @@ def _operation(endpoint: Endpoint) -> dict:
             schema = _ref(endpoint.response.__name__)
             if endpoint.response_list:
                 schema = {"type": "array", "items": schema}
-        responses = {str(endpoint.status): {"description": "ok", "content": {"application/json": {"schema": schema}}}}
+        if endpoint.media_type != "application/json":
+            schema = {"type": "string"}
+        content = {endpoint.media_type: {"schema": schema}}
+        responses = {str(endpoint.status): {"description": "ok", "content": content}}
     for status in statuses(*declared):
         responses[str(status)] = {"description": "error", "content": {"application/json": {"schema": _ref("Error")}}}
     operation: dict = {"summary": endpoint.summary, "operationId": endpoint.name, "responses": responses}
@@ -63,13 +76,25 @@ def _operation(endpoint: Endpoint) -> dict:
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in re.findall(r"{(\w+)}", endpoint.path)
     ]
+    if endpoint.query is not None:
+        for name, field in endpoint.query.model_fields.items():
+            parameter_schema = {"type": "integer"} if field.annotation is int else {"type": "string"}
+            parameters.append(
+                {"name": name, "in": "query", "required": False, "description": field.description or "",
+                 "schema": parameter_schema}
+            )  # fmt: skip
     if parameters:
         operation["parameters"] = parameters
     if endpoint.request is not None:
         content = {"application/json": {"schema": _ref(endpoint.request.__name__)}}
         operation["requestBody"] = {"required": True, "content": content}
+    if endpoint.upload:
+        upload = {"schema": {"type": "string", "format": "binary"}}
+        operation["requestBody"] = {"required": True, "content": dict.fromkeys(_UPLOAD_TYPES, upload)}
     if endpoint.admin:
         operation["security"] = [{"bearerAuth": []}]
+    if endpoint.tenant:
+        operation["security"] = [{"apiKey": []}, {}]  # {}: none needed in open mode
     return operation
 
 
@@ -90,7 +115,10 @@ def openapi_document(endpoints: tuple[Endpoint, ...]) -> dict:
         "info": {"title": "serve-app bank-branch query API", "version": "1"},
         "components": {
             "schemas": schemas.get("$defs", {}) | {"Error": _ERROR_SCHEMA},
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
         },
         "paths": paths,
     }

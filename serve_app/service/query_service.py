@@ -14,6 +14,8 @@ import math
 import time
 from collections.abc import Callable
 
+from pydantic import ValidationError
+
 from serve_app.config import IngressTunables
 from serve_app.directory.codes import is_code_shaped, is_valid_code
 from serve_app.directory.loader import read_data_version
@@ -23,15 +25,28 @@ from serve_app.models.adapters import AdapterRegistry
 from serve_app.normalize import normalize
 from serve_app.pipeline import answer
 from serve_app.retrieval import BranchRepository
-from serve_app.schemas import BranchRecordOut, ExtractionOutcome, QueryRequest, QueryResult
+from serve_app.schemas import (
+    BatchItem,
+    BranchRecordOut,
+    ExtractionOutcome,
+    QueryRequest,
+    QueryResult,
+    validation_message,
+)
 from serve_app.service.database import DATABASE_ERRORS, DATABASE_TIMEOUTS, DIRECTORY, database_errors
+from serve_app.service.errors import error_body
 from serve_app.service.query_log import QueryLog
 from serve_app.service.rate_limit import RateLimiter
 from serve_app.service.result_cache import ResultCache
+from serve_app.service.tenants import Caller
 from serve_app.timing import ms_since
 
 log = logging.getLogger(__name__)
 _ADAPTER_NAMES_TTL_S = 5.0
+#: A batch takes one rate-limit token per this many lines.
+LINES_PER_TOKEN = 100
+#: Lines of one batch answered at the same time.
+BATCH_CONCURRENCY = 16
 
 
 class QueryService:
@@ -53,7 +68,7 @@ class QueryService:
         self.registry = registry
         self.on_result = on_result  # observer (metrics): (result, served from cache)
         self.data_version = 0
-        self._adapter_refs: tuple[float, dict[str, str]] = (0.0, {})
+        self.adapter_refs: tuple[float, dict[str, str]] = (0.0, {})
 
     def reconfigure(self, tunables: IngressTunables) -> None:
         """Apply live tunables (already validated) to the parts that use them."""
@@ -84,12 +99,51 @@ class QueryService:
             self.data_version = await read_data_version(conn)
         return self.data_version
 
-    async def query(self, request: QueryRequest, client: str) -> QueryResult:
+    async def query(self, request: QueryRequest, caller: Caller) -> QueryResult:
+        """``POST /api/v1/query``: rate limit (the caller's bucket), the caller's adapters, answer, log."""
         started = time.perf_counter()
-        wait = await self.rate_limiter.check(client)
+        caller.check_adapter(request.model)
+        await self.take_tokens(caller, 1)
         timings = {"rate_limit": ms_since(started)}
-        if wait is not None:
-            raise RateLimited("too many requests; slow down", retry_after_s=max(1, math.ceil(wait)))
+        result = await self.answer(request, timings=timings, started=started)
+        self._log(result, caller)
+        return result
+
+    async def batch(self, texts: list[str], model: str | None, top_k: int, caller: Caller) -> list[BatchItem]:
+        """``POST /api/v1/query/batch``: every line answered (``concurrency`` at a time), in order; a line
+        the service refuses is an error in its place. One rate-limit token per ``LINES_PER_TOKEN`` lines."""
+        caller.check_adapter(model)
+        await self.take_tokens(caller, math.ceil(len(texts) / LINES_PER_TOKEN))
+        if model is not None:
+            with database_errors():
+                await self.adapter_ref(model)  # an unknown adapter fails the batch, not each line
+        slots = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+        async def one(text: str) -> BatchItem:
+            try:
+                request = QueryRequest(query=text, model=model, top_k=top_k)
+            except ValidationError as exc:
+                return BatchItem(error=error_body("invalid_request", validation_message(exc))["error"])
+            async with slots:
+                result = await self.answer(request)
+            self._log(result, caller)
+            return BatchItem(result=result)
+
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(text)) for text in texts]
+        return [task.result() for task in tasks]
+
+    async def answer(
+        self,
+        request: QueryRequest,
+        adapter: str | None = None,
+        timings: dict[str, float] | None = None,
+        started: float | None = None,
+    ) -> QueryResult:
+        """The answer to one valid request, from the cache or computed (cache → extract → retrieve → judge).
+        ``adapter`` names the adapter to extract with when the request does not (bulk jobs)."""
+        started = time.perf_counter() if started is None else started
+        timings = {} if timings is None else timings
         normalized = normalize(request.query)
         version = self.data_version  # the key and the extraction agree on it
 
@@ -97,7 +151,8 @@ class QueryService:
             return await self.extract_entities(text, adapter, version)
 
         with database_errors():
-            ref = None if request.model is None else await self._adapter_ref(request.model)
+            name = request.model or adapter
+            ref = None if name is None else await self.adapter_ref(name)
             key = self.result_cache.key(normalized, ref, request.top_k, version)
             result, cached = await self.result_cache.get_or_compute(
                 key,
@@ -113,27 +168,34 @@ class QueryService:
             result = result.model_copy(update={"timings_ms": result.timings_ms | timings | {"total": total_ms}})
         if self.on_result is not None:
             self.on_result(result, cached)
+        return result
+
+    async def take_tokens(self, caller: Caller, cost: int) -> None:
+        wait = await self.rate_limiter.check(caller.rate_key, caller.rate_per_s, cost)
+        if wait is not None:
+            raise RateLimited("too many requests; slow down", retry_after_s=max(1, math.ceil(wait)))
+
+    def _log(self, result: QueryResult, caller: Caller) -> None:
         self.query_log.record(
-            query=request.query,
-            normalized=normalized,
+            query=result.query,
+            normalized=result.normalized,
             source=result.source,
             model=result.model,
             top_code=result.matches[0].code if result.matches else None,
             matches=len(result.matches),
-            latency_ms=total_ms,
-            client=client,
+            latency_ms=result.timings_ms.get("total", 0.0),
+            client=caller.rate_key,
             verdict=result.verdict,
             reason=result.reason,
         )
-        return result
 
-    async def _adapter_ref(self, name: str) -> str:
+    async def adapter_ref(self, name: str) -> str:
         """``name@revision`` of a registered adapter (the registry is read at most every few seconds);
         ``UnknownAdapter`` for a name that is not registered."""
-        fetched_at, refs = self._adapter_refs
+        fetched_at, refs = self.adapter_refs
         if name not in refs or time.monotonic() - fetched_at >= _ADAPTER_NAMES_TTL_S:
             refs = {adapter.name: adapter.ref for adapter in await self.registry.list()}
-            self._adapter_refs = (time.monotonic(), refs)
+            self.adapter_refs = (time.monotonic(), refs)
         if name not in refs:
             raise UnknownAdapter(f"no adapter named {name!r} is registered")
         return refs[name]

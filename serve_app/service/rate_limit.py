@@ -54,14 +54,19 @@ class RateLimiter:
         self.stats = RateLimitStats()
         self._script = redis.register_script(_BUCKET_SCRIPT) if redis is not None else None
 
-    async def check(self, client: str) -> float | None:
-        """None if the request may proceed, else the seconds to wait before retrying."""
+    async def check(self, client: str, rate_per_s: float | None = None, cost: int = 1) -> float | None:
+        """None if the request may proceed, else the seconds to wait before retrying. ``rate_per_s``
+        overrides the default rate (a tenant's own), its burst scaled to match; ``cost`` tokens are taken
+        (at most a full burst, so a large request is slow, never impossible)."""
+        rate = rate_per_s or self.rate_per_s
+        burst = self.burst if rate_per_s is None else max(1, math.ceil(self.burst * rate_per_s / self.rate_per_s))
+        cost = max(1, min(cost, burst))
         if self._script is None:
             self.stats.allowed += 1
             return None
         key = f"{self.prefix}:rl:{hashlib.sha256(client.encode()).hexdigest()[:24]}"
         try:
-            allowed, wait_ms = await self._script(keys=[key], args=[self.rate_per_s, self.burst, time.time(), 1])
+            allowed, wait_ms = await self._script(keys=[key], args=[rate, burst, time.time(), cost])
         except (RedisError, OSError) as exc:
             self.stats.errors += 1
             log.warning("rate limiter unavailable, letting the request through: %s", exc)

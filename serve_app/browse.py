@@ -1,0 +1,117 @@
+"""Browsing the directory: branches filtered by bank, province, city, district and name text, a page at a
+time with the total; the institutions with their branch counts.
+
+Each filter adds one fixed clause (values are always bound, never spliced), so every combination has an
+indexed plan: ``(bank_name, city)``, ``(province, city)``, ``(city, district)``, ``(district)``, and the GIN
+trigram index for the name text (``LIKE`` on ``search_name``, wildcards in the text escaped). A bank may
+be named by any of its aliases (工行). Pages are ordered by code.
+"""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app.normalize import normalize
+from serve_app.schemas import BranchRecordOut
+
+MAX_PAGE_SIZE = 100
+#: Seconds a replica reuses the bank list (it changes only with a directory load).
+BANKS_TTL_S = 60.0
+_CLAUSES = {
+    "bank": "bank_name = (SELECT name FROM banks WHERE name = ${n} OR ${n} = ANY(aliases) LIMIT 1)",
+    "province": "province = ${n}",
+    "city": "city = ${n}",
+    "district": "district = ${n}",
+    "q": "search_name LIKE ${n} ESCAPE '\\'",
+}
+
+
+class BrowseQuery(BaseModel):
+    """The query string of ``GET /api/v1/branches``; empty filters are ignored."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    bank: str | None = Field(default=None, max_length=64, description="Institution name or alias (工行).")
+    province: str | None = Field(default=None, max_length=32)
+    city: str | None = Field(default=None, max_length=32)
+    district: str | None = Field(default=None, max_length=32)
+    q: str | None = Field(default=None, max_length=64, description="Text the official name contains.")
+    page: int = Field(default=1, ge=1, le=100_000)
+    page_size: int = Field(default=20, ge=1, le=MAX_PAGE_SIZE)
+
+
+class BranchPage(BaseModel):
+    total: int
+    page: int
+    page_size: int
+    items: list[BranchRecordOut]
+
+
+class BankOut(BaseModel):
+    name: str
+    category_code: str
+    category: str
+    aliases: list[str]
+    branches: int = Field(description="Branches of this institution in the directory.")
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def browse_statements(query: BrowseQuery) -> tuple[str, str, list[str]]:
+    """(page statement, count statement, arguments) for ``query``: built from the fixed clauses only."""
+    clauses, arguments = [], []
+    for name, clause in _CLAUSES.items():
+        value = getattr(query, name)
+        if name == "q" and value:
+            value = normalize(value)
+            value = f"%{_escape_like(value)}%" if value else None
+        if value:
+            arguments.append(value)
+            clauses.append(clause.replace("{n}", str(len(arguments))))
+    where = " AND ".join(clauses) or "true"
+    columns = "code, name, bank_name AS bank, bank_code, province, city, district"
+    n = len(arguments)
+    page = f"SELECT {columns} FROM branches WHERE {where} ORDER BY code LIMIT ${n + 1} OFFSET ${n + 2}"  # noqa: S608
+    count = f"SELECT count(*) FROM branches WHERE {where}"  # noqa: S608 - fixed clauses, bound values
+    return page, count, arguments
+
+
+class DirectoryBrowser:
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout_s: float | None = None):
+        self.pool = pool
+        self.acquire_timeout_s = acquire_timeout_s
+        self._banks: tuple[float, int, list[BankOut]] | None = None
+
+    async def branches(self, query: BrowseQuery) -> BranchPage:
+        page, count, arguments = browse_statements(query)
+        offset = (query.page - 1) * query.page_size
+        async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
+            total = await conn.fetchval(count, *arguments)
+            rows = await conn.fetch(page, *arguments, query.page_size, offset)
+        return BranchPage(
+            total=total,
+            page=query.page,
+            page_size=query.page_size,
+            items=[BranchRecordOut.model_validate(dict(row)) for row in rows],
+        )
+
+    async def banks(self, data_version: int) -> list[BankOut]:
+        """Every institution with its branch count, most branches first (reused while the data is unchanged)."""
+        cached = self._banks
+        if cached is not None and cached[1] == data_version and time.monotonic() - cached[0] < BANKS_TTL_S:
+            return cached[2]
+        async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
+            rows = await conn.fetch(
+                """SELECT b.name, b.category_code, b.category, b.aliases, coalesce(c.branches, 0) AS branches
+                   FROM banks b LEFT JOIN (SELECT bank_name, count(*) AS branches FROM branches GROUP BY bank_name) c
+                        ON c.bank_name = b.name
+                   ORDER BY branches DESC, b.name"""
+            )
+        banks = [BankOut.model_validate(dict(row)) for row in rows]
+        self._banks = (time.monotonic(), data_version, banks)
+        return banks

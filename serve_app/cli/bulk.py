@@ -1,0 +1,134 @@
+"""``serve-app reconcile`` (a statement file, answered in this process) and ``serve-app jobs work`` (a bulk-job
+worker outside Serve, on the configured PostgreSQL and Redis)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections import Counter
+from pathlib import Path
+
+from serve_app.cli.query import query_pipeline
+from serve_app.jobs.files import read_table
+from serve_app.jobs.results import RowResult, answer_row, csv_text, result_header, xlsx_bytes
+from serve_app.schemas import QueryRequest, QueryResult
+from serve_app.settings import Settings
+
+#: Rows answered at the same time by ``reconcile`` (the database round trips overlap).
+RECONCILE_CONCURRENCY = 8
+#: ``reconcile`` reads files of any length; this bounds only memory.
+RECONCILE_MAX_ROWS = 5_000_000
+
+
+def output_path(source: Path, output: Path | None) -> Path:
+    return output or source.with_name(f"{source.stem}.result.csv")
+
+
+def write_output(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    """CSV (UTF-8 with a BOM) or, for a ``.xlsx`` path, a workbook: the same columns either way."""
+    if path.suffix.lower() == ".xlsx":
+        path.write_bytes(xlsx_bytes(header, rows))
+    else:
+        path.write_text("\ufeff" + csv_text([header, *rows]), encoding="utf-8")
+
+
+async def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    table = read_table(
+        args.file.read_bytes(),
+        format=args.format,
+        encoding=args.encoding,
+        column=args.column,
+        max_rows=RECONCILE_MAX_ROWS,
+    )
+    print(
+        f"{args.file}: {len(table.rows)} rows, looking up column {table.columns[table.text_column]!r}", file=sys.stderr
+    )
+    async with query_pipeline(settings, args.model) as pipeline:
+
+        async def answer(request: QueryRequest) -> QueryResult:
+            return await pipeline.run(request.model_copy(update={"model": args.model}))
+
+        answers: dict[str, asyncio.Task[RowResult]] = {}  # a text that repeats is asked once
+        slots = asyncio.Semaphore(RECONCILE_CONCURRENCY)
+
+        async def one(text: str) -> RowResult:
+            async with slots:
+                return await answer_row(answer, text)
+
+        results = []
+        with tqdm(total=len(table.rows), unit="row", file=sys.stderr, disable=args.quiet) as progress:
+            for row in table.rows:  # in order, with RECONCILE_CONCURRENCY distinct texts in flight
+                text = table.text(row)
+                if text not in answers:
+                    answers[text] = asyncio.create_task(one(text))
+                results.append(answers[text])
+                if len(results) >= RECONCILE_CONCURRENCY:
+                    await results[-RECONCILE_CONCURRENCY]
+                progress.update(1)
+            done = [await task for task in results]
+    rows = [cells + result.cells() for cells, result in zip(table.rows, done, strict=True)]
+    out = output_path(args.file, args.output)
+    write_output(out, result_header(table.columns), rows)
+    counts = Counter(result.verdict or "error" for result in done)
+    summary = ", ".join(f"{name} {counts.get(name, 0)}" for name in ("match", "ambiguous", "none", "error"))
+    print(f"{len(rows)} rows → {out}\n{summary}")
+    return 0
+
+
+async def _work(settings: Settings, args: argparse.Namespace) -> int:
+    """A worker until interrupted: rules-only (a job that names an adapter gets that error in its rows)."""
+    from serve_app.config import ExtractorTunables, IngressTunables, JobTunables
+    from serve_app.db.pool import create_pool
+    from serve_app.extraction.service import ExtractionService
+    from serve_app.jobs.runner import JobRunner
+    from serve_app.jobs.store import JobStore
+    from serve_app.redis_client import create_redis
+    from serve_app.service.assembly import assemble_query_service
+
+    if settings.database_url is None:
+        print("serve-app jobs work: set SERVE_APP_DATABASE_URL (the service's database)", file=sys.stderr)
+        return 2
+    pool = await create_pool(settings.database_url, settings)
+    redis = create_redis(settings.redis_url, settings) if settings.redis_url else None
+    try:
+        rules = await ExtractionService(pool, ExtractorTunables()).start()
+        service = await assemble_query_service(pool, redis, settings, IngressTunables(), rules.extract_entities)
+        tunables = JobTunables(chunk_rows=args.chunk_rows, concurrency=args.concurrency)
+        runner = JobRunner(JobStore(pool), service.answer, tunables)
+        print(f"working bulk jobs: chunks of {tunables.chunk_rows} rows", file=sys.stderr, flush=True)
+        await runner.run_forever()
+    finally:
+        await pool.close()
+        if redis is not None:
+            await redis.aclose()
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="answer every row of a statement file (CSV, XLSX, JSON lines) in this process",
+        description="Reads the file, looks up the bank column of each row with the service's pipeline, and "
+        "writes every row, in order, with code, official_name, bank, city, verdict, confidence, reason, "
+        "candidates and error. The bank column is detected (对方行名, 开户行, bank …) unless given.",
+    )
+    reconcile.add_argument("file", type=Path)
+    reconcile.add_argument("--column", help="header or 1-based number of the bank column")
+    reconcile.add_argument("-o", "--output", type=Path, help="output file (.csv or .xlsx); default FILE.result.csv")
+    reconcile.add_argument("--model", help="extract with this registered adapter (loads the demo base locally)")
+    reconcile.add_argument("--encoding", help="text encoding of a CSV (default: UTF-8, else GBK)")
+    reconcile.add_argument("--format", choices=("csv", "xlsx", "jsonl"), help="default: detected")
+    reconcile.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    reconcile.set_defaults(run=_reconcile)
+
+    jobs = commands.add_parser("jobs", help="bulk jobs").add_subparsers(dest="jobs_command", required=True)
+    work = jobs.add_parser(
+        "work",
+        help="work bulk jobs from the service's database outside Serve (rules only) until interrupted",
+    )
+    work.add_argument("--chunk-rows", type=int, default=200)
+    work.add_argument("--concurrency", type=int, default=16)
+    work.set_defaults(run=_work)

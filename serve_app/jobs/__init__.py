@@ -1,0 +1,1 @@
+"""Bulk reconciliation: statement files read, answered row by row in chunks, written back."""

@@ -1,0 +1,123 @@
+"""One input row's answer as result columns, and the output files (CSV, XLSX) that carry them.
+
+Every output row is the input row unchanged, then ``RESULT_COLUMNS``. ``code``, ``official_name``,
+``bank`` and ``city`` are filled only for a ``match``: a code in that column is one to pay to. An
+``ambiguous`` row lists its best candidates (``code name`` pairs) for a person to choose from. A row
+that could not be asked (empty, too long) has its ``error`` and no verdict. Used alike by bulk jobs,
+``serve-app reconcile`` and ``POST /api/v1/query/batch``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import astuple, dataclass
+
+from pydantic import ValidationError
+
+from serve_app.errors import AdapterError, NoModelDeployment
+from serve_app.schemas import QueryRequest, QueryResult
+
+RESULT_COLUMNS = (
+    "code",
+    "official_name",
+    "bank",
+    "city",
+    "verdict",
+    "confidence",
+    "reason",
+    "candidates",
+    "error",
+)
+#: Candidates listed for an ambiguous row.
+CANDIDATES_SHOWN = 3
+#: ``top_k`` of the query each row asks.
+ROW_TOP_K = CANDIDATES_SHOWN
+
+#: Answers one valid request; raises a ``ServiceError`` when it cannot.
+Answer = Callable[[QueryRequest], Awaitable[QueryResult]]
+
+
+@dataclass(frozen=True)
+class RowResult:
+    code: str | None = None
+    official_name: str | None = None
+    bank: str | None = None
+    city: str | None = None
+    verdict: str | None = None
+    confidence: float | None = None
+    reason: str | None = None
+    candidates: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def of(cls, result: QueryResult) -> RowResult:
+        best = result.matches[0] if result.matches else None
+        matched = best if result.verdict == "match" else None
+        candidates = None
+        if result.verdict == "ambiguous":
+            candidates = "; ".join(f"{m.code} {m.name}" for m in result.matches[:CANDIDATES_SHOWN])
+        return cls(
+            code=matched.code if matched else None,
+            official_name=matched.name if matched else None,
+            bank=matched.bank if matched else None,
+            city=matched.city if matched else None,
+            verdict=result.verdict,
+            confidence=round(best.confidence, 4) if best else None,
+            reason=result.reason,
+            candidates=candidates,
+        )
+
+    def cells(self) -> list[str]:
+        return [_text(value) for value in astuple(self)]
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):  # stored as float4: print the 4 places it was rounded to, not float4 noise
+        return str(round(value, 4))
+    return str(value)
+
+
+async def answer_row(answer: Answer, text: str) -> RowResult:
+    """The result columns for one cell. Input the service refuses, and an adapter that cannot be used (or
+    no model to run it), are the row's ``error``; other service errors (a dependency down) are raised, so
+    that the row is tried again."""
+    try:
+        request = QueryRequest(query=text, top_k=ROW_TOP_K)
+    except ValidationError as exc:
+        return RowResult(error="; ".join(str(error["msg"]).removeprefix("Value error, ") for error in exc.errors()))
+    try:
+        return RowResult.of(await answer(request))
+    except (AdapterError, NoModelDeployment) as exc:
+        return RowResult(error=exc.message)
+
+
+def result_header(columns: list[str]) -> list[str]:
+    """The output header: the input's, then the result columns (renamed ``result_*`` where the input has one)."""
+    taken = set(columns)
+    return columns + [name if name not in taken else f"result_{name}" for name in RESULT_COLUMNS]
+
+
+def csv_text(rows: Iterable[list[str]]) -> str:
+    """Rows as CSV text (RFC 4180: CRLF, quoted where needed). A file starts with a BOM and the header,
+    so spreadsheet programs read its Chinese as UTF-8: ``"\ufeff" + csv_text([header, *rows])``."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def xlsx_bytes(header: list[str], rows: Iterable[list[str]]) -> bytes:
+    """An XLSX workbook with one sheet: the header, then the rows, every cell text (codes keep their digits)."""
+    import openpyxl
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE  # control characters XLSX cannot hold
+
+    workbook = openpyxl.Workbook(write_only=True)
+    sheet = workbook.create_sheet("result")
+    for row in (header, *rows):
+        sheet.append([ILLEGAL_CHARACTERS_RE.sub("\ufffd", cell) for cell in row])
+    out = io.BytesIO()
+    workbook.save(out)
+    return out.getvalue()

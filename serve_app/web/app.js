@@ -1,0 +1,206 @@
+// The page's behaviour: plain DOM and fetch, no library, nothing loaded from elsewhere.
+// Every value from the service is written with textContent, never as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const keyInput = $("api-key");
+keyInput.value = localStorage.getItem("serve-app-key") || "";
+keyInput.addEventListener("change", () => localStorage.setItem("serve-app-key", keyInput.value.trim()));
+
+function headers(extra) {
+  const h = Object.assign({}, extra || {});
+  if (keyInput.value.trim()) h["X-API-Key"] = keyInput.value.trim();
+  return h;
+}
+
+async function api(path, options) {
+  const response = await fetch(path, Object.assign({}, options, { headers: headers(options && options.headers) }));
+  if (!response.ok) {
+    let message = response.status + " " + response.statusText;
+    try { message = (await response.json()).error.message; } catch (_) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return response;
+}
+
+function cell(row, text) {
+  const td = document.createElement("td");
+  td.textContent = text == null ? "" : String(text);
+  row.appendChild(td);
+  return td;
+}
+
+function show(element, visible) { element.hidden = !visible; }
+
+// --- ask -------------------------------------------------------------------------------------------
+let searchTimer = null;
+let searchSeq = 0;
+$("search").addEventListener("input", () => {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(runSearch, 250);
+});
+
+async function runSearch() {
+  const query = $("search").value.trim();
+  const seq = ++searchSeq;
+  if (!query) { show($("answer"), false); return; }
+  try {
+    const result = await (await api("/api/v1/query", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ query }),
+    })).json();
+    if (seq !== searchSeq) return;  // a newer query is on its way
+    show($("search-error"), false);
+    const verdict = $("verdict");
+    verdict.textContent = result.verdict;
+    verdict.className = "verdict " + result.verdict;
+    $("reason").textContent = result.reason;
+    const best = result.matches[0];
+    $("confidence").textContent = best ? "confidence " + best.confidence.toFixed(3) : "";
+    const body = $("matches");
+    body.replaceChildren();
+    for (const match of result.matches) {
+      const row = document.createElement("tr");
+      cell(row, match.code);
+      cell(row, match.name);
+      cell(row, match.city);
+      cell(row, match.confidence.toFixed(3));
+      const evidence = cell(row, "");
+      for (const [part, how] of Object.entries(match.evidence)) {
+        if (how === "unstated") continue;
+        const chip = document.createElement("span");
+        chip.className = "chip " + how;
+        chip.textContent = part + ": " + how;
+        evidence.appendChild(chip);
+      }
+      body.appendChild(row);
+    }
+    show($("answer"), true);
+  } catch (error) {
+    if (seq !== searchSeq) return;
+    $("search-error").textContent = error.message;
+    show($("search-error"), true);
+  }
+}
+
+// --- code lookup -------------------------------------------------------------------------------------
+$("code-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const out = $("code-result");
+  try {
+    const record = await (await api("/api/v1/branches/" + encodeURIComponent($("code").value.trim()))).json();
+    out.className = "";
+    out.textContent = `${record.code}  ${record.name}  (${record.province} ${record.city})`;
+  } catch (error) {
+    out.className = "error";
+    out.textContent = error.message;
+  }
+});
+
+// --- browse ------------------------------------------------------------------------------------------
+let browsePage = 1;
+async function browse(page) {
+  const params = new URLSearchParams({ page: String(page), page_size: "20" });
+  for (const name of ["bank", "province", "city", "q"]) {
+    const value = $("browse-" + name).value.trim();
+    if (value) params.set(name, value);
+  }
+  try {
+    const result = await (await api("/api/v1/branches?" + params)).json();
+    browsePage = result.page;
+    $("browse-total").textContent = `${result.total} branches` + (result.total ? `, page ${result.page}` : "");
+    const body = $("browse-items");
+    body.replaceChildren();
+    for (const item of result.items) {
+      const row = document.createElement("tr");
+      cell(row, item.code); cell(row, item.name); cell(row, item.city);
+      body.appendChild(row);
+    }
+    $("browse-prev").disabled = result.page <= 1;
+    $("browse-next").disabled = result.page * result.page_size >= result.total;
+  } catch (error) {
+    $("browse-total").textContent = error.message;
+  }
+}
+$("browse-form").addEventListener("submit", (event) => { event.preventDefault(); browse(1); });
+$("browse-prev").addEventListener("click", () => browse(browsePage - 1));
+$("browse-next").addEventListener("click", () => browse(browsePage + 1));
+
+async function loadBanks() {
+  try {
+    const banks = await (await api("/api/v1/banks")).json();
+    const list = $("banks");
+    for (const bank of banks.filter((b) => b.branches > 0)) {
+      const option = document.createElement("option");
+      option.value = bank.name;
+      option.label = `${bank.branches} branches`;
+      list.appendChild(option);
+    }
+  } catch (_) { /* browsing still works by typing */ }
+}
+loadBanks();
+
+// --- reconcile a file ----------------------------------------------------------------------------------
+$("upload-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const file = $("upload-file").files[0];
+  show($("upload-error"), false);
+  if (!file) return;
+  const params = new URLSearchParams({ filename: file.name });
+  const column = $("upload-column").value.trim();
+  if (column) params.set("column", column);
+  try {
+    const job = await (await api("/api/v1/jobs?" + params, {
+      method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file,
+    })).json();
+    show($("job"), true);
+    show($("job-downloads"), false);
+    follow(job.id);
+  } catch (error) {
+    $("upload-error").textContent = error.message;
+    show($("upload-error"), true);
+  }
+});
+
+async function follow(jobId) {
+  let job;
+  try {
+    job = await (await api("/api/v1/jobs/" + jobId)).json();
+  } catch (error) {
+    $("upload-error").textContent = error.message;
+    show($("upload-error"), true);
+    return;
+  }
+  $("job-bar").value = job.progress;
+  $("job-progress").textContent = `${Math.floor(job.progress * 100)} % (${job.done_rows} / ${job.total_rows} rows)`;
+  const c = job.counts;
+  $("job-counts").textContent = `match ${c.match} · ambiguous ${c.ambiguous} · none ${c.none} · error ${c.error}`
+    + (job.eta_s && job.state !== "done" ? ` · about ${Math.ceil(job.eta_s)} s left` : "");
+  if (job.state === "done") {
+    const stem = job.filename.replace(/\.[^.]*$/, "");
+    for (const kind of ["csv", "xlsx"]) {
+      const link = $("download-" + kind);
+      link.textContent = `${stem}.result.${kind}`;
+      link.onclick = (event) => { event.preventDefault(); download(`/api/v1/jobs/${jobId}/result.${kind}`, link.textContent); };
+    }
+    show($("job-downloads"), true);
+    return;
+  }
+  setTimeout(() => follow(jobId), 500);
+}
+
+async function download(path, filename) {
+  try {
+    const blob = await (await api(path)).blob();  // fetched so that the key header goes with it
+    const url = URL.createObjectURL(blob);
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = filename;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  } catch (error) {
+    $("upload-error").textContent = error.message;
+    show($("upload-error"), true);
+  }
+}

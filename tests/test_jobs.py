@@ -1,0 +1,309 @@
+"""Bulk jobs without Ray: reading statement files, the job store on a real PostgreSQL, the worker loop over
+the real query path (rules, Valkey cache, retrieval), and a worker process killed mid-job."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import openpyxl
+import pytest
+
+from serve_app.config import ExtractorTunables, IngressTunables, JobTunables
+from serve_app.db.migrate import apply_migrations
+from serve_app.db.pool import connect_admin, create_pool
+from serve_app.directory.loader import load_directory
+from serve_app.directory.records import demo_cnaps_path
+from serve_app.errors import DependencyUnavailable, TooManyRows, UnknownJob, UnreadableFile
+from serve_app.extraction.service import ExtractionService
+from serve_app.jobs.files import read_table
+from serve_app.jobs.results import RESULT_COLUMNS, RowResult, answer_row, csv_text, result_header, xlsx_bytes
+from serve_app.jobs.runner import JobRunner
+from serve_app.jobs.store import JobStore
+from serve_app.schemas import QueryRequest, QueryResult
+from serve_app.service.assembly import assemble_query_service
+from serve_app.service.query_service import QueryService
+from serve_app.settings import Settings
+from tests.conftest import create_database
+
+SEED = "华夏银行江油西山支行"
+SEED_CODE = "304659715925"
+
+
+# --- reading files --------------------------------------------------------------------------------------
+
+
+def test_csv_in_utf8_with_a_bom_and_the_bank_column_found_by_name() -> None:
+    data = "\ufeff日期,金额,对方行名\n2026-01-02,100.00,华夏银行江油西山支行\n2026-01-03,5,工行徐州经济开发区支行\n"
+    table = read_table(data.encode("utf-8"), max_rows=10)
+    assert table.format == "csv" and table.columns == ["日期", "金额", "对方行名"] and table.text_column == 2
+    assert [table.text(row) for row in table.rows] == ["华夏银行江油西山支行", "工行徐州经济开发区支行"]
+
+
+def test_gbk_is_detected_and_a_wrong_stated_encoding_is_named() -> None:
+    data = "序号,开户行\n1,中国农业银行萧县支行营业部\n".encode("gbk")
+    table = read_table(data, max_rows=10)
+    assert table.text(table.rows[0]) == "中国农业银行萧县支行营业部"
+    with pytest.raises(UnreadableFile, match="not valid utf-8"):
+        read_table(data, encoding="utf-8", max_rows=10)
+    with pytest.raises(UnreadableFile, match="unknown encoding"):
+        read_table(data, encoding="klingon", max_rows=10)
+
+
+def test_xlsx_and_json_lines() -> None:
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(["户名", "Bank Name", "金额"])
+    sheet.append(["张三", SEED, 100.0])
+    sheet.append([None, None, None])  # a blank row inside the data is a row
+    sheet.append(["李四", "建行人民路支行", 7.5])
+    out = io.BytesIO()
+    workbook.save(out)
+    table = read_table(out.getvalue(), max_rows=10)
+    assert table.format == "xlsx" and table.text_column == 1
+    assert table.rows == [["张三", SEED, "100"], ["", "", ""], ["李四", "建行人民路支行", "7.5"]]
+
+    lines = '{"id": 1, "query": "华夏银行成都分行"}\n\n{"id": 2, "query": "建行人民路支行", "note": "x"}\n'
+    table = read_table(lines.encode(), max_rows=10)
+    assert table.format == "jsonl" and table.columns == ["id", "query", "note"] and table.text_column == 1
+    assert table.rows == [["1", "华夏银行成都分行", ""], ["2", "建行人民路支行", "x"]]
+
+
+def test_column_by_name_or_number_and_what_a_missing_column_says() -> None:
+    data = b"a,b,c\n1,2,3\n"
+    assert read_table(data, column="2", max_rows=5).text_column == 1
+    assert read_table(data, column=" C ", max_rows=5).text_column == 2
+    with pytest.raises(UnreadableFile, match="no column named 'd'; the columns are: a, b, c"):
+        read_table(data, column="d", max_rows=5)
+    with pytest.raises(UnreadableFile, match="column 4 does not exist"):
+        read_table(data, column="4", max_rows=5)
+    with pytest.raises(UnreadableFile, match="no column looks like a bank name"):
+        read_table(data, max_rows=5)
+
+
+def test_files_that_are_not_tables_and_files_too_long() -> None:
+    with pytest.raises(UnreadableFile, match=r"\.xls"):
+        read_table(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(100), max_rows=5)
+    with pytest.raises(UnreadableFile, match="binary"):
+        read_table(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", max_rows=5)
+    with pytest.raises(UnreadableFile, match="XLSX"):
+        read_table(b"PK\x03\x04 not really a zip", max_rows=5)
+    with pytest.raises(UnreadableFile, match="line 2 is not JSON"):
+        read_table(b'{"query": "x"}\n{oops\n', max_rows=5)
+    with pytest.raises(UnreadableFile, match="empty"):
+        read_table(b"", format="csv", max_rows=5)
+    with pytest.raises(TooManyRows, match="at most 2 rows"):
+        read_table("bank\n一\n二\n三\n".encode(), max_rows=2)
+
+
+def test_ragged_rows_keep_every_cell_and_blank_lines_are_no_rows() -> None:
+    table = read_table("bank,amount\n华夏银行成都分行\n\n建行人民路支行,1,extra\n".encode(), max_rows=5)
+    assert table.columns == ["bank", "amount", "column_3"]
+    assert table.rows == [["华夏银行成都分行", "", ""], ["建行人民路支行", "1", "extra"]]
+
+
+def test_result_columns_and_writers() -> None:
+    header = result_header(["bank", "code"])
+    assert header == ["bank", "code", "result_code", "official_name", "result_bank", *RESULT_COLUMNS[3:]]
+    rows = [["华夏银行成都分行", "x", *RowResult(verdict="none", reason="no_candidates", confidence=0.25).cells()]]
+    assert list(csv.reader(io.StringIO(csv_text([header, *rows])))) == [header, *rows]
+    sheet = openpyxl.load_workbook(io.BytesIO(xlsx_bytes(header, rows))).active
+    assert [[cell or "" for cell in row] for row in sheet.iter_rows(values_only=True)] == [header, *rows]
+
+
+async def test_a_row_the_service_refuses_carries_its_error() -> None:
+    async def never(request: QueryRequest) -> QueryResult:
+        raise AssertionError("not asked")
+
+    assert (await answer_row(never, "")).error == "String should have at least 1 character"
+    assert "at most 512" in ((await answer_row(never, "行" * 600)).error or "")
+
+
+# --- the store and the worker on real PostgreSQL and Valkey ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def jobs_database_url(embedded_postgres) -> str:
+    url = await create_database(embedded_postgres, "jobs")
+    conn = await connect_admin(url)
+    try:
+        await apply_migrations(conn)
+        await load_directory(conn, demo_cnaps_path())
+    finally:
+        await conn.close()
+    return url
+
+
+@pytest.fixture(scope="module")
+async def jobs_pool(jobs_database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(jobs_database_url)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def query_service(jobs_pool, redis_client) -> QueryService:
+    """The real query path, rules only, with a Valkey cache of its own."""
+    rules = await ExtractionService(jobs_pool, ExtractorTunables()).start()
+    extract = rules.extract_entities
+    service = await assemble_query_service(jobs_pool, redis_client, Settings(), IngressTunables(), extract)
+    service.result_cache.prefix = f"jobs{uuid.uuid4().hex[:6]}"
+    return service
+
+
+def statement(rows: int, names: list[str]) -> bytes:
+    """A statement export: a running number, an amount, the counterparty bank (repeating, as they do)."""
+    lines = ["流水号,金额,对方行名"]
+    for number in range(rows):
+        lines.append(f"{number},{number % 997}.00,{names[number % len(names)]}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def directory_names(count: int) -> list[str]:
+    with open(demo_cnaps_path(), encoding="utf-8") as handle:
+        names = [row["LName"] for row in csv.DictReader(handle)][:count]
+    # A bad row, an absent bank, short forms.
+    return [*names, "", "火星银行奥林匹斯山支行", "工行徐州经济开发区支行", SEED]
+
+
+async def run_until_done(store: JobStore, runner: JobRunner, tenant: str, job_id: str, timeout_s: float = 240):
+    deadline = time.monotonic() + timeout_s
+    while (status := await store.status(tenant, job_id)).state != "done":
+        assert time.monotonic() < deadline, status
+        await runner.run_chunk()
+    return status
+
+
+async def test_a_20000_row_job_finishes_with_every_row_in_order(jobs_pool, query_service) -> None:
+    names = directory_names(1200)
+    table = read_table(statement(20_000, names), max_rows=200_000)
+    store = JobStore(jobs_pool)
+    submitted = await store.submit("acme", "statement.csv", table, None)
+    assert (submitted.state, submitted.total_rows, submitted.done_rows) == ("queued", 20_000, 0)
+    runner = JobRunner(store, query_service.answer, JobTunables(chunk_rows=500))
+    status = await run_until_done(store, runner, "acme", submitted.id)
+    counts = status.counts
+    assert status.done_rows == 20_000 and counts.match + counts.ambiguous + counts.none + counts.error == 20_000
+    assert counts.error == sum(1 for n in range(20_000) if not names[n % len(names)])  # the empty cells
+    assert counts.match > 15_000 and status.rows_per_s and status.progress == 1.0
+
+    _, pages = await store.result_pages("acme", submitted.id)
+    rows = [row async for page in pages for row in page]
+    assert [row[0] for row in rows] == [str(n) for n in range(20_000)]  # every row, in input order
+    assert all(row[2] == names[n % len(names)] for n, row in enumerate(rows))
+    column = dict(zip(result_header(table.columns), zip(*rows, strict=True), strict=False))
+    assert column["code"][names.index(SEED)] == SEED_CODE
+    absent = names.index("火星银行奥林匹斯山支行")
+    assert column["verdict"][absent] == "none" and column["code"][absent] == ""
+    empty = names.index("")
+    assert column["error"][empty] and column["verdict"][empty] == ""
+    # Each row's answer is what the service answers for its text alone.
+    for n in range(0, 20_000, 797):
+        direct = RowResult.of(await query_service.answer(QueryRequest(query=names[n % len(names)], top_k=3)))
+        if names[n % len(names)]:
+            assert rows[n][3:] == direct.cells()
+
+
+async def test_two_workers_share_a_job_and_a_failed_chunk_loses_nothing(jobs_pool, query_service) -> None:
+    table = read_table(statement(3_000, directory_names(300)), max_rows=10_000)
+    store = JobStore(jobs_pool)
+    job = await store.submit("acme", "two.csv", table, None)
+    failures = {"left": 3}
+
+    async def flaky(request: QueryRequest, adapter: str | None) -> QueryResult:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise DependencyUnavailable("PostgreSQL is unavailable; retry shortly")
+        return await query_service.answer(request, adapter)
+
+    tunables = JobTunables(chunk_rows=100, poll_interval_s=0.05)
+    runners = [JobRunner(store, flaky, tunables), JobRunner(store, query_service.answer, tunables)]
+    tasks = [asyncio.create_task(runner.run_forever()) for runner in runners]
+    try:
+        deadline = time.monotonic() + 120
+        while (status := await store.status("acme", job.id)).state != "done":
+            assert time.monotonic() < deadline, status
+            await asyncio.sleep(0.1)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert runners[0].stats.failed_chunks >= 1 and all(runner.stats.rows for runner in runners)
+    assert status.done_rows == 3_000 == sum(status.counts.model_dump().values())
+    assert sum(runner.stats.rows for runner in runners) == 3_000  # no chunk was committed twice
+    async with jobs_pool.acquire() as conn:
+        done = await conn.fetchval("SELECT count(*) FROM job_rows WHERE job_id = $1 AND done", uuid.UUID(job.id))
+    assert done == 3_000
+
+
+async def test_a_tenant_sees_only_its_own_jobs_and_results_wait_for_the_last_row(jobs_pool) -> None:
+    store = JobStore(jobs_pool)
+    table = read_table("bank\n华夏银行成都分行\n".encode(), max_rows=5)
+    mine = await store.submit("tenant-a", "a.csv", table, None)
+    with pytest.raises(UnknownJob):
+        await store.status("tenant-b", mine.id)
+    with pytest.raises(UnknownJob):
+        await store.delete("tenant-b", mine.id)
+    assert mine.id not in [job.id for job in await store.recent("tenant-b")]
+    assert mine.id in [job.id for job in await store.recent("tenant-a")]
+    from serve_app.errors import JobNotDone
+
+    with pytest.raises(JobNotDone):
+        await store.result_pages("tenant-a", mine.id)
+    with pytest.raises(UnknownJob):
+        await store.status("tenant-a", "not-a-uuid")
+    await store.delete("tenant-a", mine.id)
+    empty = await store.submit("tenant-a", "empty.csv", read_table(b"bank\n", max_rows=5), None)
+    assert empty.state == "done" and empty.progress == 1.0
+
+
+async def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(jobs_database_url, jobs_pool, tmp_path) -> None:
+    """A real worker process (``serve-app jobs work``) is SIGKILLed between commits; a second one finishes."""
+    table = read_table(statement(6_000, directory_names(3_000)), max_rows=10_000)
+    store = JobStore(jobs_pool)
+    job = await store.submit("acme", "kill.csv", table, None)
+    env = os.environ | {"SERVE_APP_DATABASE_URL": jobs_database_url, "SERVE_APP_HOME": str(tmp_path)}
+    env.pop("SERVE_APP_REDIS_URL", None)
+    command = [str(Path(sys.executable).with_name("serve-app")), "jobs", "work", "--chunk-rows", "100"]
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    first = start()
+    try:
+        deadline = time.monotonic() + 120
+        while (status := await store.status("acme", job.id)).done_rows < 1_000:
+            assert first.poll() is None, first.stderr.read() if first.stderr else ""
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        first.send_signal(signal.SIGKILL)  # mid-chunk: it is always holding one while rows remain
+        first.wait(timeout=10)
+    finally:
+        first.kill()
+    at_kill = (await store.status("acme", job.id)).done_rows
+    assert 1_000 <= at_kill < 6_000
+    second = start()
+    try:
+        deadline = time.monotonic() + 180
+        while (status := await store.status("acme", job.id)).state != "done":
+            assert second.poll() is None, second.stderr.read() if second.stderr else ""
+            assert time.monotonic() < deadline, status
+            await asyncio.sleep(0.1)
+    finally:
+        second.send_signal(signal.SIGINT)
+        second.wait(timeout=30)
+    assert status.done_rows == 6_000 == sum(status.counts.model_dump().values())  # counted once each
+    _, pages = await store.result_pages("acme", job.id)
+    rows = [row async for page in pages for row in page]
+    assert [row[0] for row in rows] == [str(n) for n in range(6_000)]
+    assert sum(1 for row in rows if row[3 + RESULT_COLUMNS.index("verdict")] or row[-1]) == 6_000
