@@ -11,7 +11,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.handles import ExtractorCall
-from deployments.metrics import ExtractorMetrics
+from deployments.metrics import ExtractorMetrics, JobMetrics
 from serve_app.config import IngressTunables, JobTunables
 from serve_app.db.pool import create_pool
 from serve_app.jobs.runner import JobRunner
@@ -37,7 +37,7 @@ class JobWorker:
             ExtractorCall(extractor, lambda: self.tunables.extract_timeout_s),
             observer=ExtractorMetrics(),
         )
-        self.runner = JobRunner(JobStore(self.pool), self._answer, self.tunables)
+        self.runner = JobRunner(JobStore(self.pool), self._answer, self.tunables, JobMetrics())
         self._task = asyncio.get_running_loop().create_task(self.runner.run_forever())
 
     async def _answer(self, request: QueryRequest, adapter: str | None) -> QueryResult:

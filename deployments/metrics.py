@@ -107,3 +107,23 @@ class ModelMetrics:
                 self.load_seconds.observe(seconds, tags=tags)
         elif event == "evict":
             self.evictions.inc(tags=tags)
+
+
+class JobMetrics:
+    """The bulk worker's observer: rows answered by verdict, chunks committed or rolled back."""
+
+    def __init__(self) -> None:
+        self.rows = metrics.Counter(
+            "serve_app_job_rows_total", description="Bulk-job rows answered, by verdict.", tag_keys=("verdict",)
+        )
+        self.chunks = metrics.Counter(
+            "serve_app_job_chunks_total", description="Bulk-job chunks by outcome.", tag_keys=("outcome",)
+        )
+
+    def on_chunk(self, verdicts: dict[str, int] | None) -> None:
+        if verdicts is None:
+            self.chunks.inc(tags={"outcome": "rolled_back"})
+            return
+        self.chunks.inc(tags={"outcome": "committed"})
+        for verdict, count in verdicts.items():
+            self.rows.inc(count, tags={"verdict": verdict})

@@ -74,7 +74,7 @@ async def build(pool, redis_client, **config) -> tuple[Api, JobRunner]:
 
 @pytest.fixture
 async def keyed(api_pool, redis_client) -> AsyncIterator[tuple[httpx.AsyncClient, JobRunner, KeyStore]]:
-    api, runner = await build(api_pool, redis_client, auth="keys", max_upload_bytes=4096, max_job_rows=50)
+    api, runner = await build(api_pool, redis_client, auth="keys", max_upload_bytes=8192, max_job_rows=50)
     transport = httpx.ASGITransport(app=build_http_app(api))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield client, runner, api.keys  # type: ignore[misc]
@@ -196,6 +196,23 @@ async def test_a_job_over_http_from_upload_to_both_downloads(keyed) -> None:
     assert (await client.delete(f"/api/v1/jobs/{job['id']}", headers={"x-api-key": key})).status_code == 204
 
 
+async def test_an_xlsx_job_over_http(keyed) -> None:
+    client, runner, keys = keyed
+    key, _ = await keys.create("sheets", [], None)
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["户名", "收款人开户行"])
+    workbook.active.append(["张三", SEED])
+    workbook.active.append(["李四", "建行人民路支行"])
+    data = io.BytesIO()
+    workbook.save(data)
+    created = await client.post("/api/v1/jobs?filename=收款.xlsx", content=data.getvalue(), headers={"x-api-key": key})
+    assert created.status_code == 201 and created.json()["format"] == "xlsx", created.text
+    await finish(runner, client, created.json()["id"], key)
+    result = await client.get(f"/api/v1/jobs/{created.json()['id']}/result.xlsx", headers={"x-api-key": key})
+    rows = list(openpyxl.load_workbook(io.BytesIO(result.content)).active.iter_rows(values_only=True))
+    assert rows[0][:3] == ("户名", "收款人开户行", "code") and rows[1][2] == SEED_CODE and len(rows) == 3
+
+
 @pytest.mark.parametrize(
     ("query", "body", "status", "code"),
     [
@@ -205,7 +222,7 @@ async def test_a_job_over_http_from_upload_to_both_downloads(keyed) -> None:
         ("?column=付款行", "对方行名\n华夏银行成都分行\n".encode(), 422, "unreadable_file"),
         ("?encoding=utf-8", "对方行名\n华夏银行成都分行\n".encode("gbk"), 422, "unreadable_file"),
         ("", ("对方行名\n" + "华夏银行成都分行\n" * 51).encode(), 413, "too_many_rows"),
-        ("", ("对方行名\n" + "华夏银行成都分行" * 300).encode(), 413, "body_too_large"),
+        ("", ("对方行名\n" + "华夏银行成都分行" * 600).encode(), 413, "body_too_large"),
         ("?format=pdf", "对方行名\n华夏银行成都分行\n".encode(), 422, "invalid_request"),
         ("?colour=red", "对方行名\n华夏银行成都分行\n".encode(), 422, "invalid_request"),
     ],

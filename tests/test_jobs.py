@@ -307,3 +307,30 @@ async def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(jobs_databas
     rows = [row async for page in pages for row in page]
     assert [row[0] for row in rows] == [str(n) for n in range(6_000)]
     assert sum(1 for row in rows if row[3 + RESULT_COLUMNS.index("verdict")] or row[-1]) == 6_000
+
+
+def test_reconcile_cli_writes_every_row_with_its_answer(jobs_database_url, tmp_path) -> None:
+    source = tmp_path / "对账单.csv"
+    source.write_bytes(
+        "日期,对方开户行,金额\n1,华夏银行江油西山支行,10\n2,,3\n3,火星银行奥林匹斯山支行,5\n".encode("gbk")
+    )
+    env = os.environ | {"SERVE_APP_DATABASE_URL": jobs_database_url, "SERVE_APP_HOME": str(tmp_path)}
+    serve_app = str(Path(sys.executable).with_name("serve-app"))
+    for output in (tmp_path / "out.csv", tmp_path / "out.xlsx"):
+        done = subprocess.run(
+            [serve_app, "reconcile", str(source), "-o", str(output), "-q"], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert "3 rows" in done.stdout and "match 1, ambiguous 0, none 1, error 1" in done.stdout
+        if output.suffix == ".csv":
+            rows = list(csv.reader(io.StringIO(output.read_text(encoding="utf-8-sig"))))
+        else:
+            sheet = openpyxl.load_workbook(output).active
+            rows = [[cell or "" for cell in row] for row in sheet.iter_rows(values_only=True)]
+        assert rows[0] == result_header(["日期", "对方开户行", "金额"])
+        assert [row[0] for row in rows[1:]] == ["1", "2", "3"] and rows[1][3] == SEED_CODE
+        assert rows[2][-1] and rows[3][rows[0].index("verdict")] == "none"
+    missing = subprocess.run(
+        [serve_app, "reconcile", str(source), "--column", "收款行"], env=env, capture_output=True, text=True
+    )
+    assert missing.returncode == 1 and "no column named '收款行'" in missing.stderr

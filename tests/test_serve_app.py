@@ -145,7 +145,8 @@ def test_a_bulk_job_through_serve_survives_its_worker_replica_being_killed(serve
 
 
 def test_the_web_page_in_a_real_browser(serve_app: str, tmp_path: Path) -> None:
-    """Debian's Chromium, headless, driven by Selenium: search, then reconcile a file and download the result."""
+    """Debian's Chromium, headless, driven by Selenium: search, look a code up, browse, then reconcile a file and
+    download the result."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -168,6 +169,12 @@ def test_the_web_page_in_a_real_browser(serve_app: str, tmp_path: Path) -> None:
         wait.until(lambda d: SEED_CODE in d.find_element(By.ID, "matches").text)
         assert driver.find_element(By.ID, "verdict").text == "match"
         assert "bank: exact" in driver.find_element(By.ID, "matches").text
+        driver.find_element(By.ID, "code").send_keys(SEED_CODE + "\n")
+        wait.until(lambda d: "华夏银行股份有限公司江油西山支行" in d.find_element(By.ID, "code-result").text)
+        driver.find_element(By.ID, "browse-bank").send_keys("华夏银行")
+        driver.find_element(By.ID, "browse-q").send_keys("江油\n")
+        wait.until(lambda d: SEED_CODE in d.find_element(By.ID, "browse-items").text)
+        assert driver.find_element(By.ID, "browse-total").text == "1 branch, page 1"
 
         upload = tmp_path / "对账单.csv"
         upload.write_bytes(statement_csv(300))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import zipfile
 from dataclasses import dataclass
 from typing import Literal
 
@@ -169,27 +168,37 @@ def _read_xlsx(data: bytes, max_rows: int) -> tuple[list[str], list[list[str]]]:
 
     try:
         workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+    except Exception as exc:  # a parser of untrusted bytes: any failure means the same
         raise UnreadableFile("not a readable XLSX workbook") from exc
     try:
-        sheet = workbook.worksheets[0]
-        rows: list[list[str]] = []
-        header: list[str] | None = None
-        blank_run: list[list[str]] = []  # empty rows are kept only when a row follows them
-        for values in sheet.iter_rows(values_only=True):
-            cells = [_cell(value) for value in values]
-            if header is None:
-                header = cells
-                continue
-            if not any(cells):
-                blank_run.append(cells)
-                continue
-            if len(rows) + len(blank_run) >= max_rows:
-                raise TooManyRows(f"at most {max_rows} rows per job")
-            rows += [*blank_run, cells]
-            blank_run = []
+        return _xlsx_rows(workbook, max_rows)
+    except (TooManyRows, UnreadableFile):
+        raise
+    except Exception as exc:  # sheets are parsed lazily, so a broken one fails here
+        raise UnreadableFile("not a readable XLSX workbook (a sheet is damaged)") from exc
     finally:
         workbook.close()
+
+
+def _xlsx_rows(workbook, max_rows: int) -> tuple[list[str], list[list[str]]]:
+    """The first sheet's header and rows; empty rows count only where a row with text follows them."""
+    if not workbook.worksheets:
+        raise UnreadableFile("the workbook has no worksheet")
+    rows: list[list[str]] = []
+    header: list[str] | None = None
+    blank_run: list[list[str]] = []
+    for values in workbook.worksheets[0].iter_rows(values_only=True):
+        cells = [_cell(value) for value in values]
+        if header is None:
+            header = cells
+            continue
+        if not any(cells):
+            blank_run.append(cells)
+            continue
+        if len(rows) + len(blank_run) >= max_rows:
+            raise TooManyRows(f"at most {max_rows} rows per job")
+        rows += [*blank_run, cells]
+        blank_run = []
     if header is None:
         raise UnreadableFile("the workbook's first sheet is empty: a header row is required")
     return header, rows

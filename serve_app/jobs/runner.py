@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from serve_app.config import JobTunables
 from serve_app.jobs.results import RowResult, answer_row
@@ -29,6 +31,10 @@ FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 10.0
 
 
+class RunnerObserver(Protocol):
+    def on_chunk(self, verdicts: dict[str, int] | None) -> None: ...  # None: the chunk failed and rolled back
+
+
 @dataclass
 class RunnerStats:
     chunks: int = 0
@@ -40,10 +46,13 @@ class RunnerStats:
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, answer: AnswerWith, tunables: JobTunables):
+    def __init__(
+        self, store: JobStore, answer: AnswerWith, tunables: JobTunables, observer: RunnerObserver | None = None
+    ):
         self.store = store
         self.answer = answer
         self.tunables = tunables
+        self.observer = observer
         self.stats = RunnerStats()
 
     async def run_chunk(self) -> int:
@@ -53,11 +62,18 @@ class JobRunner:
             if chunk is None:
                 return 0
             started = time.perf_counter()
-            await chunk.commit(await self._answer_chunk(chunk))
-        self.stats.chunks += 1
-        self.stats.rows += len(chunk.row_numbers)
-        self.stats.busy_s += time.perf_counter() - started
-        return len(chunk.row_numbers)
+            results = await self._answer_chunk(chunk)
+            await chunk.commit(results)
+        verdicts = Counter(result.verdict or "error" for result in results)
+        stats = self.stats
+        stats.chunks += 1
+        stats.rows += len(results)
+        stats.busy_s += time.perf_counter() - started
+        for verdict, count in verdicts.items():
+            stats.verdicts[verdict] = stats.verdicts.get(verdict, 0) + count
+        if self.observer is not None:
+            self.observer.on_chunk(dict(verdicts))
+        return len(results)
 
     async def _answer_chunk(self, chunk: Chunk) -> list[RowResult]:
         slots = asyncio.Semaphore(self.tunables.concurrency)
@@ -70,13 +86,12 @@ class JobRunner:
                 return await answer_row(answer, text)
 
         distinct = list(dict.fromkeys(chunk.texts))
-        async with asyncio.TaskGroup() as group:
-            tasks = {text: group.create_task(one(text)) for text in distinct}
-        results = [tasks[text].result() for text in chunk.texts]
-        for result in results:
-            key = result.verdict or "error"
-            self.stats.verdicts[key] = self.stats.verdicts.get(key, 0) + 1
-        return results
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = {text: group.create_task(one(text)) for text in distinct}
+        except ExceptionGroup as failed:  # the first failure is the chunk's (the others were cancelled)
+            raise failed.exceptions[0] from None
+        return [tasks[text].result() for text in chunk.texts]
 
     async def run_forever(self) -> None:
         """Work until cancelled: chunks back to back while there are any, polling when idle."""
@@ -90,6 +105,8 @@ class JobRunner:
             except Exception as exc:  # noqa: BLE001 - a dependency failed: the chunk rolled back; retry later
                 self.stats.failed_chunks += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                if self.observer is not None:
+                    self.observer.on_chunk(None)
                 log.warning("bulk chunk failed, retrying in %.1f s: %s", backoff, self.stats.last_error)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)

@@ -129,8 +129,11 @@ class QueryService:
             self._log(result, caller)
             return BatchItem(result=result)
 
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(text)) for text in texts]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(text)) for text in texts]
+        except ExceptionGroup as failed:  # a dependency failed: the batch fails with that error, as a query would
+            raise failed.exceptions[0] from None
         return [task.result() for task in tasks]
 
     async def answer(

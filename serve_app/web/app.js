@@ -107,7 +107,8 @@ async function browse(page) {
   try {
     const result = await (await api("/api/v1/branches?" + params)).json();
     browsePage = result.page;
-    $("browse-total").textContent = `${result.total} branches` + (result.total ? `, page ${result.page}` : "");
+    const noun = result.total === 1 ? "branch" : "branches";
+    $("browse-total").textContent = `${result.total} ${noun}` + (result.total ? `, page ${result.page}` : "");
     const body = $("browse-items");
     body.replaceChildren();
     for (const item of result.items) {
