@@ -100,6 +100,8 @@ def test_files_that_are_not_tables_and_files_too_long() -> None:
         read_table(b"PK\x03\x04 not really a zip", max_rows=5)
     with pytest.raises(UnreadableFile, match="line 2 is not JSON"):
         read_table(b'{"query": "x"}\n{oops\n', max_rows=5)
+    with pytest.raises(UnreadableFile, match="line 1 nests too deeply"):
+        read_table(b'{"a":' + b"[" * 100_000 + b"\n", max_rows=5)
     with pytest.raises(UnreadableFile, match="empty"):
         read_table(b"", format="csv", max_rows=5)
     with pytest.raises(TooManyRows, match="at most 2 rows"):
@@ -300,8 +302,8 @@ async def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(jobs_databas
             assert time.monotonic() < deadline, status
             await asyncio.sleep(0.1)
     finally:
-        second.send_signal(signal.SIGINT)
-        second.wait(timeout=30)
+        second.send_signal(signal.SIGTERM)  # how an orchestrator stops it
+        assert second.wait(timeout=30) == 0
     assert status.done_rows == 6_000 == sum(status.counts.model_dump().values())  # counted once each
     _, pages = await store.result_pages("acme", job.id)
     rows = [row async for page in pages for row in page]

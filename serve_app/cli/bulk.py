@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections import Counter
 from pathlib import Path
@@ -79,7 +80,7 @@ async def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _work(settings: Settings, args: argparse.Namespace) -> int:
-    """A worker until interrupted: rules-only (a job that names an adapter gets that error in its rows)."""
+    """A worker until SIGTERM or SIGINT: rules-only (a job that names an adapter gets that error in its rows)."""
     from serve_app.config import ExtractorTunables, IngressTunables, JobTunables
     from serve_app.db.pool import create_pool
     from serve_app.extraction.service import ExtractionService
@@ -99,7 +100,17 @@ async def _work(settings: Settings, args: argparse.Namespace) -> int:
         tunables = JobTunables(chunk_rows=args.chunk_rows, concurrency=args.concurrency)
         runner = JobRunner(JobStore(pool), service.answer, tunables)
         print(f"working bulk jobs: chunks of {tunables.chunk_rows} rows", file=sys.stderr, flush=True)
-        await runner.run_forever()
+        # SIGTERM (an orchestrator) or SIGINT stop it between rows; a chunk in flight is rolled back, not lost.
+        # Handlers of our own: a process started in the background inherits SIGINT ignored.
+        stop = asyncio.Event()
+        for stop_signal in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(stop_signal, stop.set)
+        work = asyncio.create_task(runner.run_forever())
+        await asyncio.wait([work, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if work.done():
+            work.result()  # the loop only ends by a bug: raise it
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
     finally:
         await pool.close()
         if redis is not None:

@@ -154,6 +154,8 @@ def _read_jsonl(text: str, max_rows: int) -> tuple[list[str], list[list[str]]]:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
             raise UnreadableFile(f"line {number} is not JSON: {exc.msg}") from exc
+        except RecursionError as exc:  # a short line can nest deeper than the parser recurses
+            raise UnreadableFile(f"line {number} nests too deeply") from exc
         if not isinstance(value, dict):
             raise UnreadableFile(f"line {number} is not a JSON object")
         if len(objects) == max_rows:

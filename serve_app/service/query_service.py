@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from serve_app.config import IngressTunables
 from serve_app.directory.codes import is_code_shaped, is_valid_code
 from serve_app.directory.loader import read_data_version
-from serve_app.errors import InvalidCode, RateLimited, UnknownAdapter, UnknownCode, unavailable
+from serve_app.errors import InvalidCode, InvalidRequest, RateLimited, UnknownAdapter, UnknownCode, unavailable
 from serve_app.extraction.service import ExtractEntities
 from serve_app.models.adapters import AdapterRegistry
 from serve_app.normalize import normalize
@@ -34,7 +34,7 @@ from serve_app.schemas import (
     validation_message,
 )
 from serve_app.service.database import DATABASE_ERRORS, DATABASE_TIMEOUTS, DIRECTORY, database_errors
-from serve_app.service.errors import error_body
+from serve_app.service.errors import render
 from serve_app.service.query_log import QueryLog
 from serve_app.service.rate_limit import RateLimiter
 from serve_app.service.result_cache import ResultCache
@@ -68,7 +68,7 @@ class QueryService:
         self.registry = registry
         self.on_result = on_result  # observer (metrics): (result, served from cache)
         self.data_version = 0
-        self.adapter_refs: tuple[float, dict[str, str]] = (0.0, {})
+        self._adapter_refs: tuple[float, dict[str, str]] = (0.0, {})
 
     def reconfigure(self, tunables: IngressTunables) -> None:
         """Apply live tunables (already validated) to the parts that use them."""
@@ -123,7 +123,7 @@ class QueryService:
             try:
                 request = QueryRequest(query=text, model=model, top_k=top_k)
             except ValidationError as exc:
-                return BatchItem(error=error_body("invalid_request", validation_message(exc))["error"])
+                return BatchItem(error=render(InvalidRequest(validation_message(exc)))[1]["error"])
             async with slots:
                 result = await self.answer(request)
             self._log(result, caller)
@@ -195,10 +195,10 @@ class QueryService:
     async def adapter_ref(self, name: str) -> str:
         """``name@revision`` of a registered adapter (the registry is read at most every few seconds);
         ``UnknownAdapter`` for a name that is not registered."""
-        fetched_at, refs = self.adapter_refs
+        fetched_at, refs = self._adapter_refs
         if name not in refs or time.monotonic() - fetched_at >= _ADAPTER_NAMES_TTL_S:
             refs = {adapter.name: adapter.ref for adapter in await self.registry.list()}
-            self.adapter_refs = (time.monotonic(), refs)
+            self._adapter_refs = (time.monotonic(), refs)
         if name not in refs:
             raise UnknownAdapter(f"no adapter named {name!r} is registered")
         return refs[name]
