@@ -98,13 +98,17 @@ class Ingress:
             await self.model_server.check_health.remote()
 
     async def _refresh(self) -> None:
+        database_up = True
         while True:
             await asyncio.sleep(REFRESH_S)
-            self.metrics.export(self.service)
             try:
-                await self.service.refresh_data_version()
+                async with asyncio.timeout(REFRESH_S):
+                    await self.service.refresh_data_version()
+                database_up = True
             except Exception as exc:  # noqa: BLE001 - keep the last version while the database is away
+                database_up = False
                 log.debug("data version refresh failed: %s", exc)
+            self.metrics.export(self.service, database_up)
 
     def replica_stats(self) -> dict:
         return {"replica": self.replica_id, "tunables": self.tunables.model_dump()} | self.service.stats()

@@ -14,10 +14,15 @@ LATENCY_MS_BOUNDARIES = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
 class IngressMetrics:
     def __init__(self) -> None:
         self.queries = metrics.Counter(
-            "serve_app_queries_total", description="Answered queries by source.", tag_keys=("source",)
+            "serve_app_queries_total",
+            description="Answered queries by source and verdict.",
+            tag_keys=("source", "verdict"),
         )
         self.query_ms = metrics.Histogram(
-            "serve_app_query_ms", description="Query latency inside the ingress.", boundaries=LATENCY_MS_BOUNDARIES
+            "serve_app_query_ms",
+            description="Query latency inside the ingress, by source (the path: cache, rules, model).",
+            boundaries=LATENCY_MS_BOUNDARIES,
+            tag_keys=("source",),
         )
         self.retrieval_ms = metrics.Histogram(
             "serve_app_retrieval_ms",
@@ -34,16 +39,27 @@ class IngressMetrics:
         self.query_log = metrics.Counter(
             "serve_app_query_log_rows_total", description="Query-log rows by fate.", tag_keys=("fate",)
         )
+        self.query_log_pending = metrics.Gauge(
+            "serve_app_query_log_pending", description="Query-log rows buffered in this replica, not yet written."
+        )
+        self.dependency_up = metrics.Gauge(
+            "serve_app_dependency_up",
+            description="1 while this replica's last call to the dependency succeeded, else 0.",
+            tag_keys=("dependency",),
+        )
         self._last: dict[tuple[str, str], float] = {}
 
     def observe(self, result, cached: bool) -> None:
-        self.queries.inc(tags={"source": result.source})
-        self.query_ms.observe(result.timings_ms.get("total", 0.0))
+        self.queries.inc(tags={"source": result.source, "verdict": result.verdict})
+        self.query_ms.observe(result.timings_ms.get("total", 0.0), tags={"source": result.source})
         if not cached and "retrieve" in result.timings_ms:
             self.retrieval_ms.observe(result.timings_ms["retrieve"])
 
-    def export(self, service) -> None:
-        """Add what the service's counters gained since the last call."""
+    def export(self, service, database_up: bool) -> None:
+        """Add what the service's counters gained since the last call; set the gauges."""
+        self.query_log_pending.set(service.query_log.pending)
+        self.dependency_up.set(1 if service.result_cache.stats.redis_up else 0, tags={"dependency": "redis"})
+        self.dependency_up.set(1 if database_up else 0, tags={"dependency": "postgres"})
         cache, limiter, log = service.result_cache.stats, service.rate_limiter.stats, service.query_log
         self._delta(self.result_cache, "outcome", "local_hit", cache.local_hits)
         self._delta(self.result_cache, "outcome", "redis_hit", cache.redis_hits)

@@ -116,3 +116,17 @@ def test_only_the_serve_port_is_open_from_outside() -> None:
     assert open_to_all == [{"ports": [{"port": 8000, "protocol": "TCP"}]}]
     [service] = _documents(K8S / "serve-service.yaml")
     assert [p["port"] for p in service["spec"]["ports"]] == [8000]
+
+
+def test_probes_match_warm_up_and_the_bootstrap_job_runs_the_command_on_the_gpu_config() -> None:
+    [service] = _documents(K8S / "rayservice.yaml")
+    [head] = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"]
+    assert head["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8000}
+    assert head["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 8000}
+    startup = head["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600  # vLLM start + CUDA graphs
+    [job] = _documents(K8S / "bootstrap-job.yaml")
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:2] == ["serve-app", "bootstrap"]
+    assert "--config=/app/configs/gpu.yaml" in container["command"]
+    assert (ROOT / "configs" / "gpu.yaml").exists() and "bootstrap-job.yaml" in (K8S / "kustomization.yaml").read_text()

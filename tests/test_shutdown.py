@@ -34,7 +34,8 @@ def _rules_only_config(port: int) -> dict:
     app["args"]["model"] = None
     app["deployments"] = [d for d in app["deployments"] if d["name"] != "ModelServer"]
     for deployment in app["deployments"]:
-        deployment["autoscaling_config"] |= {"min_replicas": 1, "max_replicas": 1}
+        if "autoscaling_config" in deployment:  # JobWorker has a fixed number of replicas
+            deployment["autoscaling_config"] |= {"min_replicas": 1, "max_replicas": 1}
     ingress = next(d for d in app["deployments"] if d["name"] == "Ingress")
     ingress["user_config"] |= {"query_log_batch": 100_000, "query_log_interval_s": 3600}
     return config

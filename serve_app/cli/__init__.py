@@ -14,7 +14,7 @@ import sys
 
 import asyncpg
 
-from serve_app.cli import bulk, database, demo, keys, query, train, up
+from serve_app.cli import bootstrap, bulk, database, demo, keys, query, train, up
 from serve_app.cli.database import prepare_database
 from serve_app.cli.demo import register_demo_model
 from serve_app.settings import Settings
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serve-app", description="Bank-branch query service.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
-    for group in (database, query, bulk, keys, up, demo, train):
+    for group in (database, bootstrap, query, bulk, keys, up, demo, train):
         group.add_commands(commands)
     return parser
 
