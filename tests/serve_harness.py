@@ -56,13 +56,14 @@ async def prepare_app_database(database_url: str, home: Path) -> None:
         await pool.close()
 
 
-def start_ray_serve(env: dict[str, str], port: int) -> None:
-    """Start an in-process Ray (workers inherit ``env``) and Serve's proxy on ``port``."""
+def start_ray_serve(env: dict[str, str], port: int, metrics_port: int | None = None) -> None:
+    """Start an in-process Ray (workers inherit ``env``) and Serve's proxy on ``port``; Ray's Prometheus
+    endpoint on ``metrics_port`` if given."""
     import ray
     from ray import serve
 
     os.environ.update(env | {"RAY_AUTH_MODE": "disabled"})  # before ray.init: worker processes inherit it
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
 
 
@@ -227,3 +228,14 @@ def _json_or_none(response: httpx.Response):
         return response.json()
     except ValueError:
         return None
+
+
+def scrape(url: str) -> dict[str, set[str]]:
+    """A Prometheus endpoint's samples: name → the label keys seen on it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, set()).update(sample.labels)
+    return samples

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from serve_app.embedded import EmbeddedRedis, free_port
 from tests.conftest import create_database
@@ -29,6 +32,7 @@ from tests.serve_harness import (
     deploy,
     post_query,
     prepare_app_database,
+    scrape,
     serve_details,
     start_ray_serve,
     stop_ray_serve,
@@ -80,7 +84,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
 
 
 @pytest.fixture(scope="module")
-def serve_app(embedded_postgres, redis_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def serve_app(
+    embedded_postgres, redis_server, metrics_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """Deploy the application; yield its base URL."""
     home = tmp_path_factory.mktemp("serve-home")
     database_url = asyncio.run(create_database(embedded_postgres, "serve"))
@@ -92,7 +103,7 @@ def serve_app(embedded_postgres, redis_server, tmp_path_factory: pytest.TempPath
         "SERVE_APP_ADMIN_TOKEN": "test-admin-token",
     }
     port = free_port()
-    start_ray_serve(env, port)
+    start_ray_serve(env, port, metrics_port)
     deploy_test_app(INGRESS_TUNABLES)
     yield f"http://127.0.0.1:{port}"
     stop_ray_serve()
@@ -346,3 +357,55 @@ def test_redis_outage_is_survived(serve_app: str, redis_server: EmbeddedRedis) -
     assert post_query(serve_app, query).status_code == 200
     stats = httpx.get(f"{serve_app}/api/v1/stats", headers=ADMIN, timeout=10).json()
     assert stats["result_cache"]["redis_up"] is True
+
+
+def readme_metrics() -> dict[str, set[str]]:
+    """The README's metric table: each metric named there → the tags it lists."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = text.split("| metric | tags | from |", 1)[1].split("\n\n", 1)[0]
+    listed = {}
+    for row in table.splitlines()[2:]:
+        names, tags = row.split("|")[1:3]
+        for name in re.findall(r"`(serve_app_\w+)`", names):
+            listed[name] = set(re.findall(r"`(\w+)`", tags))
+    return listed
+
+
+def promql_metrics(expression: str) -> set[str]:
+    """The series an expression reads (``ray_…`` names; a histogram's ``_bucket`` as written)."""
+    return set(re.findall(r"\bray_[a-z0-9_]+", expression))
+
+
+def test_every_listed_metric_is_exported_and_the_dashboard_and_alerts_read_only_exported_ones(
+    serve_app: str, metrics_port: int
+) -> None:
+    """Runs last: by now every path has been taken (adapters evicted, a job done, Redis down and back)."""
+    root = Path(__file__).resolve().parents[1] / "k8s" / "monitoring"
+    listed = readme_metrics()
+    assert len(listed) >= 15
+
+    def exported(name: str, samples: dict[str, set[str]]) -> set[str] | None:
+        for series in (f"ray_{name}", f"ray_{name}_bucket"):
+            if series in samples:
+                return samples[series]
+        return None
+
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    samples = wait_for(lambda: (s := scrape(url)) and all(exported(n, s) is not None for n in listed) and s, 90, 2)
+    for name, tags in listed.items():
+        assert tags <= exported(name, samples), (name, tags, exported(name, samples))
+
+    dashboard = json.loads((root / "grafana-dashboard.json").read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    rules = yaml.safe_load((root / "prometheus-rules.yaml").read_text())
+    alerts = [rule for group in rules["groups"] for rule in group["rules"]]
+    expressions += [rule["expr"] for rule in alerts]
+    read = set().union(*(promql_metrics(expression) for expression in expressions))
+    assert read and not read - set(samples), sorted(read - set(samples))
+    assert {rule["alert"] for rule in alerts} >= {
+        "ServeAppErrorRate", "ServeAppLatencyP99", "ServeAppQueueDeepAtMaxReplicas", "ServeAppRedisDown",
+        "ServeAppPostgresDown", "ServeAppQueryLogBacklogGrowing",
+    }  # fmt: skip
+    assert all(
+        rule["labels"]["severity"] in {"warning", "critical"} and rule["annotations"]["summary"] for rule in alerts
+    )
