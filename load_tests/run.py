@@ -4,10 +4,11 @@
     python load_tests/run.py --step-seconds 30 --max-users 32 --deploy-at 120   # terminal 2
 
 Writes to ``--out``: Locust's CSV files and HTML report, ``replicas.csv`` (RUNNING replicas per
-deployment every 2 s, read from ``serve.status()``), ``steps.csv`` and ``summary.md`` (p50/p95/p99, rate
-and failures per load step) and ``report.png`` (latency percentiles, throughput and users, replicas over
-time). ``--deploy-at T`` runs ``serve deploy`` at T seconds with a copy of ``--config`` whose Ingress
-``user_config`` differs (a live-tunable change in the middle of the run).
+deployment and the autoscaler's target for it, every 0.5 s), ``steps.csv`` and ``summary.md`` (p50/p95/p99,
+rate and failures per load step; each upscale: the step before it, the autoscaler's decision and the new
+replica RUNNING, against ``upscale_delay_s``) and ``report.png`` (latency percentiles, throughput and
+users, replicas over time). ``--deploy-at T`` runs ``serve deploy`` at T seconds with a copy of
+``--config`` whose Ingress ``user_config`` differs (a live-tunable change in the middle of the run).
 """
 
 from __future__ import annotations
@@ -25,26 +26,68 @@ from pathlib import Path
 import yaml
 
 HERE = Path(__file__).resolve().parent
+SAMPLE_S = 0.5
 
 
 def sample_replicas(app: str, out: Path, stop: threading.Event, started: float) -> None:
+    """Every ``SAMPLE_S``: each deployment's RUNNING replicas and the autoscaler's target for it."""
     import ray
-    from ray import serve
+    from ray.serve._private import api as serve_private
 
     ray.init(address="auto", log_to_driver=False, logging_level="ERROR")
+    client = serve_private.serve_start()
     with out.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["seconds", "deployment", "running_replicas"])
+        writer.writerow(["seconds", "deployment", "running_replicas", "target_replicas"])
         while not stop.is_set():
             try:
-                status = serve.status().applications[app]
-                for name, deployment in status.deployments.items():
-                    running = sum(n for state, n in deployment.replica_states.items() if str(state).endswith("RUNNING"))
-                    writer.writerow([round(time.time() - started, 1), name, running])
+                deployments = client.get_serve_details()["applications"][app]["deployments"]
+                for name, deployment in deployments.items():
+                    running = sum(1 for r in deployment["replicas"] if r["state"] == "RUNNING")
+                    writer.writerow([round(time.time() - started, 2), name, running, deployment["target_num_replicas"]])
                 handle.flush()
             except Exception as exc:  # noqa: BLE001 - keep sampling through transient controller errors
                 print(f"replica sampling: {exc}", file=sys.stderr)
-            stop.wait(2.0)
+            stop.wait(SAMPLE_S)
+
+
+def step_starts(history: Path, started: float) -> list[tuple[float, int]]:
+    """(seconds since ``started``, users) at each change of Locust's user count."""
+    changes: list[tuple[float, int]] = []
+    for row in csv.DictReader(history.open()):
+        if row["Name"] == "Aggregated" and (not changes or changes[-1][1] != int(row["User Count"])):
+            changes.append((int(row["Timestamp"]) - started, int(row["User Count"])))
+    return changes
+
+
+def reactions(replicas: Path, steps: list[tuple[float, int]], upscale_delay_s: dict[str, float]) -> list[dict]:
+    """Each upscale: the load step before it, when the autoscaler raised its target (the decision) and
+    when the new replica was RUNNING (taking traffic), in seconds."""
+    rows: dict[str, list[dict]] = {}
+    for row in csv.DictReader(replicas.open()):
+        rows.setdefault(row["deployment"], []).append(row)
+    found = []
+    for name, samples in sorted(rows.items()):
+        previous = int(samples[0]["target_replicas"])
+        for i, sample in enumerate(samples):
+            target = int(sample["target_replicas"])
+            if target > previous:
+                decided = float(sample["seconds"])
+                step = max((s for s in steps if s[0] <= decided), default=(0.0, 0))
+                running = next((float(x["seconds"]) for x in samples[i:] if int(x["running_replicas"]) >= target), None)
+                found.append(
+                    {
+                        "deployment": name,
+                        "replicas": f"{previous} → {target}",
+                        "step_at_s": round(step[0], 1),
+                        "users": step[1],
+                        "decision_after_step_s": round(decided - step[0], 1),
+                        "upscale_delay_s": upscale_delay_s.get(name),
+                        "serving_after_decision_s": None if running is None else round(running - decided, 1),
+                    }
+                )
+            previous = target
+    return found
 
 
 def deploy_changed(config: Path, out: Path, dashboard: str) -> None:
@@ -180,6 +223,11 @@ def main() -> int:
         writer.writeheader()
         writer.writerows(steps)
     plot(args.out / "locust_stats_history.csv", args.out / "replicas.csv", deployed_at, args.out)
+    delays = {
+        d["name"]: d.get("autoscaling_config", {}).get("upscale_delay_s")
+        for d in yaml.safe_load(args.config.read_text())["applications"][0].get("deployments", [])
+    }
+    scaled = reactions(args.out / "replicas.csv", step_starts(args.out / "locust_stats_history.csv", started), delays)
     lines = [
         "| step | users | seconds | req/s | p50 ms | p95 ms | p99 ms | failures |",
         "|---|---|---|---|---|---|---|---|",
@@ -191,6 +239,17 @@ def main() -> int:
     ]
     if deployed_at is not None:
         lines.append(f"\n`serve deploy` of a changed Ingress user_config at {deployed_at} s.")
+    lines += [
+        "\nAutoscaling reactions (replicas sampled every 0.5 s):\n",
+        "| deployment | replicas | load step at s (users) | decision after the step, s | upscale_delay_s | "
+        "new replica RUNNING after the decision, s |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['deployment']} | {r['replicas']} | {r['step_at_s']} ({r['users']}) | {r['decision_after_step_s']} | "
+        f"{r['upscale_delay_s']} | {r['serving_after_decision_s']} |"
+        for r in scaled
+    ]
     (args.out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"\nreport in {args.out}")

@@ -55,6 +55,11 @@ class Resources(_Strict):
 
     num_cpus: float = Field(default=0.25, ge=0, description="Fractional so replicas can scale on few cores.")
     num_gpus: float = Field(default=0, ge=0)
+    custom_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Ray custom resources each replica needs, e.g. {model_node: 0.5}: replicas go only to nodes "
+        "started with that resource (ray start --resources).",
+    )
     max_ongoing_requests: int = Field(default=32, ge=1)
     max_queued_requests: int = Field(default=64, ge=-1, description="Beyond this callers get 503; -1 unbounded.")
     autoscaling: Autoscaling = Autoscaling()
@@ -64,7 +69,8 @@ class Resources(_Strict):
 
     def deployment_options(self, user_config: BaseModel) -> dict:
         return {
-            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+            | ({"resources": dict(self.custom_resources)} if self.custom_resources else {}),
             "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.max_queued_requests,
             "autoscaling_config": self.autoscaling.model_dump(exclude_none=True),

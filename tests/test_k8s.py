@@ -130,3 +130,15 @@ def test_probes_match_warm_up_and_the_bootstrap_job_runs_the_command_on_the_gpu_
     assert container["command"][:2] == ["serve-app", "bootstrap"]
     assert "--config=/app/configs/gpu.yaml" in container["command"]
     assert (ROOT / "configs" / "gpu.yaml").exists() and "bootstrap-job.yaml" in (K8S / "kustomization.yaml").read_text()
+
+
+def test_the_dockerfile_copies_what_exists_and_installs_an_extra_that_exists() -> None:
+    """No image is built here (no Docker daemon, no registry): what it copies and installs is checked."""
+    import tomllib
+
+    lines = (K8S / "Dockerfile").read_text().splitlines()
+    copied = [part for line in lines if line.startswith("COPY") for part in line.split()[1:-1] if "=" not in part]
+    assert copied and all((ROOT / part).exists() for part in copied), copied
+    [install] = [line for line in lines if line.startswith("RUN pip install")]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert '".[vllm]"' in install and "vllm" in extras
