@@ -13,6 +13,7 @@ import asyncio
 import os
 import time
 from collections.abc import Iterator
+from unittest import mock
 
 import httpx
 import pytest
@@ -71,27 +72,29 @@ def cluster(embedded_postgres, tmp_path_factory: pytest.TempPathFactory) -> Iter
     redis.start()
     database_url = asyncio.run(create_database(embedded_postgres, "cluster"))
     asyncio.run(prepare_app_database(database_url, home))
-    os.environ.update(  # the raylets this process starts, and their workers, inherit these
-        SERVE_APP_DATABASE_URL=database_url,
-        SERVE_APP_REDIS_URL=redis.url,
-        SERVE_APP_HOME=str(home),
-        SERVE_APP_ADMIN_TOKEN="cluster-admin-token",
-        RAY_AUTH_MODE="disabled",
-    )
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, **NODE_MEMORY})
-    nodes = {"app": cluster.add_node(**APP_NODE, **NODE_MEMORY), "model": []}
-    nodes["model"] = [cluster.add_node(**MODEL_NODE, **NODE_MEMORY) for _ in range(2)]
-    ray.init(address=cluster.address, log_to_driver=False)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    deploy(APP_ARGS, DEPLOYMENTS, name="cluster")
-    try:
-        yield f"http://127.0.0.1:{port}", cluster, nodes
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        cluster.shutdown()
-        redis.stop()
+    environment = {  # the raylets this process starts, and their workers, inherit these
+        "SERVE_APP_DATABASE_URL": database_url,
+        "SERVE_APP_REDIS_URL": redis.url,
+        "SERVE_APP_HOME": str(home),
+        "SERVE_APP_ADMIN_TOKEN": "cluster-admin-token",
+        "RAY_AUTH_MODE": "disabled",
+    }
+    with mock.patch.dict(os.environ, environment):  # and later test modules do not
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, **NODE_MEMORY})
+        nodes = {"app": cluster.add_node(**APP_NODE, **NODE_MEMORY), "model": []}
+        nodes["model"] = [cluster.add_node(**MODEL_NODE, **NODE_MEMORY) for _ in range(2)]
+        ray.init(address=cluster.address, log_to_driver=False)
+        port = free_port()
+        # One proxy, on the head: on one machine every node's proxy would want the same port.
+        serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
+        deploy(APP_ARGS, DEPLOYMENTS, name="cluster")
+        try:
+            yield f"http://127.0.0.1:{port}", cluster, nodes
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+            cluster.shutdown()
+            redis.stop()
 
 
 def replicas(deployment: str) -> list[dict]:
@@ -136,7 +139,7 @@ def test_a_model_node_killed_under_load(cluster) -> None:
         "requests": len(load.outcomes),
         "after_kill": len(after),
         "failed_after_kill": len(failed),
-        "failures": sorted({(o.status, o.code) for o in failed}),
+        "failures": sorted({(o.status, o.code, (o.message or "")[:120]) for o in failed}),
         "model_in_flight_at_kill": in_flight,
         "rescheduled_s": round(rescheduled_s, 1),
     }
