@@ -62,7 +62,8 @@ async def empty_database_url(embedded_postgres: EmbeddedPostgres) -> str:
     return await create_database(embedded_postgres, "empty")
 
 
-async def _loaded_database(server: EmbeddedPostgres, prefix: str, synthetic: int) -> str:
+async def loaded_database(server: EmbeddedPostgres, prefix: str, synthetic: int = 0) -> str:
+    """A fresh database on the embedded server, migrated, with the sample directory (and ``synthetic`` rows)."""
     url = await create_database(server, prefix)
     conn = await connect_admin(url)
     try:
@@ -77,13 +78,13 @@ async def _loaded_database(server: EmbeddedPostgres, prefix: str, synthetic: int
 @pytest.fixture(scope="session")
 async def sample_database_url(embedded_postgres: EmbeddedPostgres) -> str:
     """The real CNAPS sample, migrated and loaded (tests must not change its directory tables)."""
-    return await _loaded_database(embedded_postgres, "sample", synthetic=0)
+    return await loaded_database(embedded_postgres, "sample", synthetic=0)
 
 
 @pytest.fixture(scope="session")
 async def scale_database_url(embedded_postgres: EmbeddedPostgres) -> str:
     """The sample plus 150k synthetic branches: the size query plans must hold at (read-only)."""
-    return await _loaded_database(embedded_postgres, "scale", synthetic=SCALE_SYNTHETIC_ROWS)
+    return await loaded_database(embedded_postgres, "scale", synthetic=SCALE_SYNTHETIC_ROWS)
 
 
 @pytest.fixture(scope="session")

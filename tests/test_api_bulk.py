@@ -18,10 +18,7 @@ from pydantic import SecretStr
 
 from serve_app.browse import BrowseQuery, DirectoryBrowser, browse_statements
 from serve_app.config import ExtractorTunables, IngressConfig, IngressTunables, JobTunables
-from serve_app.db.migrate import apply_migrations
-from serve_app.db.pool import connect_admin, create_pool
-from serve_app.directory.loader import load_directory
-from serve_app.directory.records import demo_cnaps_path
+from serve_app.db.pool import create_pool
 from serve_app.extraction.service import ExtractionService
 from serve_app.jobs.runner import JobRunner
 from serve_app.jobs.store import JobStore
@@ -32,7 +29,7 @@ from serve_app.service.http import Api, build_http_app
 from serve_app.service.model_board import ModelBoard
 from serve_app.service.tenants import KEY_CACHE_TTL_S, KeyStore
 from serve_app.settings import Settings
-from tests.conftest import create_database
+from tests.conftest import loaded_database
 
 SEED = "华夏银行江油西山支行"
 SEED_CODE = "304659715925"
@@ -40,14 +37,7 @@ SEED_CODE = "304659715925"
 
 @pytest.fixture(scope="module")
 async def api_pool(embedded_postgres) -> AsyncIterator:
-    url = await create_database(embedded_postgres, "api")
-    conn = await connect_admin(url)
-    try:
-        await apply_migrations(conn)
-        await load_directory(conn, demo_cnaps_path())
-    finally:
-        await conn.close()
-    pool = await create_pool(url)
+    pool = await create_pool(await loaded_database(embedded_postgres, "api"))
     yield pool
     await pool.close()
 

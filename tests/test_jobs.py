@@ -20,9 +20,7 @@ import openpyxl
 import pytest
 
 from serve_app.config import ExtractorTunables, IngressTunables, JobTunables
-from serve_app.db.migrate import apply_migrations
-from serve_app.db.pool import connect_admin, create_pool
-from serve_app.directory.loader import load_directory
+from serve_app.db.pool import create_pool
 from serve_app.directory.records import demo_cnaps_path
 from serve_app.errors import DependencyUnavailable, TooManyRows, UnknownJob, UnreadableFile
 from serve_app.extraction.service import ExtractionService
@@ -34,7 +32,7 @@ from serve_app.schemas import QueryRequest, QueryResult
 from serve_app.service.assembly import assemble_query_service
 from serve_app.service.query_service import QueryService
 from serve_app.settings import Settings
-from tests.conftest import create_database
+from tests.conftest import loaded_database
 
 SEED = "华夏银行江油西山支行"
 SEED_CODE = "304659715925"
@@ -136,14 +134,7 @@ async def test_a_row_the_service_refuses_carries_its_error() -> None:
 
 @pytest.fixture(scope="module")
 async def jobs_database_url(embedded_postgres) -> str:
-    url = await create_database(embedded_postgres, "jobs")
-    conn = await connect_admin(url)
-    try:
-        await apply_migrations(conn)
-        await load_directory(conn, demo_cnaps_path())
-    finally:
-        await conn.close()
-    return url
+    return await loaded_database(embedded_postgres, "jobs")
 
 
 @pytest.fixture(scope="module")
