@@ -17,7 +17,6 @@ from serve_app.db.pool import create_pool
 from serve_app.jobs.runner import JobRunner
 from serve_app.jobs.store import JobStore
 from serve_app.redis_client import create_redis
-from serve_app.schemas import QueryRequest, QueryResult
 from serve_app.service.assembly import assemble_query_service
 from serve_app.settings import Settings
 
@@ -37,11 +36,10 @@ class JobWorker:
             ExtractorCall(extractor, lambda: self.tunables.extract_timeout_s),
             observer=ExtractorMetrics(),
         )
-        self.runner = JobRunner(JobStore(self.pool), self._answer, self.tunables, JobMetrics())
+        self.runner = JobRunner(
+            JobStore(self.pool), self.service.answer, self.tunables, JobMetrics(), self.service.refresh_data_version
+        )
         self._task = asyncio.get_running_loop().create_task(self.runner.run_forever())
-
-    async def _answer(self, request: QueryRequest, adapter: str | None) -> QueryResult:
-        return await self.service.answer(request, adapter)
 
     def reconfigure(self, user_config: dict) -> None:
         self.tunables = self.runner.tunables = JobTunables.model_validate(user_config)

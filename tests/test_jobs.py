@@ -220,7 +220,13 @@ async def test_two_workers_share_a_job_and_a_failed_chunk_loses_nothing(jobs_poo
         return await query_service.answer(request, adapter)
 
     tunables = JobTunables(chunk_rows=100, poll_interval_s=0.05)
-    runners = [JobRunner(store, flaky, tunables), JobRunner(store, query_service.answer, tunables)]
+    refreshed = []
+
+    async def refresh() -> int:  # the data version is read again before every chunk
+        refreshed.append(await query_service.refresh_data_version())
+        return refreshed[-1]
+
+    runners = [JobRunner(store, flaky, tunables, refresh=refresh), JobRunner(store, query_service.answer, tunables)]
     tasks = [asyncio.create_task(runner.run_forever()) for runner in runners]
     try:
         deadline = time.monotonic() + 120
@@ -232,6 +238,7 @@ async def test_two_workers_share_a_job_and_a_failed_chunk_loses_nothing(jobs_poo
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     assert runners[0].stats.failed_chunks >= 1 and all(runner.stats.rows for runner in runners)
+    assert len(refreshed) >= runners[0].stats.chunks + runners[0].stats.failed_chunks
     assert status.done_rows == 3_000 == sum(status.counts.model_dump().values())
     assert sum(runner.stats.rows for runner in runners) == 3_000  # no chunk was committed twice
     async with jobs_pool.acquire() as conn:

@@ -98,7 +98,7 @@ async def _work(settings: Settings, args: argparse.Namespace) -> int:
         rules = await ExtractionService(pool, ExtractorTunables()).start()
         service = await assemble_query_service(pool, redis, settings, IngressTunables(), rules.extract_entities)
         tunables = JobTunables(chunk_rows=args.chunk_rows, concurrency=args.concurrency)
-        runner = JobRunner(JobStore(pool), service.answer, tunables)
+        runner = JobRunner(JobStore(pool), service.answer, tunables, refresh=service.refresh_data_version)
         print(f"working bulk jobs: chunks of {tunables.chunk_rows} rows", file=sys.stderr, flush=True)
         # SIGTERM (an orchestrator) or SIGINT stop it between rows; a chunk in flight is rolled back, not lost.
         # Handlers of our own: a process started in the background inherits SIGINT ignored.

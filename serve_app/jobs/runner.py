@@ -47,17 +47,27 @@ class RunnerStats:
 
 class JobRunner:
     def __init__(
-        self, store: JobStore, answer: AnswerWith, tunables: JobTunables, observer: RunnerObserver | None = None
+        self,
+        store: JobStore,
+        answer: AnswerWith,
+        tunables: JobTunables,
+        observer: RunnerObserver | None = None,
+        refresh: Callable[[], Awaitable[object]] | None = None,
     ):
+        """``refresh`` runs before each chunk: the query service reads the directory's data version there,
+        so a directory reload mid-job is followed from the next chunk on (caches and vocabulary)."""
         self.store = store
         self.answer = answer
         self.tunables = tunables
         self.observer = observer
+        self.refresh = refresh
         self.stats = RunnerStats()
 
     async def run_chunk(self) -> int:
         """Claim, answer and commit one chunk; the rows done (0: no work). Errors propagate, rolled back."""
         tunables = self.tunables
+        if self.refresh is not None:
+            await self.refresh()
         async with self.store.claim(tunables.chunk_rows, tunables.hung_chunk_s) as chunk:
             if chunk is None:
                 return 0
