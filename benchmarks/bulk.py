@@ -36,7 +36,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from noise import OPERATORS
-from serve_latency import drive, prepare_directory
+from serve_latency import deploy_application, drive, prepare_directory
 
 from serve_app.embedded import free_port
 from serve_app.jobs.results import csv_text
@@ -78,12 +78,10 @@ def application(concurrency: int) -> dict:
 def start_serve(port: int, app: dict) -> None:
     import ray
     from ray import serve
-    from ray.serve._private import api as serve_private
-    from ray.serve.schema import ServeDeploySchema
 
     ray.init(include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve_private.serve_start().deploy_apps(ServeDeploySchema.model_validate({"applications": [app]}), _blocking=True)
+    deploy_application(app)
 
 
 def run_job(base: str, lines: list[str]) -> dict:

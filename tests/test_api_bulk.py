@@ -17,9 +17,8 @@ import pytest
 from pydantic import SecretStr
 
 from serve_app.browse import BrowseQuery, DirectoryBrowser, browse_statements
-from serve_app.config import ExtractorTunables, IngressConfig, IngressTunables, JobTunables
+from serve_app.config import IngressConfig, IngressTunables, JobTunables
 from serve_app.db.pool import create_pool
-from serve_app.extraction.service import ExtractionService
 from serve_app.jobs.runner import JobRunner
 from serve_app.jobs.store import JobStore
 from serve_app.models.adapters import AdapterRegistry
@@ -43,9 +42,8 @@ async def api_pool(embedded_postgres) -> AsyncIterator:
 
 
 async def build(pool, redis_client, **config) -> tuple[Api, JobRunner]:
-    rules = await ExtractionService(pool, ExtractorTunables()).start()
     tunables = IngressTunables(rate_limit_per_s=50, rate_limit_burst=100)
-    service = await assemble_query_service(pool, redis_client, Settings(), tunables, rules.extract_entities)
+    service = await assemble_query_service(pool, redis_client, Settings(), tunables)
     prefix = f"api{uuid.uuid4().hex[:6]}"
     service.result_cache.prefix = service.rate_limiter.prefix = prefix
     admin = AdminService(AdapterRegistry(pool), ModelBoard(redis_client, prefix=prefix), None, None)

@@ -19,11 +19,10 @@ import asyncpg
 import openpyxl
 import pytest
 
-from serve_app.config import ExtractorTunables, IngressTunables, JobTunables
+from serve_app.config import IngressTunables, JobTunables
 from serve_app.db.pool import create_pool
 from serve_app.directory.records import demo_cnaps_path
 from serve_app.errors import DependencyUnavailable, TooManyRows, UnknownJob, UnreadableFile
-from serve_app.extraction.service import ExtractionService
 from serve_app.jobs.files import read_table
 from serve_app.jobs.results import RESULT_COLUMNS, RowResult, answer_row, csv_text, result_header, xlsx_bytes
 from serve_app.jobs.runner import JobRunner
@@ -147,9 +146,7 @@ async def jobs_pool(jobs_database_url: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture
 async def query_service(jobs_pool, redis_client) -> QueryService:
     """The real query path, rules only, with a Valkey cache of its own."""
-    rules = await ExtractionService(jobs_pool, ExtractorTunables()).start()
-    extract = rules.extract_entities
-    service = await assemble_query_service(jobs_pool, redis_client, Settings(), IngressTunables(), extract)
+    service = await assemble_query_service(jobs_pool, redis_client, Settings(), IngressTunables())
     service.result_cache.prefix = f"jobs{uuid.uuid4().hex[:6]}"
     return service
 

@@ -12,18 +12,20 @@ from pathlib import Path
 
 from serve_app.cli.query import query_pipeline
 from serve_app.jobs.files import read_table
-from serve_app.jobs.results import RowResult, answer_row, csv_text, result_header, xlsx_bytes
+from serve_app.jobs.results import RowResult, answer_rows, csv_text, result_filename, result_header, xlsx_bytes
 from serve_app.schemas import QueryRequest, QueryResult
 from serve_app.settings import Settings
 
 #: Rows answered at the same time by ``reconcile`` (the database round trips overlap).
 RECONCILE_CONCURRENCY = 8
+#: Rows between two progress-bar updates.
+RECONCILE_BLOCK = 200
 #: ``reconcile`` reads files of any length; this bounds only memory.
 RECONCILE_MAX_ROWS = 5_000_000
 
 
 def output_path(source: Path, output: Path | None) -> Path:
-    return output or source.with_name(f"{source.stem}.result.csv")
+    return output or source.with_name(result_filename(source.name, "csv"))
 
 
 def write_output(path: Path, header: list[str], rows: list[list[str]]) -> None:
@@ -52,24 +54,15 @@ async def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
         async def answer(request: QueryRequest) -> QueryResult:
             return await pipeline.run(request.model_copy(update={"model": args.model}))
 
-        answers: dict[str, asyncio.Task[RowResult]] = {}  # a text that repeats is asked once
-        slots = asyncio.Semaphore(RECONCILE_CONCURRENCY)
-
-        async def one(text: str) -> RowResult:
-            async with slots:
-                return await answer_row(answer, text)
-
-        results = []
-        with tqdm(total=len(table.rows), unit="row", file=sys.stderr, disable=args.quiet) as progress:
-            for row in table.rows:  # in order, with RECONCILE_CONCURRENCY distinct texts in flight
-                text = table.text(row)
-                if text not in answers:
-                    answers[text] = asyncio.create_task(one(text))
-                results.append(answers[text])
-                if len(results) >= RECONCILE_CONCURRENCY:
-                    await results[-RECONCILE_CONCURRENCY]
-                progress.update(1)
-            done = [await task for task in results]
+        answered: dict[str, RowResult] = {}  # a text that repeats anywhere in the file is asked once
+        texts = [table.text(row) for row in table.rows]
+        with tqdm(total=len(texts), unit="row", file=sys.stderr, disable=args.quiet) as progress:
+            for start in range(0, len(texts), RECONCILE_BLOCK):
+                block = texts[start : start + RECONCILE_BLOCK]
+                new = [text for text in dict.fromkeys(block) if text not in answered]
+                answered |= zip(new, await answer_rows(answer, new, RECONCILE_CONCURRENCY), strict=True)
+                progress.update(len(block))
+        done = [answered[text] for text in texts]
     rows = [cells + result.cells() for cells, result in zip(table.rows, done, strict=True)]
     out = output_path(args.file, args.output)
     write_output(out, result_header(table.columns), rows)
@@ -81,9 +74,8 @@ async def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _work(settings: Settings, args: argparse.Namespace) -> int:
     """A worker until SIGTERM or SIGINT: rules-only (a job that names an adapter gets that error in its rows)."""
-    from serve_app.config import ExtractorTunables, IngressTunables, JobTunables
+    from serve_app.config import IngressTunables, JobTunables
     from serve_app.db.pool import create_pool
-    from serve_app.extraction.service import ExtractionService
     from serve_app.jobs.runner import JobRunner
     from serve_app.jobs.store import JobStore
     from serve_app.redis_client import create_redis
@@ -95,8 +87,7 @@ async def _work(settings: Settings, args: argparse.Namespace) -> int:
     pool = await create_pool(settings.database_url, settings)
     redis = create_redis(settings.redis_url, settings) if settings.redis_url else None
     try:
-        rules = await ExtractionService(pool, ExtractorTunables()).start()
-        service = await assemble_query_service(pool, redis, settings, IngressTunables(), rules.extract_entities)
+        service = await assemble_query_service(pool, redis, settings, IngressTunables())
         tunables = JobTunables(chunk_rows=args.chunk_rows, concurrency=args.concurrency)
         runner = JobRunner(JobStore(pool), service.answer, tunables, refresh=service.refresh_data_version)
         print(f"working bulk jobs: chunks of {tunables.chunk_rows} rows", file=sys.stderr, flush=True)

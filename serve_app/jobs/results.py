@@ -12,24 +12,16 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, fields
+from functools import partial
+from pathlib import PurePath
 
 from pydantic import ValidationError
 
+from serve_app.concurrency import map_bounded
 from serve_app.errors import AdapterError, NoModelDeployment
 from serve_app.schemas import QueryRequest, QueryResult
 
-RESULT_COLUMNS = (
-    "code",
-    "official_name",
-    "bank",
-    "city",
-    "verdict",
-    "confidence",
-    "reason",
-    "candidates",
-    "error",
-)
 #: Candidates listed for an ambiguous row.
 CANDIDATES_SHOWN = 3
 #: ``top_k`` of the query each row asks.
@@ -69,8 +61,16 @@ class RowResult:
             candidates=candidates,
         )
 
+    def values(self) -> tuple:
+        """The fields in ``RESULT_COLUMNS`` order, as stored."""
+        return astuple(self)
+
     def cells(self) -> list[str]:
-        return [_text(value) for value in astuple(self)]
+        return [_text(value) for value in self.values()]
+
+
+#: The result columns, after a row's own: ``RowResult``'s fields, in order.
+RESULT_COLUMNS = tuple(column.name for column in fields(RowResult))
 
 
 def _text(value: object) -> str:
@@ -95,10 +95,23 @@ async def answer_row(answer: Answer, text: str) -> RowResult:
         return RowResult(error=exc.message)
 
 
+async def answer_rows(answer: Answer, texts: list[str], concurrency: int) -> list[RowResult]:
+    """``answer_row`` for each text, in order, ``concurrency`` at a time; a text that repeats is asked once
+    (statement files name the same counterparty banks again and again)."""
+    distinct = list(dict.fromkeys(texts))
+    answered = dict(zip(distinct, await map_bounded(partial(answer_row, answer), distinct, concurrency), strict=True))
+    return [answered[text] for text in texts]
+
+
 def result_header(columns: list[str]) -> list[str]:
     """The output header: the input's, then the result columns (renamed ``result_*`` where the input has one)."""
     taken = set(columns)
     return columns + [name if name not in taken else f"result_{name}" for name in RESULT_COLUMNS]
+
+
+def result_filename(filename: str, extension: str) -> str:
+    """What a job's or a file's result is called: ``对账单.csv`` → ``对账单.result.xlsx``."""
+    return f"{PurePath(filename).stem}.result.{extension}"
 
 
 def csv_text(rows: Iterable[list[str]]) -> str:

@@ -1,7 +1,7 @@
 """The bulk worker's loop: claim a chunk, answer its rows through the query path, commit, repeat.
 
-Rows of a chunk are answered ``concurrency`` at a time, and a text that repeats within the chunk
-(statement files name the same counterparty banks again and again) is asked once. The answering itself
+Rows of a chunk are answered ``concurrency`` at a time, and a text that repeats within the chunk is asked
+once (``answer_rows``). The answering itself
 is the service's own path (``QueryService.answer``: result cache, rules, model, retrieval, verdict).
 When a dependency fails the chunk is rolled back and retried after a pause; the rows are never marked
 with a transient error.
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from serve_app.config import JobTunables
-from serve_app.jobs.results import RowResult, answer_row
+from serve_app.jobs.results import RowResult, answer_rows
 from serve_app.jobs.store import Chunk, JobStore
 from serve_app.schemas import QueryRequest, QueryResult
 
@@ -86,22 +86,10 @@ class JobRunner:
         return len(results)
 
     async def _answer_chunk(self, chunk: Chunk) -> list[RowResult]:
-        slots = asyncio.Semaphore(self.tunables.concurrency)
-
         async def answer(request: QueryRequest) -> QueryResult:
             return await self.answer(request, chunk.model)
 
-        async def one(text: str) -> RowResult:
-            async with slots:
-                return await answer_row(answer, text)
-
-        distinct = list(dict.fromkeys(chunk.texts))
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = {text: group.create_task(one(text)) for text in distinct}
-        except ExceptionGroup as failed:  # the first failure is the chunk's (the others were cancelled)
-            raise failed.exceptions[0] from None
-        return [tasks[text].result() for text in chunk.texts]
+        return await answer_rows(answer, chunk.texts, self.tunables.concurrency)
 
     async def run_forever(self) -> None:
         """Work until cancelled: chunks back to back while there are any, polling when idle."""

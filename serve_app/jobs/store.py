@@ -100,7 +100,7 @@ class Chunk:
 
     async def commit(self, results: list[RowResult]) -> None:
         """Write each row's result and the job's counters; the transaction commits when the claim closes."""
-        columns = list(zip(*(_stored(result) for result in results), strict=True))
+        columns = list(zip(*(result.values() for result in results), strict=True))
         await self._conn.execute(_UPDATE_ROWS, self.job_id, self.row_numbers, *columns)
         verdicts = [result.verdict for result in results]
         await self._conn.execute(
@@ -114,27 +114,14 @@ class Chunk:
         )
 
 
-def _stored(result: RowResult) -> tuple:
-    return (
-        result.verdict,
-        result.code,
-        result.official_name,
-        result.bank,
-        result.city,
-        result.confidence,
-        result.reason,
-        result.candidates,
-        result.error,
-    )
-
-
+# $3… are the columns of ``RowResult.values()``, in ``RESULT_COLUMNS`` order.
 _UPDATE_ROWS = """
 UPDATE job_rows SET done = true, verdict = r.verdict, code = r.code, official_name = r.official_name,
        bank = r.bank, city = r.city, confidence = r.confidence, reason = r.reason, candidates = r.candidates,
        error = r.error
 FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::real[], $9::text[],
             $10::text[], $11::text[])
-     AS r(row_no, verdict, code, official_name, bank, city, confidence, reason, candidates, error)
+     AS r(row_no, code, official_name, bank, city, verdict, confidence, reason, candidates, error)
 WHERE job_rows.job_id = $1 AND job_rows.row_no = r.row_no AND NOT job_rows.done
 """
 _UPDATE_COUNTS = """

@@ -26,15 +26,16 @@ async def assemble_query_service(
     redis: aioredis.Redis | None,
     settings: Settings,
     tunables: IngressTunables,
-    delegate: ExtractEntities,
+    delegate: ExtractEntities | None = None,
     observer: ExtractionObserver | None = None,
     on_result: Callable[[QueryResult, bool], None] | None = None,
 ) -> QueryService:
-    """A ``QueryService`` whose rules run in this process and whose model readings go to ``delegate``;
-    its data version is read before it returns. Without ``redis`` the caches are this process's only."""
+    """A ``QueryService`` whose rules run in this process and whose model readings go to ``delegate`` (the
+    extraction deployment); without one it is rules only, and naming an adapter is ``NoModelDeployment``.
+    Its data version is read before it returns. Without ``redis`` the caches are this process's only."""
     rules = await ExtractionService(pool, ExtractorTunables(), observer=observer).start()
     service = QueryService(
-        extract_entities=RulesFirstExtraction(rules, delegate),
+        extract_entities=RulesFirstExtraction(rules, delegate or rules.extract_entities),
         repository=BranchRepository(pool, settings.db_acquire_timeout_s),
         result_cache=ResultCache(redis, tunables.result_cache_ttl_s, tunables.local_cache_size),
         rate_limiter=RateLimiter(redis, tunables.rate_limit_per_s, tunables.rate_limit_burst),

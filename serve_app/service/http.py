@@ -12,7 +12,7 @@ import asyncio
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -32,7 +32,7 @@ from serve_app import errors as e
 from serve_app.browse import BankOut, BranchPage, BrowseQuery, DirectoryBrowser
 from serve_app.config import IngressConfig
 from serve_app.jobs.files import read_table
-from serve_app.jobs.results import csv_text, result_header, xlsx_bytes
+from serve_app.jobs.results import csv_text, result_filename, result_header, xlsx_bytes
 from serve_app.jobs.store import JobStatus, JobStore
 from serve_app.models.adapters import AdapterIn, AdapterOut
 from serve_app.schemas import (
@@ -140,6 +140,10 @@ def error_response(exc: BaseException) -> JSONResponse:
 
 def _json(model: BaseModel, status: int = 200) -> Response:
     return Response(model.model_dump_json(), status_code=status, media_type="application/json")
+
+
+def _json_list(models: Sequence[BaseModel]) -> Response:
+    return Response("[" + ",".join(model.model_dump_json() for model in models) + "]", media_type="application/json")
 
 
 def _attachment(filename: str) -> dict[str, str]:
@@ -252,7 +256,7 @@ class _Handlers:
         await self.caller(request)
         with database_errors():
             banks = await self.part("browser").banks(self.service.data_version)
-        return Response("[" + ",".join(bank.model_dump_json() for bank in banks) + "]", media_type="application/json")
+        return _json_list(banks)
 
     async def submit_job(self, request: Request) -> Response:
         caller = await self.caller(request)
@@ -280,7 +284,7 @@ class _Handlers:
         caller = await self.caller(request)
         with database_errors():
             jobs = await self.part("jobs").recent(caller.tenant)
-        return Response("[" + ",".join(job.model_dump_json() for job in jobs) + "]", media_type="application/json")
+        return _json_list(jobs)
 
     async def job(self, request: Request) -> Response:
         caller = await self.caller(request)
@@ -300,15 +304,14 @@ class _Handlers:
             async for page in pages:
                 yield csv_text(page)
 
-        name = f"{status.filename.rsplit('.', 1)[0]}.result.csv"
-        return StreamingResponse(body(), media_type="text/csv; charset=utf-8", headers=_attachment(name))
+        headers = _attachment(result_filename(status.filename, "csv"))
+        return StreamingResponse(body(), media_type="text/csv; charset=utf-8", headers=headers)
 
     async def job_result_xlsx(self, request: Request) -> Response:
         status, pages = await self._result_pages(request)
         rows = [row async for page in pages for row in page]
         data = await asyncio.to_thread(xlsx_bytes, result_header(status.columns), rows)
-        name = f"{status.filename.rsplit('.', 1)[0]}.result.xlsx"
-        return Response(data, media_type=XLSX_TYPE, headers=_attachment(name))
+        return Response(data, media_type=XLSX_TYPE, headers=_attachment(result_filename(status.filename, "xlsx")))
 
     async def delete_job(self, request: Request) -> Response:
         caller = await self.caller(request)

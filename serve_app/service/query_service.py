@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
+from serve_app.concurrency import map_bounded
 from serve_app.config import IngressTunables
 from serve_app.directory.codes import is_code_shaped, is_valid_code
 from serve_app.directory.loader import read_data_version
@@ -117,24 +118,18 @@ class QueryService:
         if model is not None:
             with database_errors():
                 await self.adapter_ref(model)  # an unknown adapter fails the batch, not each line
-        slots = asyncio.Semaphore(BATCH_CONCURRENCY)
 
         async def one(text: str) -> BatchItem:
             try:
                 request = QueryRequest(query=text, model=model, top_k=top_k)
             except ValidationError as exc:
                 return BatchItem(error=render(InvalidRequest(validation_message(exc)))[1]["error"])
-            async with slots:
-                result = await self.answer(request)
+            result = await self.answer(request)
             self._log(result, caller)
             return BatchItem(result=result)
 
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(one(text)) for text in texts]
-        except ExceptionGroup as failed:  # a dependency failed: the batch fails with that error, as a query would
-            raise failed.exceptions[0] from None
-        return [task.result() for task in tasks]
+        # A dependency that fails fails the batch with that error, as it would fail a query.
+        return await map_bounded(one, texts, BATCH_CONCURRENCY)
 
     async def answer(
         self,
