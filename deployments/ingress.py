@@ -47,9 +47,7 @@ class Ingress:
     ):
         self.config = IngressConfig.model_validate(config)
         self.settings = settings = Settings.for_replica()
-        self.extractor = extractor
         self.model_server = model_server
-        self.job_worker = job_worker
         self.pool = await create_pool(settings.database_url, settings)
         self.redis = create_redis(settings.redis_url, settings)
         self.metrics = IngressMetrics()
