@@ -172,6 +172,9 @@ def test_redis_stop_and_restart_under_load_fails_no_request(app: FaultApp) -> No
     assert [o for o in load.outcomes if not o.ok] == [], [(o.started - stopped, o) for o in load.outcomes if not o.ok]
     assert resumed - restarted <= 5
     assert _stats(app)["result_cache"]["redis_up"] is True
+    # Connections pooled before the outage are dead: each must be replaced on use, not become a 503.
+    stats = [httpx.get(f"{app.base}/api/v1/query/model-cache-stats", headers=ADMIN) for _ in range(20)]
+    assert [r.status_code for r in stats] == [200] * 20, [r.text for r in stats if r.status_code != 200]
 
 
 def test_postgres_stop_and_restart_under_load_is_503_then_recovers_by_itself(app: FaultApp) -> None:

@@ -561,3 +561,23 @@ def test_openapi_lists_every_route_and_the_errors_each_can_give() -> None:
     assert {"201", "409", "422", "503", "504"} <= set(adapters["post"]["responses"])
     assert {"503"} <= set(adapters["get"]["responses"])
     assert "404" in document["paths"]["/api/v1/adapters/{name}"]["delete"]["responses"]
+
+
+async def test_pooled_redis_connections_survive_a_redis_restart(tmp_path) -> None:
+    """Connections pooled before Redis restarts are dead; each is used once more after the restart and
+    must be replaced on that use, not surface as an error (it did: a 503 long after Redis came back)."""
+    from serve_app.embedded import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path / "valkey", port=free_port())
+    server.start()
+    client = create_redis(server.url)
+    try:
+        await asyncio.gather(*(client.blpop(["nothing"], timeout=0.2) for _ in range(8)))  # 8 pooled connections
+        server.stop()
+        server.start()  # same port
+        for _ in range(16):  # more uses than pooled connections: every stale one is taken once
+            assert await client.incr("after-restart") >= 1
+        assert int(await client.get("after-restart")) == 16
+    finally:
+        await client.aclose()
+        server.stop()
