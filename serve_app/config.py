@@ -60,6 +60,12 @@ class Resources(_Strict):
         description="Ray custom resources each replica needs, e.g. {model_node: 0.5}: replicas go only to nodes "
         "started with that resource (ray start --resources).",
     )
+    cpu_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="OMP_NUM_THREADS in each replica (torch's CPU threads). Unset: Ray's choice, num_cpus rounded "
+        "down and at least 1, so a model on CPU with fractional num_cpus computes on one core.",
+    )
     max_ongoing_requests: int = Field(default=32, ge=1)
     max_queued_requests: int = Field(default=64, ge=-1, description="Beyond this callers get 503; -1 unbounded.")
     autoscaling: Autoscaling = Autoscaling()
@@ -68,9 +74,15 @@ class Resources(_Strict):
     graceful_shutdown_timeout_s: float = Field(default=20, ge=0)
 
     def deployment_options(self, user_config: BaseModel) -> dict:
+        actor_options: dict = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.custom_resources:
+            actor_options["resources"] = dict(self.custom_resources)
+        if self.cpu_threads is not None:
+            # The environment, not torch.set_num_threads: OpenMP keeps the count per thread, and generation
+            # runs in worker threads. Serve merges these env_vars with the application's runtime_env.
+            actor_options["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(self.cpu_threads)}}
         return {
-            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
-            | ({"resources": dict(self.custom_resources)} if self.custom_resources else {}),
+            "ray_actor_options": actor_options,
             "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.max_queued_requests,
             "autoscaling_config": self.autoscaling.model_dump(exclude_none=True),

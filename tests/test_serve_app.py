@@ -50,6 +50,7 @@ APP_ARGS = {
         "preload_adapters": ["job_22"],
         "resources": {
             "num_cpus": 0.1,
+            "cpu_threads": 2,
             "max_ongoing_requests": 2,
             "max_queued_requests": 2,
             "autoscaling": {"min_replicas": 1, "max_replicas": 1},
@@ -213,6 +214,7 @@ def test_adapters_are_served_loaded_once_and_evicted_beyond_k(serve_app: str) ->
     stats = wait_for(lambda: (s := model_stats(serve_app)) and s["generated_requests"] >= 6 and s)
     # job_22 was preloaded; job_23 and job_24 loaded once each; job_24 pushed the coldest out (K = 2).
     assert stats["base_loads"] == 1
+    assert stats["cpu_threads"] == 2  # resources.cpu_threads, not the one thread Ray gives num_cpus 0.1
     assert stats["loads"] == 3
     assert stats["evictions"] >= 1
     assert len(stats["loaded_adapters"]) <= 2

@@ -45,6 +45,7 @@ class EngineStats:
 
     base_model: str
     base_loads: int = 0
+    cpu_threads: int | None = None  # the threads torch computes with on CPU (None on a GPU)
     generated_requests: int = 0
     batches: int = 0
 

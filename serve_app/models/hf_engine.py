@@ -57,6 +57,8 @@ class HFEngine:
         if self.device == "cpu":
             # Random or lightly trained weights produce denormals that make CPU matmuls 10-20x slower.
             torch.set_flush_denormal(True)
+            # Read in a worker thread, where generation runs too (OpenMP keeps the count per thread).
+            self._stats.cpu_threads = torch.get_num_threads()
         try:
             tokenizer = AutoTokenizer.from_pretrained(self.model_path)
             model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=getattr(torch, self.dtype))

@@ -101,6 +101,7 @@ class ModelWorker:
             "engine": self.engine_kind,
             "base_model": str(self.residency.paths.base),
             "base_loads": engine_stats.base_loads,
+            "cpu_threads": engine_stats.cpu_threads,
             "loaded_adapters": self.residency.resident,
             "loads": adapters.loads,
             "hits": adapters.hits,
