@@ -3,7 +3,8 @@
 The worker's engine is started, its preload adapters loaded and one generation run in the constructor,
 so a replica is warm before Serve routes to it. Serve's multiplexer (applied in ``__init__``, bounded by
 ``max_adapters_per_replica``) decides residency and routes requests for an adapter to replicas that hold
-it; ``@serve.batch`` gathers requests of all adapters into shared batches.
+it; an ``EngineBatcher`` gathers requests of all adapters into shared batches, each taken when the engine
+is free (``@serve.batch`` closes batches as requests arrive, which made 3-4-request batches here).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from deployments.metrics import ModelMetrics
 from serve_app.config import ModelConfig, ModelTunables, check_batch_fits
 from serve_app.db.pool import create_pool
 from serve_app.models.adapters import AdapterRegistry
+from serve_app.models.batcher import EngineBatcher
 from serve_app.models.engine import Engine, GenerationRequest, GenerationResult
 from serve_app.models.paths import ModelPaths
 from serve_app.models.residency import AdapterResidency
@@ -68,7 +70,11 @@ class ModelServer:
         self.metrics = ModelMetrics()
         engine = make_engine(self.config, paths)
         residency = AdapterResidency(engine, self.registry, paths, on_event=self.metrics.on_adapter_event)
-        self.worker = ModelWorker(engine, residency, ModelTunables(), self.config.engine)
+        tunables = ModelTunables()
+        self.worker = ModelWorker(engine, residency, tunables, self.config.engine)
+        self.batcher: EngineBatcher = EngineBatcher(
+            self._run_batch, tunables.max_batch_size, tunables.batch_wait_timeout_s
+        )
         self.replica_id = serve.get_replica_context().replica_id.unique_id
 
         async def load(ref: str) -> _Resident:
@@ -77,7 +83,7 @@ class ModelServer:
         self._load = load
         self._multiplexed = serve.multiplexed(max_num_models_per_replica=self.config.max_adapters_per_replica)(load)
         self.worker.load = self._acquire
-        self.worker.submit = self.generate_batch
+        self.worker.submit = self.batcher.submit
         self.failed_preloads = await self.worker.start(self.config.preload_adapters)
         self._board_task = asyncio.get_running_loop().create_task(
             self.worker.watch_board(self.board, self.replica_id, self.clear_cache)
@@ -87,8 +93,8 @@ class ModelServer:
         tunables = ModelTunables.model_validate(user_config)
         check_batch_fits(self.config.resources.max_ongoing_requests, tunables)
         self.worker.tunables = tunables
-        self.generate_batch.set_max_batch_size(tunables.max_batch_size)
-        self.generate_batch.set_batch_wait_timeout_s(tunables.batch_wait_timeout_s)
+        self.batcher.max_batch_size = tunables.max_batch_size
+        self.batcher.wait_s = tunables.batch_wait_timeout_s
 
     async def _acquire(self, ref: str) -> str:
         return (await self._multiplexed(ref)).ref
@@ -97,8 +103,7 @@ class ModelServer:
         """The model's reading of a query: a ``ModelAnswer`` as a dict."""
         return (await self.worker.read(normalized, adapter)).model_dump()
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def generate_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult | Exception]:
+    async def _run_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult | Exception]:
         self.metrics.batch_size.observe(len(requests))
         return await self.worker.generate_batch(requests)
 

@@ -1,6 +1,6 @@
 """``ModelWorker``: what one model replica does — a resident engine reading queries with adapters. No Ray.
 
-The ``ModelServer`` deployment wraps it (Serve's multiplexer as ``load``, ``@serve.batch`` as ``submit``);
+The ``ModelServer`` deployment wraps it (Serve's multiplexer as ``load``, an ``EngineBatcher`` as ``submit``);
 the CLI and the tests use it directly, where ``load`` is the residency's own LRU and ``submit`` generates
 at once. Either way an adapter is loaded by ``AdapterResidency.acquire`` and nothing else.
 """
