@@ -19,8 +19,12 @@ ratios, and optionally:
 - ``--model-batch-sizes 1,8,16``: the model path at the highest concurrency once per ModelServer
   ``max_batch_size``, changed live through ``user_config``.
 
+Each ingress mode of ``--ingress`` (``serve_app.ingress_modes``: Serve's proxy actor, HAProxy straight to
+the ingress replicas) is measured in its own process and Ray instance, one after the other, and the modes
+are then printed side by side (``serve_latency.json``; each mode's own report beside it).
+
     python benchmarks/serve_latency.py [--requests 200] [--concurrency 1,8,32] [--profile 20]
-        [--model-batch-sizes 1,4,8,16,32] [--json …]
+        [--model-batch-sizes 1,4,8,16,32] [--ingress proxy,haproxy] [--json …]
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from serve_app.db.pool import connect_admin
 from serve_app.directory.loader import load_demo_if_empty
 from serve_app.directory.records import demo_cnaps_path, read_cnaps
 from serve_app.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from serve_app.ingress_modes import INGRESS_MODES
 from serve_app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,16 +101,19 @@ async def drive(url: str, bodies: list[dict | None], concurrency: int, stages: l
 
 def application(model_batch_size: int | None = None) -> dict:
     """The application of ``configs/local.yaml``, its rate limit lifted (one client drives all the load),
-    its model fallback off (the ``rules`` path is the rules alone; ``model`` measures the model) and, if
-    given, the model replicas' ``max_batch_size`` set."""
+    its model fallback off (the ``rules`` path is the rules alone; ``model`` measures the model), one
+    ModelServer replica (a second on the same cores adds no compute, and its start would be measured as
+    load: the model path measures batching) and, if given, the model replicas' ``max_batch_size`` set."""
     app = yaml.safe_load(CONFIG.read_text())["applications"][0]
     for deployment in app["deployments"]:
         if deployment["name"] == "Ingress":
             deployment["user_config"] |= {"rate_limit_per_s": 1_000_000, "rate_limit_burst": 1_000_000}
         if deployment["name"] == "EntityExtractor":
             deployment["user_config"] |= {"default_adapter": None}
-        if deployment["name"] == "ModelServer" and model_batch_size is not None:
-            deployment["user_config"] |= {"max_batch_size": model_batch_size}
+        if deployment["name"] == "ModelServer":
+            deployment["autoscaling_config"] |= {"min_replicas": 1, "max_replicas": 1}
+            if model_batch_size is not None:
+                deployment["user_config"] |= {"max_batch_size": model_batch_size}
     return app
 
 
@@ -214,12 +222,58 @@ def stage_table(stages: list[dict]) -> list[tuple[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--model-requests", type=int, default=48)
+    parser.add_argument("--model-requests", type=int, default=24, help="at concurrency c: at least 2c")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--profile", type=int, default=0, help="seconds of py-spy flame graphs (0: none)")
     parser.add_argument("--model-batch-sizes", default="", help="e.g. 1,4,8,16,32 (empty: no sweep)")
+    parser.add_argument("--ingress", default="proxy,haproxy", help="ingress modes, each in its own Ray instance")
     parser.add_argument("--json", type=Path, default=RESULTS / "serve_latency.json")
     args = parser.parse_args()
+    modes = args.ingress.split(",")
+    if unknown := set(modes) - set(INGRESS_MODES):
+        parser.error(f"unknown ingress modes {sorted(unknown)}; choose from {sorted(INGRESS_MODES)}")
+    if len(modes) == 1 and all(os.environ.get(k) == v for k, v in INGRESS_MODES[modes[0]].items()):
+        measure(args, modes[0])
+    else:
+        compare_modes(modes, args.json)
+
+
+def compare_modes(modes: list[str], json_path: Path) -> None:
+    """Run this benchmark once per ingress mode, one after the other, each in a fresh process (Ray reads
+    the switches when its processes start), then print the modes side by side."""
+    reports = {}
+    for mode in modes:
+        argv = [a for a in sys.argv[1:] if not a.startswith(("--ingress", "--json"))]
+        argv = [a for i, a in enumerate(argv) if i == 0 or argv[i - 1] not in ("--ingress", "--json")]
+        mode_json = json_path.with_name(f"{json_path.stem}_{mode}.json")
+        command = [sys.executable, __file__, *argv, "--ingress", mode, "--json", str(mode_json)]
+        subprocess.run(command, env=os.environ | INGRESS_MODES[mode], check=True)
+        reports[mode] = json.loads(mode_json.read_text())
+    first, *others = modes
+    print(f"\nIngress modes side by side (p50 ms / req/s; ratio: mode over {first})\n")
+    header = (
+        f"{'path@conc':>14}" + "".join(f" {m:>20}" for m in modes) + "".join(f" {m + '/' + first:>16}" for m in others)
+    )
+    print(header)
+    print("-" * len(header))
+    for key, base in reports[first]["paths"].items():
+        rows = [reports[m]["paths"].get(key) for m in modes]
+        cells = "".join(f" {r['p50_ms']:>10.1f} {r['requests_per_s']:>9.1f}" if r else f" {'-':>20}" for r in rows)
+        ratios = "".join(
+            f" {r['p50_ms'] / base['p50_ms']:>7.2f} {r['requests_per_s'] / base['requests_per_s']:>8.2f}"
+            if r else f" {'-':>16}"
+            for r in rows[1:]
+        )  # fmt: skip
+        print(f"{key:>14}{cells}{ratios}")
+    print("\nGoals by mode\n")
+    for name in reports[first]["ratios"]:
+        print(f"  {name:<36}" + "".join(f" {m}: {reports[m]['ratios'].get(name)!s:>6}" for m in modes))
+    json_path.write_text(json.dumps({"modes": reports}, indent=2))
+    print(f"wrote {json_path}")
+
+
+def measure(args: argparse.Namespace, mode: str) -> None:
+    """One ingress mode (already in this process's environment): every path, the stage table, the goals."""
     levels = [int(c) for c in args.concurrency.split(",")]
     sweep = [int(b) for b in args.model_batch_sizes.split(",") if b]
     names = [r.name for r in read_cnaps(demo_cnaps_path())]
@@ -227,7 +281,9 @@ def main() -> None:
     stages: list[dict] = []
     batch_sweep: dict[str, dict] = {}
 
-    def model_bodies(count: int, skip: int) -> list[dict | None]:
+    def model_bodies(level: int, skip: int) -> list[dict | None]:
+        """``--model-requests``, and at least two full rounds of ``level`` (full batches, not one's tail)."""
+        count = max(args.model_requests, 2 * level) if args.model_requests else 0
         return [{"query": n + "营业室", "model": "job_22"} for n in names[-(skip + count) :][:count]]
 
     with tempfile.TemporaryDirectory(prefix="serve-app-latency-") as tmp:
@@ -242,8 +298,8 @@ def main() -> None:
             for level in levels:
                 asyncio.run(drive(query_url, [hot], 1))  # make it hot
                 unique: list[dict | None] = [{"query": n} for n in names[cursor : cursor + args.requests]]
-                model = model_bodies(args.model_requests, cursor)
-                cursor += args.requests + args.model_requests
+                model = model_bodies(level, cursor)
+                cursor += args.requests + len(model)
                 collect = stages if level == 1 else None
                 results[f"healthz@{level}"] = asyncio.run(drive(f"{base}/healthz", [None] * args.requests, level))
                 results[f"echo@{level}"] = asyncio.run(drive(f"{base}/echo", [hot] * args.requests, level))
@@ -254,9 +310,9 @@ def main() -> None:
             top = max(levels)
             for batch_size in sweep:
                 deploy_application(application(model_batch_size=batch_size))
-                bodies = model_bodies(args.model_requests, cursor)
+                bodies = model_bodies(top, cursor)
                 batch_sweep[str(batch_size)] = asyncio.run(drive(query_url, bodies, top))
-                cursor += args.model_requests
+                cursor += len(bodies)
             if args.profile:
                 bodies = [{"query": n} for n in names[cursor : cursor + 10_000]]
                 results[f"rules_profiled@{top}"] = profile(query_url, bodies, top, args.profile)
@@ -267,7 +323,7 @@ def main() -> None:
             redis.stop()
             postgres.stop()
 
-    print("\nEnd-to-end through the Serve proxy (loopback, load generator on the same 2-core machine)\n")
+    print(f"\nEnd-to-end, ingress {mode} (loopback, load generator on the same 2-core machine)\n")
     header = f"{'path':>8} {'conc':>5} {'reqs':>5} {'fail':>5} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}"
     print(header)
     print("-" * len(header))
@@ -311,6 +367,7 @@ def main() -> None:
         print(f"  {name:<36} {value:>7}   (goal {goals[name]})")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     report = {
+        "ingress": mode,
         "paths": results,
         "stages_ms": dict(breakdown),
         "ratios": ratios,

@@ -45,13 +45,18 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+@pytest.mark.parametrize(
+    ("stop_signal", "ingress"),
+    [(signal.SIGTERM, "proxy"), (signal.SIGINT, "proxy"), (signal.SIGTERM, "haproxy")],
+    ids=["sigterm", "sigint", "sigterm-haproxy"],
+)
 def test_a_stop_signal_flushes_every_acknowledged_query_log_row_in_time(
-    embedded_postgres, embedded_redis, tmp_path, stop_signal
+    embedded_postgres, embedded_redis, tmp_path, stop_signal, ingress
 ) -> None:
     """SIGINT reaches the pid alone, and the process starts with SIGINT ignored, as a non-interactive shell
-    starts a background job (`serve-app up &`): it must still stop."""
-    database_url = asyncio.run(create_database(embedded_postgres, f"shutdown_{stop_signal.name.lower()}"))
+    starts a background job (`serve-app up &`): it must still stop. With HAProxy in front of the ingress
+    replicas (``--ingress haproxy``) the answers, the error contract and the shutdown are the same."""
+    database_url = asyncio.run(create_database(embedded_postgres, f"shutdown_{stop_signal.name.lower()}_{ingress}"))
     password = f"pw-{uuid.uuid4().hex}"  # trust auth ignores it; it must never be printed
     port = free_port()
     config = tmp_path / "config.yaml"
@@ -66,7 +71,8 @@ def test_a_stop_signal_flushes_every_acknowledged_query_log_row_in_time(
     output = tmp_path / "up.log"
     with output.open("wb") as sink:
         process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("serve-app")), "up", "--config", str(config), "--no-demo-model"],
+            [str(Path(sys.executable).with_name("serve-app")), "up", "--config", str(config), "--no-demo-model",
+             "--ingress", ingress],
             cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=_ignore_sigint if stop_signal == signal.SIGINT else None,
         )  # fmt: skip
@@ -80,6 +86,10 @@ def test_a_stop_signal_flushes_every_acknowledged_query_log_row_in_time(
         for i in range(QUERIES):
             response = httpx.post(f"{base}/api/v1/query", json={"query": f"华夏银行江油西山支行{i}"}, timeout=30)
             assert response.status_code == 200, response.text
+            assert response.json()["matches"][0]["code"] == "304659715925"
+        malformed = httpx.post(f"{base}/api/v1/query", content=b"{not json", timeout=30)
+        assert malformed.status_code == 400 and malformed.json()["error"]["code"] == "invalid_json"
+        assert httpx.get(f"{base}/no/such/route", timeout=30).json()["error"]["code"] == "not_found"
         stats = httpx.get(f"{base}/api/v1/stats", headers={"authorization": "Bearer shutdown-admin"}, timeout=10).json()
         pending = stats["query_log"]["pending"]
         assert pending >= 1, json.dumps(stats)  # acknowledged, and still only in the ingress's buffer

@@ -22,6 +22,7 @@ from serve_app.cli.database import prepare_database
 from serve_app.cli.demo import register_demo_model
 from serve_app.db.pool import connect_admin
 from serve_app.directory.loader import load_demo_if_empty
+from serve_app.ingress_modes import INGRESS_MODES
 from serve_app.settings import Settings, redact_url
 
 
@@ -88,7 +89,8 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
             f"starting Ray Serve from {args.config} …"
         )
         serve_bin = Path(sys.executable).with_name("serve")
-        process = subprocess.Popen([str(serve_bin), "run", str(args.config)], start_new_session=True)
+        env = os.environ | INGRESS_MODES[args.ingress]
+        process = subprocess.Popen([str(serve_bin), "run", str(args.config)], env=env, start_new_session=True)
         try:
             seconds = _wait_ready(port, process, args.ready_timeout)
             first, result = _first_query(port)
@@ -116,4 +118,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--config", type=Path, default=Path("configs/local.yaml"), help="Serve config file")
     up.add_argument("--no-demo-model", action="store_true", help="do not build/register the demo model")
     up.add_argument("--ready-timeout", type=float, default=300, help="seconds to wait for /readyz")
+    up.add_argument(
+        "--ingress",
+        choices=sorted(INGRESS_MODES),
+        default="proxy",
+        help="how HTTP reaches the ingress: Serve's proxy actor, or HAProxy straight to the replicas",
+    )
     up.set_defaults(run=_up, blocking=True)
