@@ -95,7 +95,7 @@ async def drive(url: str, bodies: list[dict | None], concurrency: int, stages: l
         "failures": failures,
         "p50_ms": round(statistics.median(latencies), 2),
         "p99_ms": round(percentile(latencies, 0.99), 2),
-        "requests_per_s": round(len(bodies) / elapsed, 1),
+        "requests_per_s": round(len(bodies) / elapsed, 3),
     }
 
 
@@ -258,7 +258,7 @@ def compare_modes(modes: list[str], json_path: Path) -> None:
     print("-" * len(header))
     for key, base in reports[first]["paths"].items():
         rows = [reports[m]["paths"].get(key) for m in modes]
-        cells = "".join(f" {r['p50_ms']:>10.1f} {r['requests_per_s']:>9.1f}" if r else f" {'-':>20}" for r in rows)
+        cells = "".join(f" {r['p50_ms']:>10.1f} {r['requests_per_s']:>9.2f}" if r else f" {'-':>20}" for r in rows)
         ratios = "".join(
             f" {r['p50_ms'] / base['p50_ms']:>7.2f} {r['requests_per_s'] / base['requests_per_s']:>8.2f}"
             if r else f" {'-':>16}"
@@ -331,7 +331,7 @@ def measure(args: argparse.Namespace, mode: str) -> None:
         path, level = key.split("@")
         print(
             f"{path:>8} {level:>5} {row['requests']:>5} {row['failures']:>5} {row['p50_ms']:>8.1f} "
-            f"{row['p99_ms']:>8.1f} {row['requests_per_s']:>8.1f}"
+            f"{row['p99_ms']:>8.1f} {row['requests_per_s']:>8.2f}"
         )
     breakdown = stage_table(stages)
     print(f"\nOne uncached rules query at concurrency 1: medians of {len(stages)} answers' timings_ms (ms)\n")
@@ -341,7 +341,7 @@ def measure(args: argparse.Namespace, mode: str) -> None:
         print(f"\nModel path at concurrency {max(levels)} by ModelServer max_batch_size\n")
         for batch_size, row in batch_sweep.items():
             rate = row["requests_per_s"]
-            print(f"  max_batch_size {batch_size:>3}: p50 {row['p50_ms']:>8.1f} ms  {rate:>6.1f} req/s")
+            print(f"  max_batch_size {batch_size:>3}: p50 {row['p50_ms']:>8.1f} ms  {rate:>6.2f} req/s")
     low, high = min(levels), max(levels)
 
     def r(path: str, level: int) -> dict:
