@@ -49,7 +49,7 @@ from serve_app.db.pool import connect_admin
 from serve_app.directory.loader import load_demo_if_empty
 from serve_app.directory.records import demo_cnaps_path, read_cnaps
 from serve_app.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from serve_app.ingress_modes import INGRESS_MODES
+from serve_app.ingress_modes import INGRESS_MODES, ingress_environment
 from serve_app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -232,22 +232,24 @@ def main() -> None:
     modes = args.ingress.split(",")
     if unknown := set(modes) - set(INGRESS_MODES):
         parser.error(f"unknown ingress modes {sorted(unknown)}; choose from {sorted(INGRESS_MODES)}")
-    if len(modes) == 1 and all(os.environ.get(k) == v for k, v in INGRESS_MODES[modes[0]].items()):
+    if len(modes) == 1 and ingress_environment(modes[0], os.environ) == dict(os.environ):
         measure(args, modes[0])
     else:
-        compare_modes(modes, args.json)
+        compare_modes(modes, args)
 
 
-def compare_modes(modes: list[str], json_path: Path) -> None:
+def compare_modes(modes: list[str], args: argparse.Namespace) -> None:
     """Run this benchmark once per ingress mode, one after the other, each in a fresh process (Ray reads
     the switches when its processes start), then print the modes side by side."""
+    json_path: Path = args.json
+    shared = ["--requests", str(args.requests), "--model-requests", str(args.model_requests),
+              "--concurrency", args.concurrency, "--profile", str(args.profile),
+              "--model-batch-sizes", args.model_batch_sizes]  # fmt: skip
     reports = {}
     for mode in modes:
-        argv = [a for a in sys.argv[1:] if not a.startswith(("--ingress", "--json"))]
-        argv = [a for i, a in enumerate(argv) if i == 0 or argv[i - 1] not in ("--ingress", "--json")]
         mode_json = json_path.with_name(f"{json_path.stem}_{mode}.json")
-        command = [sys.executable, __file__, *argv, "--ingress", mode, "--json", str(mode_json)]
-        subprocess.run(command, env=os.environ | INGRESS_MODES[mode], check=True)
+        command = [sys.executable, __file__, *shared, "--ingress", mode, "--json", str(mode_json)]
+        subprocess.run(command, env=ingress_environment(mode, os.environ), check=True)
         reports[mode] = json.loads(mode_json.read_text())
     first, *others = modes
     print(f"\nIngress modes side by side (p50 ms / req/s; ratio: mode over {first})\n")

@@ -16,6 +16,8 @@ belong in the environment of ``ray start`` / ``serve run`` on every node (head a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 INGRESS_MODES: dict[str, dict[str, str]] = {
     "proxy": {},
     "haproxy": {
@@ -24,3 +26,10 @@ INGRESS_MODES: dict[str, dict[str, str]] = {
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "10",
     },
 }
+
+
+def ingress_environment(mode: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` for Ray processes in ``mode``: every mode's switches cleared first, so an inherited
+    ``RAY_SERVE_ENABLE_HA_PROXY=1`` does not turn ``proxy`` into ``haproxy``."""
+    switches = {name for variables in INGRESS_MODES.values() for name in variables}
+    return {k: v for k, v in environ.items() if k not in switches} | INGRESS_MODES[mode]

@@ -22,7 +22,7 @@ from serve_app.cli.database import prepare_database
 from serve_app.cli.demo import register_demo_model
 from serve_app.db.pool import connect_admin
 from serve_app.directory.loader import load_demo_if_empty
-from serve_app.ingress_modes import INGRESS_MODES
+from serve_app.ingress_modes import INGRESS_MODES, ingress_environment
 from serve_app.settings import Settings, redact_url
 
 
@@ -89,7 +89,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
             f"starting Ray Serve from {args.config} …"
         )
         serve_bin = Path(sys.executable).with_name("serve")
-        env = os.environ | INGRESS_MODES[args.ingress]
+        env = ingress_environment(args.ingress, os.environ)
         process = subprocess.Popen([str(serve_bin), "run", str(args.config)], env=env, start_new_session=True)
         try:
             seconds = _wait_ready(port, process, args.ready_timeout)
