@@ -2,9 +2,10 @@
 time with the total; the institutions with their branch counts.
 
 Each filter adds one fixed clause (values are always bound, never spliced), so every combination has an
-indexed plan: ``(bank_name, city)``, ``(province, city)``, ``(city, district)``, ``(district)``, and the GIN
-trigram index for the name text (``LIKE`` on ``search_name``, wildcards in the text escaped). A bank may
-be named by any of its aliases (工行). Pages are ordered by code.
+indexed plan: ``(province, city)``, ``(city, district)``, ``(district)``, and the GIN index, whose
+leading ``bank_name`` key serves the bank and whose trigrams serve the name text (``LIKE`` on
+``search_name``, wildcards in the text escaped). A bank may be named by any of its aliases (工行). Pages
+are ordered by code.
 """
 
 from __future__ import annotations

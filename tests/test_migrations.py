@@ -24,7 +24,7 @@ async def test_migrations_apply_once_and_are_recorded(empty_database_url: str) -
     assert first == [m.name for m in available_migrations()]
     assert second == []
     assert [r["name"] for r in recorded] == first
-    assert {"branches_trgm", "branches_bank_city", "branches_district"} <= indexes
+    assert {"branches_trgm", "branches_city_district", "branches_district"} <= indexes
 
 
 async def test_concurrent_migrators_apply_each_migration_once(empty_database_url: str) -> None:

@@ -41,9 +41,21 @@ async def test_seed_branch_is_top_1(entities: Entities, directory_pool) -> None:
 
 async def test_top_k_bounds_the_result(sample_pool) -> None:
     repository = BranchRepository(sample_pool)
-    entities = Entities(bank="中国工商银行", city="北京市")
-    assert len((await repository.search(entities, normalize("工商银行北京支行"), limit=3)).candidates) == 3
-    assert (await repository.search(entities, "工商银行北京支行", limit=0)).candidates == []
+    entities = Entities(bank="中国工商银行", city="北京市", branch="ZZZZ支行")  # the bank's 229 Beijing rows
+    assert len((await repository.search(entities, normalize("工商银行ZZZZ支行"), limit=3)).candidates) == 3
+    assert (await repository.search(entities, "工商银行ZZZZ支行", limit=0)).candidates == []
+
+
+async def test_the_keyword_comes_before_the_place(sample_pool) -> None:
+    # A keyword similar to some of the bank's names: those are the candidates, not all 229 of its
+    # Beijing branches; a keyword similar to none: the bank's branches in the place, for the verdict.
+    repository = BranchRepository(sample_pool)
+    similar = Entities(bank="中国工商银行", city="北京市", branch="北京望京支行")
+    found = (await repository.search(similar, normalize("工商银行北京望京支行"))).candidates
+    assert found[0].name == "中国工商银行股份有限公司北京望京支行" and len(found) < 20
+    dissimilar = Entities(bank="中国工商银行", city="北京市", branch="QQQQ支行")
+    place = (await repository.search(dissimilar, normalize("工商银行QQQQ支行"))).candidates
+    assert len(place) == 20 and {c.city for c in place} == {"北京市"} and {c.bank for c in place} == {"中国工商银行"}
 
 
 async def test_wrong_city_falls_back_to_the_bank(sample_pool) -> None:
@@ -73,7 +85,7 @@ async def test_place_is_a_signal_not_a_filter(sample_pool) -> None:
 
 
 def test_plans_go_from_specific_to_general_and_never_leave_the_bank() -> None:
-    assert plan_for(Entities(bank="B", city="C", district="D", province="P")) == ["bank_place", "bank_substring"]
+    assert plan_for(Entities(bank="B", city="C", district="D", province="P")) == ["bank", "bank_place", "bank_substring"]
     assert plan_for(Entities(bank="B")) == ["bank", "bank_substring"]
     assert plan_for(Entities(city="C", province="P")) == ["place", "province", "trgm"]
     assert plan_for(Entities()) == ["trgm"]
@@ -113,12 +125,12 @@ async def test_lookup_by_code(sample_pool) -> None:
     ("plan", "entities", "text", "indexes"),
     [
         ("bank_place", Entities(bank="中国农业银行", city="北京市", branch="定福庄支行"),
-         "农业银行北京定福庄支行", {"branches_bank_city", "branches_district", "branches_trgm"}),
+         "农业银行北京定福庄支行", {"branches_city_district", "branches_district", "branches_trgm"}),
         ("bank_place", Entities(bank="华夏银行", district="江油市", branch="西山支行"), SEED_TEXT,
-         {"branches_bank_city", "branches_district", "branches_trgm"}),
+         {"branches_city_district", "branches_district", "branches_trgm"}),
         ("bank", Entities(bank="中国农业银行", branch="定福庄支行"), "农业银行定福庄支行", {"branches_trgm"}),
         ("bank_substring", Entities(bank="湖北宣恩农村商业银行", branch="和平"), "湖北宣恩农村商业银行和平",
-         {"branches_bank_city", "branches_trgm"}),
+         {"branches_trgm"}),
         # A city holds a few hundred rows: the planner may rightly prefer its btree to the trigram index.
         ("place", Entities(city="绵阳市", branch="江油西山支行"), SEED_TEXT,
          {"branches_trgm", "branches_city_district", "branches_district"}),
