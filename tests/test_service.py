@@ -27,6 +27,7 @@ from serve_app.service.http import Api, build_http_app
 from serve_app.service.model_board import ModelBoard
 from serve_app.service.query_log import QueryLog
 from serve_app.service.query_service import QueryService
+from serve_app.service import rate_limit
 from serve_app.service.rate_limit import RateLimiter
 from serve_app.service.result_cache import ResultCache
 
@@ -154,6 +155,43 @@ async def test_token_bucket_allows_the_burst_then_asks_to_wait(redis_client) -> 
     dead = create_redis(f"redis://127.0.0.1:{free_port()}/0")
     assert await RateLimiter(dead, 1, 1).check("anyone") is None  # fails open
     await dead.aclose()
+
+
+async def _bucket_tokens(redis_client, prefix: str) -> float:
+    (key,) = [key async for key in redis_client.scan_iter(f"{prefix}:rl:*")]
+    return float(await redis_client.hget(key, "tokens"))
+
+
+async def test_a_busy_client_takes_its_tokens_a_lease_at_a_time(redis_client, monkeypatch) -> None:
+    monkeypatch.setattr(rate_limit, "LEASE_TTL_S", 0.5)
+    limiter = RateLimiter(redis_client, rate_per_s=0.001, burst=400, prefix="test-lease")  # leases of at most 20
+    assert [await limiter.check("busy") for _ in range(32)] == [None] * 32
+    # Leases of 1, 2, 4, 8 and 16 tokens, each spent within its time; the 32nd request took a lease of 20.
+    assert limiter.stats.leases == 6 and limiter.stats.allowed == 32
+    assert abs(await _bucket_tokens(redis_client, "test-lease") - (400 - 31 - 20)) < 0.01
+    await asyncio.sleep(0.6)  # the 19 tokens left lapse unspent: the next lease is half the size
+    assert await limiter.check("busy") is None
+    assert abs(await _bucket_tokens(redis_client, "test-lease") - (400 - 31 - 20 - 10)) < 0.01
+
+
+async def test_an_occasional_client_takes_one_token_per_request(redis_client, monkeypatch) -> None:
+    monkeypatch.setattr(rate_limit, "LEASE_TTL_S", 0.05)
+    limiter = RateLimiter(redis_client, rate_per_s=0.001, burst=400, prefix="test-occasional")
+    for _ in range(3):
+        assert await limiter.check("occasional") is None
+        await asyncio.sleep(0.1)
+    assert limiter.stats.leases == 3
+    assert abs(await _bucket_tokens(redis_client, "test-occasional") - 397) < 0.01
+
+
+async def test_leases_on_several_replicas_never_admit_more_than_the_bucket(redis_client) -> None:
+    # Two replicas' limiters over one bucket of 40 (leases of at most 2), nearly no refill: at most 40
+    # requests pass, and at most the two replicas' unspent leases (4 tokens) are lost to the client.
+    replicas = [RateLimiter(redis_client, rate_per_s=0.001, burst=40, prefix="test-shared") for _ in range(2)]
+    outcomes = [await replicas[i % 2].check("tenant") for i in range(80)]
+    admitted = outcomes.count(None)
+    assert 36 <= admitted <= 40, admitted
+    assert all(wait is not None and wait >= 1 for wait in outcomes[-30:])
 
 
 def _record(log: QueryLog, text: str) -> None:
