@@ -30,6 +30,7 @@ from serve_app.service.query_service import QueryService
 from serve_app.service import rate_limit
 from serve_app.service.rate_limit import RateLimiter
 from serve_app.service.result_cache import ResultCache
+from serve_app.settings import Settings
 
 SEED_CODE = "304659715925"
 
@@ -155,6 +156,23 @@ async def test_token_bucket_allows_the_burst_then_asks_to_wait(redis_client) -> 
     dead = create_redis(f"redis://127.0.0.1:{free_port()}/0")
     assert await RateLimiter(dead, 1, 1).check("anyone") is None  # fails open
     await dead.aclose()
+
+
+async def test_a_pooled_connection_comes_back_without_the_last_users_transaction(sample_database_url) -> None:
+    # The pool's reset sends no RESET ALL (serve_app.db.pool._keep_session); asyncpg still rolls back a
+    # transaction its user left open, and with it any SET LOCAL.
+    pool = await create_pool(sample_database_url, Settings(db_pool_min=1, db_pool_max=1))
+    try:
+        async with pool.acquire() as conn:
+            configured = await conn.fetchval("SHOW statement_timeout")
+            await conn.execute("BEGIN")
+            await conn.execute("SET LOCAL statement_timeout = 1234")
+        async with pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SHOW statement_timeout") == configured != "1234ms"
+            assert await conn.fetchval("SHOW pg_trgm.word_similarity_threshold") == "0.5"
+    finally:
+        await pool.close()
 
 
 async def _bucket_tokens(redis_client, prefix: str) -> float:

@@ -15,6 +15,13 @@ class DatabaseLocaleError(RuntimeError):
     """The database's ctype makes pg_trgm blind to Chinese text."""
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing to undo. asyncpg rolls back a transaction left open either
+    way; its default reset also sends ``RESET ALL``, ``UNLISTEN *``, ``CLOSE ALL`` and an advisory-unlock,
+    one more round trip per acquire (0.2 ms of a 1.7 ms query) for state this project never leaves on
+    pooled connections: settings are ``SET LOCAL``, locks transaction-scoped, and nothing listens."""
+
+
 async def create_pool(database_url: str, settings: Settings | None = None) -> asyncpg.Pool:
     """Create a pool whose connections carry the session settings retrieval needs.
 
@@ -27,6 +34,7 @@ async def create_pool(database_url: str, settings: Settings | None = None) -> as
         max_size=settings.db_pool_max,
         timeout=settings.db_connect_timeout_s,
         command_timeout=settings.db_statement_timeout_ms / 1000 + 1,
+        reset=_keep_session,
         server_settings={
             "statement_timeout": str(settings.db_statement_timeout_ms),
             "pg_trgm.word_similarity_threshold": str(TRGM_WORD_SIMILARITY_THRESHOLD),
