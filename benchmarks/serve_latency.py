@@ -10,9 +10,9 @@ with an async load generator on loopback at several concurrencies:
 - ``rules``: unique queries (normalize, extraction, PostgreSQL retrieval, cache writes, query log);
 - ``model``: unique queries with ``model: job_22`` (adds the extractor → ModelServer hop and generation).
 
-It then breaks the uncached rules query at concurrency 1 into its stages (medians of the ``timings_ms``
-each answer carries, and the client's own clock for what lies outside the ingress), prints the goals as
-ratios, and optionally:
+It then breaks the uncached rules query (and the cached one) at concurrency 1 into its stages (medians
+of the ``timings_ms`` each answer carries, and the client's own clock for what lies outside the
+ingress), prints the goals as ratios, and optionally:
 
 - ``--profile S``: S seconds of py-spy flame graphs of the Ingress and EntityExtractor replicas under
   uncached rules load at the highest concurrency (``benchmarks/results/flame_*.svg``; needs py-spy);
@@ -219,6 +219,24 @@ def stage_table(stages: list[dict]) -> list[tuple[str, float]]:
     return [(name, round(ms, 2)) for name, ms in rows]
 
 
+def cached_stage_table(stages: list[dict]) -> list[tuple[str, float]]:
+    """Median milliseconds of one cached query: the client's clock, the handler, its rate limit."""
+
+    def median(key: str) -> float:
+        return statistics.median(row.get(key, 0.0) for row in stages)
+
+    client, total = median("client"), median("total")
+    return [
+        (name, round(ms, 2))
+        for name, ms in (
+            ("client round trip", client),
+            ("  outside the ingress handler (proxy, HTTP, routing, JSON)", client - total),
+            ("  ingress handler (timings_ms.total)", total),
+            ("    rate_limit", median("rate_limit")),
+        )
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=200)
@@ -281,6 +299,7 @@ def measure(args: argparse.Namespace, mode: str) -> None:
     names = [r.name for r in read_cnaps(demo_cnaps_path())]
     results: dict[str, dict] = {}
     stages: list[dict] = []
+    cached_stages: list[dict] = []
     batch_sweep: dict[str, dict] = {}
 
     def model_bodies(level: int, skip: int) -> list[dict | None]:
@@ -302,10 +321,10 @@ def measure(args: argparse.Namespace, mode: str) -> None:
                 unique: list[dict | None] = [{"query": n} for n in names[cursor : cursor + args.requests]]
                 model = model_bodies(level, cursor)
                 cursor += args.requests + len(model)
-                collect = stages if level == 1 else None
+                collect, collect_cached = (stages, cached_stages) if level == 1 else (None, None)
                 results[f"healthz@{level}"] = asyncio.run(drive(f"{base}/healthz", [None] * args.requests, level))
                 results[f"echo@{level}"] = asyncio.run(drive(f"{base}/echo", [hot] * args.requests, level))
-                results[f"cached@{level}"] = asyncio.run(drive(query_url, [hot] * args.requests, level))
+                results[f"cached@{level}"] = asyncio.run(drive(query_url, [hot] * args.requests, level, collect_cached))
                 results[f"rules@{level}"] = asyncio.run(drive(query_url, unique, level, collect))
                 if model:
                     results[f"model@{level}"] = asyncio.run(drive(query_url, model, level))
@@ -338,6 +357,10 @@ def measure(args: argparse.Namespace, mode: str) -> None:
     breakdown = stage_table(stages)
     print(f"\nOne uncached rules query at concurrency 1: medians of {len(stages)} answers' timings_ms (ms)\n")
     for name, ms in breakdown:
+        print(f"{name:<62} {ms:>7.2f}")
+    cached_breakdown = cached_stage_table(cached_stages)
+    print(f"\nOne cached query at concurrency 1: medians of {len(cached_stages)} answers (ms)\n")
+    for name, ms in cached_breakdown:
         print(f"{name:<62} {ms:>7.2f}")
     if batch_sweep:
         print(f"\nModel path at concurrency {max(levels)} by ModelServer max_batch_size\n")
@@ -372,6 +395,7 @@ def measure(args: argparse.Namespace, mode: str) -> None:
         "ingress": mode,
         "paths": results,
         "stages_ms": dict(breakdown),
+        "cached_stages_ms": dict(cached_breakdown),
         "ratios": ratios,
         "model_batch_sweep": batch_sweep,
     }
