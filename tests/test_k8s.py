@@ -43,7 +43,7 @@ def test_serve_configs_are_valid_for_serve_and_for_the_app(config: str) -> None:
     ServeDeploySchema.model_validate(data)
     [app] = data["applications"]
     assert app["import_path"] == "deployments.app:build_app"
-    AppConfig.model_validate(app["args"])
+    args = AppConfig.model_validate(app["args"])
     assert {d["name"] for d in app["deployments"]} == {"Ingress", "EntityExtractor", "ModelServer", "JobWorker"}
     # The live tunables pass the model reconfigure() validates them with: a typo fails here, not at deploy.
     tunables = {
@@ -57,6 +57,11 @@ def test_serve_configs_are_valid_for_serve_and_for_the_app(config: str) -> None:
     extractor = next(d["user_config"] for d in app["deployments"] if d["name"] == "EntityExtractor")
     ingress = next(d["user_config"] for d in app["deployments"] if d["name"] == "Ingress")
     assert extractor["model_fallback_timeout_s"] < ingress["extract_timeout_s"]  # the fallback gives up first
+    # A replica that scales down or stops finishes what it holds: a query may wait extract_timeout_s on
+    # the model path, so every deployment on that path waits longer before Serve kills it.
+    on_the_model_path = [args.ingress.resources, args.extractor.resources]
+    on_the_model_path += [args.model.resources] if args.model else []
+    assert all(r.graceful_shutdown_timeout_s > ingress["extract_timeout_s"] for r in on_the_model_path)
 
 
 def test_the_gpu_configs_vllm_options_reach_the_engine(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import random
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -190,10 +191,31 @@ async def test_hf_health_check_probes_an_idle_engine_and_flags_a_stuck_one(demo:
         monkeypatch.setattr(engine, "_generate", broken)
         with pytest.raises(EngineError, match="failed to generate one token"):
             await engine.check_health()
-        engine._busy_since = 0.0  # a generation that started at the epoch is still running
+        engine._busy_since = engine._last_step = 0.0  # a generation that started at the epoch, no step since
         with pytest.raises(EngineError, match="stuck"):
             await engine.check_health()
     finally:
+        engine._busy_since = None
+        await engine.shutdown()
+
+
+async def test_hf_health_check_passes_a_long_generation_that_makes_progress(demo: DemoModel) -> None:  # noqa: F811
+    # The CPU step load's batches of 32 readings ran for minutes: a whole-generation limit declared the
+    # engine stuck and Serve replaced a replica that was working. Only a generation without steps is stuck.
+    engine = HFEngine(demo.base)
+    await engine.start()
+    try:
+        before = time.monotonic()
+        await engine.generate([GenerationRequest("华夏银行", None, 4)] * 2)
+        assert engine._last_step > before  # transformers called the step recorder
+        engine._busy_since = 0.0  # running since the epoch …
+        engine._last_step = time.monotonic()  # … and stepping
+        await engine.check_health()
+        engine._last_step = 0.0  # … and no step since the epoch
+        with pytest.raises(EngineError, match="no decoding step"):
+            await engine.check_health()
+    finally:
+        engine._busy_since = None
         await engine.shutdown()
 
 
