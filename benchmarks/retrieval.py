@@ -157,9 +157,10 @@ async def main() -> None:
     )
     for label, result in results.items():
         print(f"{label}: top-1 on gold entities {result['top1_accuracy']:.1%}, load {result['load_seconds']}s")
-    print("\nEXPLAIN ANALYZE at 150k, bank + city (statement bank, the first tried):\n" + results["150k"]["plans"]["bank"])
-    print("\nEXPLAIN ANALYZE at 150k, bank + city when bank finds none (bank_place):\n" + results["150k"]["plans"]["bank_place"])
-    print("\nEXPLAIN ANALYZE at 150k, branch keyword only:\n" + results["150k"]["plans"]["trgm"])
+    plans = results["150k"]["plans"]
+    print("\nEXPLAIN ANALYZE at 150k, bank + city (statement bank, the first tried):\n" + plans["bank"])
+    print("\nEXPLAIN ANALYZE at 150k, bank + city when bank finds none (bank_place):\n" + plans["bank_place"])
+    print("\nEXPLAIN ANALYZE at 150k, branch keyword only:\n" + plans["trgm"])
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, ensure_ascii=False, indent=2))
     print(f"\nwrote {args.json}")

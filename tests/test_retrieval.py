@@ -85,7 +85,8 @@ async def test_place_is_a_signal_not_a_filter(sample_pool) -> None:
 
 
 def test_plans_go_from_specific_to_general_and_never_leave_the_bank() -> None:
-    assert plan_for(Entities(bank="B", city="C", district="D", province="P")) == ["bank", "bank_place", "bank_substring"]
+    with_place = Entities(bank="B", city="C", district="D", province="P")
+    assert plan_for(with_place) == ["bank", "bank_place", "bank_substring"]
     assert plan_for(Entities(bank="B")) == ["bank", "bank_substring"]
     assert plan_for(Entities(city="C", province="P")) == ["place", "province", "trgm"]
     assert plan_for(Entities()) == ["trgm"]

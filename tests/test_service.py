@@ -4,6 +4,8 @@ real PostgreSQL and Valkey. The extraction step is a fake, named as such."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
@@ -20,6 +22,7 @@ from serve_app.models.adapters import AdapterRegistry
 from serve_app.redis_client import create_redis
 from serve_app.retrieval import BranchRepository
 from serve_app.schemas import Entities, ExtractionOutcome, QueryResult
+from serve_app.service import rate_limit
 from serve_app.service.admin import AdminService
 from serve_app.service.database import database_errors
 from serve_app.service.errors import render
@@ -27,7 +30,6 @@ from serve_app.service.http import Api, build_http_app
 from serve_app.service.model_board import ModelBoard
 from serve_app.service.query_log import QueryLog
 from serve_app.service.query_service import QueryService
-from serve_app.service import rate_limit
 from serve_app.service.rate_limit import RateLimiter
 from serve_app.service.result_cache import ResultCache
 from serve_app.settings import Settings
@@ -497,16 +499,21 @@ async def test_a_cancelled_first_caller_does_not_cancel_the_others(redis_client)
 
 
 class FakePool:
-    """Fake of an asyncpg pool for the query log: records each statement's rows; ``down`` refuses them."""
+    """Fake of an asyncpg pool (and its connection) for the query log: records each COPY's rows; ``down``
+    refuses connections."""
 
     def __init__(self) -> None:
         self.down = True
         self.statements: list[int] = []
 
-    async def executemany(self, statement: str, rows: list) -> None:
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[FakePool]:
         if self.down:
             raise ConnectionRefusedError(111, "refused")
-        self.statements.append(len(rows))
+        yield self
+
+    async def copy_records_to_table(self, table: str, *, records: list, columns: tuple) -> None:
+        self.statements.append(len(records))
 
 
 async def test_query_log_has_one_flusher_and_drains_a_backlog_in_chunks() -> None:
