@@ -16,7 +16,7 @@ from serve_app.config import ModelTunables
 from serve_app.errors import AdapterInvalid, AdapterNotLoaded, EngineError, UnknownAdapter
 from serve_app.models.adapters import AdapterRegistry
 from serve_app.models.demo import DemoModel
-from serve_app.models.engine import GenerationRequest
+from serve_app.models.engine import Abandonment, GenerationRequest, GenerationResult
 from serve_app.models.hf_engine import HFEngine
 from serve_app.models.paths import ModelPaths
 from serve_app.models.residency import AdapterResidency
@@ -217,6 +217,82 @@ async def test_hf_health_check_passes_a_long_generation_that_makes_progress(demo
     finally:
         engine._busy_since = None
         await engine.shutdown()
+
+
+async def test_hf_engine_stops_the_rows_whose_callers_have_gone(demo: DemoModel) -> None:  # noqa: F811
+    engine = HFEngine(demo.base)
+    await engine.start()
+    try:
+        gone = Abandonment()
+        gone.set()
+        kept, dropped = await engine.generate(
+            [GenerationRequest(PROMPTS[0], None, 16), GenerationRequest(PROMPTS[0], None, 16, gone)]
+        )
+        assert len(dropped.token_ids) <= 1 and len(kept.token_ids) > 4
+    finally:
+        await engine.shutdown()
+
+
+async def test_a_cancelled_model_read_abandons_its_generation(demo: DemoModel, tenants) -> None:  # noqa: F811
+    # The ingress gave up (extract_timeout_s): Serve cancels the read; the request it queued is marked, so
+    # the engine stops computing it instead of finishing a reading nobody waits for.
+    registry, paths, names = tenants
+    worker = _worker(HFEngine(demo.base), registry, paths, capacity=None)
+    submitted: list[GenerationRequest] = []
+    arrived, never = asyncio.Event(), asyncio.Event()
+
+    async def stalled_submit(request: GenerationRequest) -> GenerationResult:
+        submitted.append(request)
+        arrived.set()
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    worker.submit = stalled_submit
+    worker.load = lambda adapter: asyncio.sleep(0, adapter)  # type: ignore[method-assign]
+    read = asyncio.create_task(worker.read("华夏银行江油西山支行", names["job_22"]))
+    await arrived.wait()
+    assert not submitted[0].abandoned
+    read.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await read
+    assert submitted[0].abandoned
+
+
+class _FakeStreamingLLM:
+    """Fake of vLLM's AsyncLLM for one request: yields an output per step until its stream is closed."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.closed = False
+        self.third_step = asyncio.Event()
+
+    async def generate(self, prompt, params, request_id, lora_request):
+        from types import SimpleNamespace
+
+        try:
+            while True:
+                self.steps += 1
+                if self.steps == 3:
+                    self.third_step.set()
+                completion = SimpleNamespace(text="x" * self.steps, token_ids=[1] * self.steps, finish_reason=None)
+                yield SimpleNamespace(outputs=[completion])
+                await asyncio.sleep(0)
+        finally:
+            self.closed = True  # vLLM aborts the request here (GeneratorExit)
+
+
+async def test_vllm_engine_closes_the_stream_of_a_request_whose_caller_has_gone(demo: DemoModel) -> None:  # noqa: F811
+    require_vllm()
+    from serve_app.models.vllm_engine import VLLMEngine
+
+    engine = VLLMEngine(demo.base)
+    engine._engine = fake = _FakeStreamingLLM()
+    gone = Abandonment()
+    generation = asyncio.create_task(engine._generate_one(GenerationRequest("p", None, 10_000, gone), None))
+    await fake.third_step.wait()
+    gone.set()
+    result = await asyncio.wait_for(generation, 5)
+    assert fake.closed and not result.finished and len(result.token_ids) < 10
 
 
 class _FakeAsyncLLM:

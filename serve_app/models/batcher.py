@@ -7,7 +7,8 @@ batch is taken only when the previous one has finished: everything waiting, up t
 idle engine waits ``wait_s`` for company first, so a burst still shares its first batch.
 
 A caller that gives up (its request cancelled) leaves the queue; if its batch is already running, the
-batch finishes for the others and its result is dropped.
+batch finishes for the others and its result is dropped (``ModelWorker`` marks its request abandoned,
+and the engines stop computing that row).
 """
 
 from __future__ import annotations

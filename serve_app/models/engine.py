@@ -9,7 +9,7 @@ they do not hold, and ``EngineError`` when they cannot serve (``serve_app.errors
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -24,11 +24,27 @@ class AdapterSpec:
     rank: int
 
 
+@dataclass(eq=False)
+class Abandonment:
+    """Marks a request whose caller stopped waiting (its request cancelled, a timeout): an engine may stop
+    computing it. A plain flag, set on the event loop and read by an engine's worker thread."""
+
+    happened: bool = False
+
+    def set(self) -> None:
+        self.happened = True
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     prompt: str
     adapter: str | None = None  # None: the base model alone
     max_new_tokens: int = 48
+    abandonment: Abandonment | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def abandoned(self) -> bool:
+        return self.abandonment is not None and self.abandonment.happened
 
 
 @dataclass(frozen=True)

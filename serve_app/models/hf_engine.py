@@ -3,7 +3,9 @@
 The base model is loaded once in ``start``. Adapters are added to one ``PeftModel`` with
 ``load_adapter`` and removed with ``delete_adapter``; a batch that mixes adapters (and the bare base)
 runs as one ``generate`` call with ``adapter_names=`` (peft's mixed-batch LoRA). Generation is greedy.
-Model work runs in a worker thread, one call at a time, so the event loop stays free.
+Model work runs in a worker thread, one call at a time, so the event loop stays free. After each decoding
+step a stopping criterion records progress (the health check's proof) and ends the rows whose callers
+have gone (``GenerationRequest.abandoned``).
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ class HFEngine:
             "do_sample": False,
             "pad_token_id": tokenizer.pad_token_id,
             "eos_token_id": tokenizer.eos_token_id,
-            "stopping_criteria": _step_recorder(self._record_step),
+            "stopping_criteria": _progress_criteria(self._record_step, requests),
         }
         if self._peft is not None:
             model = self._peft
@@ -211,15 +213,16 @@ class HFEngine:
             raise EngineError("engine not started: the base model is not loaded")
 
 
-def _step_recorder(record: Callable[[], None]) -> Any:
-    """Stopping criteria for transformers' ``generate``: one that never stops a generation and calls
-    ``record`` after each decoding step, the engine's proof of progress for its health check."""
+def _progress_criteria(record: Callable[[], None], requests: Sequence[GenerationRequest]) -> Any:
+    """Stopping criteria for transformers' ``generate``: after each decoding step, ``record`` it (the
+    engine's proof of progress for its health check) and stop the rows whose callers have gone."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
-    class StepRecorder(StoppingCriteria):
+    class Progress(StoppingCriteria):
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             record()
-            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            gone = [request.abandoned for request in requests]
+            return torch.tensor(gone, dtype=torch.bool, device=input_ids.device)
 
-    return StoppingCriteriaList([StepRecorder()])
+    return StoppingCriteriaList([Progress()])

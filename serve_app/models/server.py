@@ -8,12 +8,13 @@ at once. Either way an adapter is loaded by ``AdapterResidency.acquire`` and not
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from serve_app.config import ModelTunables
 from serve_app.errors import AdapterError, AdapterNotLoaded
-from serve_app.models.engine import Engine, GenerationRequest, GenerationResult
+from serve_app.models.engine import Abandonment, Engine, GenerationRequest, GenerationResult
 from serve_app.models.residency import AdapterResidency
 from serve_app.models.task import ModelAnswer, build_prompt, parse_answer
 from serve_app.service.model_board import ModelBoard
@@ -59,7 +60,14 @@ class ModelWorker:
         if self.residency.holds(adapter):
             self.residency.stats.hits += 1
         ref = await self.load(adapter)
-        result = await self.submit(GenerationRequest(build_prompt(normalized), ref, self.tunables.max_new_tokens))
+        abandonment = Abandonment()
+        try:
+            result = await self.submit(
+                GenerationRequest(build_prompt(normalized), ref, self.tunables.max_new_tokens, abandonment)
+            )
+        except asyncio.CancelledError:  # the caller gave up: its row of a running batch stops computing
+            abandonment.set()
+            raise
         if isinstance(result, Exception):
             raise result
         return parse_answer(result.text, result.finished)
@@ -134,4 +142,4 @@ def _held_as(request: GenerationRequest, held: dict[str, str]) -> GenerationRequ
     """``request`` naming the ref its adapter is held by (a stale revision maps to the current one)."""
     if request.adapter is None or held.get(request.adapter, request.adapter) == request.adapter:
         return request
-    return GenerationRequest(request.prompt, held[request.adapter], request.max_new_tokens)
+    return dataclasses.replace(request, adapter=held[request.adapter])

@@ -12,6 +12,7 @@ last adapter's output. ``max_loras`` is therefore one more than the adapters the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import uuid
@@ -144,10 +145,12 @@ class VLLMEngine:
             structured_outputs=StructuredOutputsParams(json=OUTPUT_SCHEMA) if self.structured_json else None,
         )
         final: Any = None
-        async for output in self._engine.generate(
-            request.prompt, params, request_id=uuid.uuid4().hex, lora_request=lora
-        ):
-            final = output
+        stream = self._engine.generate(request.prompt, params, request_id=uuid.uuid4().hex, lora_request=lora)
+        async with contextlib.aclosing(stream):  # closing the stream early aborts the request in vLLM
+            async for output in stream:
+                final = output
+                if request.abandoned:  # its caller has gone: stop computing it
+                    break
         completion = final.outputs[0]
         token_ids = tuple(completion.token_ids)
         if completion.finish_reason == "stop" and completion.stop_reason is None and token_ids:
