@@ -241,13 +241,13 @@ async def test_a_cancelled_model_read_abandons_its_generation(demo: DemoModel, t
     submitted: list[GenerationRequest] = []
     arrived, never = asyncio.Event(), asyncio.Event()
 
-    async def stalled_submit(request: GenerationRequest) -> GenerationResult:
+    async def fake_stalled_submit(request: GenerationRequest) -> GenerationResult:
         submitted.append(request)
         arrived.set()
         await never.wait()
         raise AssertionError("unreachable")
 
-    worker.submit = stalled_submit
+    worker.submit = fake_stalled_submit  # fakes of the batcher and the residency: the read is what is tested
     worker.load = lambda adapter: asyncio.sleep(0, adapter)  # type: ignore[method-assign]
     read = asyncio.create_task(worker.read("华夏银行江油西山支行", names["job_22"]))
     await arrived.wait()
