@@ -223,7 +223,14 @@ async def test_two_workers_share_a_job_and_a_failed_chunk_loses_nothing(jobs_poo
         refreshed.append(await query_service.refresh_data_version())
         return refreshed[-1]
 
-    runners = [JobRunner(store, flaky, tunables, refresh=refresh), JobRunner(store, query_service.answer, tunables)]
+    async def paced(request: QueryRequest, adapter: str | None) -> QueryResult:
+        # The healthy worker alone answers the job's repeated names in well under the flaky one's first
+        # 0.5 s backoff (it did, once retrieval got faster): paced, the job outlasts the backoff, so both
+        # workers take chunks.
+        await asyncio.sleep(0.01)
+        return await query_service.answer(request, adapter)
+
+    runners = [JobRunner(store, flaky, tunables, refresh=refresh), JobRunner(store, paced, tunables)]
     tasks = [asyncio.create_task(runner.run_forever()) for runner in runners]
     try:
         deadline = time.monotonic() + 120
