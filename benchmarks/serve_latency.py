@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -198,43 +199,37 @@ async def prepare(home: Path) -> tuple[EmbeddedPostgres, EmbeddedRedis]:
     return postgres, redis
 
 
+def _median_of(stages: list[dict]) -> Callable[[str], float]:
+    """The median milliseconds of one ``timings_ms`` key (0 where an answer lacks it) over ``stages``."""
+    return lambda key: statistics.median(row.get(key, 0.0) for row in stages)
+
+
+def _outside_in(median: Callable[[str], float]) -> list[tuple[str, float]]:
+    client, total = median("client"), median("total")
+    return [
+        ("client round trip", client),
+        ("  outside the ingress handler (proxy, HTTP, routing, JSON)", client - total),
+        ("  ingress handler (timings_ms.total)", total),
+    ]
+
+
 def stage_table(stages: list[dict]) -> list[tuple[str, float]]:
     """Median milliseconds of each stage of one uncached query, outside-in."""
-
-    def median(key: str) -> float:
-        return statistics.median(row.get(key, 0.0) for row in stages)
-
-    client, total = median("client"), median("total")
-    rows = [("client round trip", client)]
-    rows.append(("  outside the ingress handler (proxy, HTTP, routing, JSON)", client - total))
-    rows.append(("  ingress handler (timings_ms.total)", total))
+    median = _median_of(stages)
+    rows = _outside_in(median)
+    label = {"extract": "    extraction (with the hop to the extractor, if made)", "rules": "      the rules' reading"}
     for stage in STAGES:
-        label = {
-            "extract": "    extraction (with the hop to the extractor, if made)",
-            "rules": "      the rules' reading",
-        }
         rows.append((label.get(stage, f"    {stage}"), median(stage)))
     inside = sum(median(stage) for stage in STAGES if stage != "rules")
-    rows.append(("    the rest (normalize, key, query log, serialisation)", total - inside))
+    rows.append(("    the rest (normalize, key, query log, serialisation)", median("total") - inside))
     return [(name, round(ms, 2)) for name, ms in rows]
 
 
 def cached_stage_table(stages: list[dict]) -> list[tuple[str, float]]:
     """Median milliseconds of one cached query: the client's clock, the handler, its rate limit."""
-
-    def median(key: str) -> float:
-        return statistics.median(row.get(key, 0.0) for row in stages)
-
-    client, total = median("client"), median("total")
-    return [
-        (name, round(ms, 2))
-        for name, ms in (
-            ("client round trip", client),
-            ("  outside the ingress handler (proxy, HTTP, routing, JSON)", client - total),
-            ("  ingress handler (timings_ms.total)", total),
-            ("    rate_limit", median("rate_limit")),
-        )
-    ]
+    median = _median_of(stages)
+    rows = [*_outside_in(median), ("    rate_limit", median("rate_limit"))]
+    return [(name, round(ms, 2)) for name, ms in rows]
 
 
 def main() -> None:

@@ -199,15 +199,13 @@ async def test_hf_health_check_probes_an_idle_engine_and_flags_a_stuck_one(demo:
         await engine.shutdown()
 
 
-async def test_hf_health_check_passes_a_long_generation_that_makes_progress(demo: DemoModel) -> None:  # noqa: F811
+async def test_hf_health_check_passes_a_long_generation_that_makes_progress(engine: HFEngine) -> None:
     # The CPU step load's batches of 32 readings ran for minutes: a whole-generation limit declared the
     # engine stuck and Serve replaced a replica that was working. Only a generation without steps is stuck.
-    engine = HFEngine(demo.base)
-    await engine.start()
+    before = time.monotonic()
+    await engine.generate([GenerationRequest("华夏银行", None, 4)] * 2)
+    assert engine._last_step > before  # transformers called the step recorder
     try:
-        before = time.monotonic()
-        await engine.generate([GenerationRequest("华夏银行", None, 4)] * 2)
-        assert engine._last_step > before  # transformers called the step recorder
         engine._busy_since = 0.0  # running since the epoch …
         engine._last_step = time.monotonic()  # … and stepping
         await engine.check_health()
@@ -215,29 +213,23 @@ async def test_hf_health_check_passes_a_long_generation_that_makes_progress(demo
         with pytest.raises(EngineError, match="no decoding step"):
             await engine.check_health()
     finally:
-        engine._busy_since = None
-        await engine.shutdown()
+        engine._busy_since = None  # the shared engine is idle again
 
 
-async def test_hf_engine_stops_the_rows_whose_callers_have_gone(demo: DemoModel) -> None:  # noqa: F811
-    engine = HFEngine(demo.base)
-    await engine.start()
-    try:
-        gone = Abandonment()
-        gone.set()
-        kept, dropped = await engine.generate(
-            [GenerationRequest(PROMPTS[0], None, 16), GenerationRequest(PROMPTS[0], None, 16, gone)]
-        )
-        assert len(dropped.token_ids) <= 1 and len(kept.token_ids) > 4
-    finally:
-        await engine.shutdown()
+async def test_hf_engine_stops_the_rows_whose_callers_have_gone(engine: HFEngine) -> None:
+    gone = Abandonment()
+    gone.set()
+    kept, dropped = await engine.generate(
+        [GenerationRequest(PROMPTS[0], None, 16), GenerationRequest(PROMPTS[0], None, 16, gone)]
+    )
+    assert len(dropped.token_ids) <= 1 and len(kept.token_ids) > 4
 
 
-async def test_a_cancelled_model_read_abandons_its_generation(demo: DemoModel, tenants) -> None:  # noqa: F811
+async def test_a_cancelled_model_read_abandons_its_generation(engine: HFEngine, tenants) -> None:
     # The ingress gave up (extract_timeout_s): Serve cancels the read; the request it queued is marked, so
     # the engine stops computing it instead of finishing a reading nobody waits for.
     registry, paths, names = tenants
-    worker = _worker(HFEngine(demo.base), registry, paths, capacity=None)
+    worker = _worker(engine, registry, paths, capacity=None)
     submitted: list[GenerationRequest] = []
     arrived, never = asyncio.Event(), asyncio.Event()
 
