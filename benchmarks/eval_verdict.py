@@ -110,17 +110,40 @@ def unknown_bank_cases(directory_banks: set[str], count: int, seed: int) -> list
     return cases
 
 
+#: ``expect`` of a line whose number is an account, not a code: answered from its words, not by a code.
+FROM_WORDS = "from_words"
+_CODE_REASONS = {"code_lookup", "code_conflict", "invalid_code", "code_not_in_directory"}
+
+
 def code_cases(records: list[dict], count: int, seed: int) -> list[dict]:
+    """Codes alone and in lines: right, with a bad check digit, of another branch of the same bank than
+    the words name (a person must choose: ``ambiguous``, the written code first), and an account number
+    beside the words (not a code)."""
     rng = random.Random(f"{seed}:codes")
+    evaluated = [r for r in records if split_of(r["code"]) == "eval"]
+    by_bank = defaultdict(list)
+    for record in evaluated:
+        by_bank[record["bank_name"]].append(record)
     cases = []
-    for record in rng.sample([r for r in records if split_of(r["code"]) == "eval"], count):
+    for record in rng.sample(evaluated, count):
         code = record["code"]
         wrong = code[:-1] + str((check_digit(code[:-1]) + rng.randint(1, 9)) % 10)
+        account = "".join(rng.choice("0123456789") for _ in range(12))
         cases += [
             {"noise": "code", "query": code, "expect": ("match", code)},
             {"noise": "code_in_line", "query": f"{record['name']}（联行号：{code}）", "expect": ("match", code)},
             {"noise": "bad_check_digit", "query": wrong, "expect": ("none", None)},
+            {
+                "noise": "account_number",
+                "query": f"账号：{account} 开户行：{record['name']}",
+                "expect": (FROM_WORDS, None),
+            },
         ]
+        others = [r for r in by_bank[record["bank_name"]] if r["branch"] != record["branch"]]
+        if others and record["branch"]:  # words that name a branch, not the bank's head office alone
+            other = rng.choice(others)["code"]
+            query = f"{record['name']}（{other}）"
+            cases.append({"noise": "code_of_other_branch", "query": query, "expect": ("ambiguous", other)})
     return cases
 
 
@@ -310,7 +333,10 @@ async def _measure_codes(pipeline, cases: list[dict], deleted: set[str]) -> dict
         if code in deleted:
             verdict, code = "none", None  # the record is gone from the scratch directory
         top = result.matches[0].code if result.matches else None
-        out[case["noise"]].append(result.verdict == verdict and (code is None or top == code))
+        if verdict == FROM_WORDS:
+            out[case["noise"]].append(result.reason not in _CODE_REASONS)
+        else:
+            out[case["noise"]].append(result.verdict == verdict and (code is None or top == code))
     return {noise: {"n": len(v), "right": round(sum(v) / len(v), 4)} for noise, v in out.items()}
 
 

@@ -17,14 +17,17 @@ ingress), prints the goals as ratios, and optionally:
 - ``--profile S``: S seconds of py-spy flame graphs of the Ingress and EntityExtractor replicas under
   uncached rules load at the highest concurrency (``benchmarks/results/flame_*.svg``; needs py-spy);
 - ``--model-batch-sizes 1,8,16``: the model path at the highest concurrency once per ModelServer
-  ``max_batch_size``, changed live through ``user_config``.
+  ``max_batch_size``, changed live through ``user_config``;
+- ``--no-model``: the application without model replicas (``model: null``) and no model path, for the
+  paths that never reach a model; nothing is trained or loaded, so a run takes minutes, not the demo
+  model's first build.
 
 Each ingress mode of ``--ingress`` (``serve_app.ingress_modes``: Serve's proxy actor, HAProxy straight to
 the ingress replicas) is measured in its own process and Ray instance, one after the other, and the modes
 are then printed side by side (``serve_latency.json``; each mode's own report beside it).
 
     python benchmarks/serve_latency.py [--requests 200] [--concurrency 1,8,32] [--profile 20]
-        [--model-batch-sizes 1,4,8,16,32] [--ingress proxy,haproxy] [--json …]
+        [--model-batch-sizes 1,4,8,16,32] [--no-model] [--ingress proxy,haproxy] [--json …]
 """
 
 from __future__ import annotations
@@ -100,12 +103,16 @@ async def drive(url: str, bodies: list[dict | None], concurrency: int, stages: l
     }
 
 
-def application(model_batch_size: int | None = None) -> dict:
+def application(model_batch_size: int | None = None, with_model: bool = True) -> dict:
     """The application of ``configs/local.yaml``, its rate limit lifted (one client drives all the load),
     its model fallback off (the ``rules`` path is the rules alone; ``model`` measures the model), one
     ModelServer replica (a second on the same cores adds no compute, and its start would be measured as
-    load: the model path measures batching) and, if given, the model replicas' ``max_batch_size`` set."""
+    load: the model path measures batching) and, if given, the model replicas' ``max_batch_size`` set.
+    ``with_model`` False: no model replicas at all (``model: null``)."""
     app = yaml.safe_load(CONFIG.read_text())["applications"][0]
+    if not with_model:
+        app["args"]["model"] = None
+        app["deployments"] = [d for d in app["deployments"] if d["name"] != "ModelServer"]
     for deployment in app["deployments"]:
         if deployment["name"] == "Ingress":
             deployment["user_config"] |= {"rate_limit_per_s": 1_000_000, "rate_limit_burst": 1_000_000}
@@ -127,7 +134,7 @@ def deploy_application(app: dict) -> None:
     client.deploy_apps(ServeDeploySchema.model_validate({"applications": [app]}), _blocking=True)
 
 
-def deploy(port: int) -> None:
+def deploy(port: int, with_model: bool = True) -> None:
     import ray
     from ray import serve
     from starlette.requests import Request
@@ -141,7 +148,7 @@ def deploy(port: int) -> None:
     ray.init(include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(Echo.bind(), name="echo", route_prefix="/echo")
-    deploy_application(application())
+    deploy_application(application(with_model=with_model))
 
 
 def replica_pids(deployment: str) -> list[int]:
@@ -191,11 +198,12 @@ async def prepare_directory(home: Path) -> tuple[EmbeddedPostgres, EmbeddedRedis
     return postgres, redis, [dict(row) for row in rows]
 
 
-async def prepare(home: Path) -> tuple[EmbeddedPostgres, EmbeddedRedis]:
-    """``prepare_directory``, and the demo model registered (built first if missing)."""
+async def prepare(home: Path, with_model: bool = True) -> tuple[EmbeddedPostgres, EmbeddedRedis]:
+    """``prepare_directory``, and (``with_model``) the demo model registered (built first if missing)."""
     postgres, redis, _ = await prepare_directory(home)
-    settings = Settings()
-    await register_demo_model(settings, settings.database_url)
+    if with_model:
+        settings = Settings()
+        await register_demo_model(settings, settings.database_url)
     return postgres, redis
 
 
@@ -239,6 +247,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--profile", type=int, default=0, help="seconds of py-spy flame graphs (0: none)")
     parser.add_argument("--model-batch-sizes", default="", help="e.g. 1,4,8,16,32 (empty: no sweep)")
+    parser.add_argument("--no-model", action="store_true", help="no model replicas and no model path")
     parser.add_argument("--ingress", default="proxy,haproxy", help="ingress modes, each in its own Ray instance")
     parser.add_argument("--json", type=Path, default=RESULTS / "serve_latency.json")
     args = parser.parse_args()
@@ -257,7 +266,7 @@ def compare_modes(modes: list[str], args: argparse.Namespace) -> None:
     json_path: Path = args.json
     shared = ["--requests", str(args.requests), "--model-requests", str(args.model_requests),
               "--concurrency", args.concurrency, "--profile", str(args.profile),
-              "--model-batch-sizes", args.model_batch_sizes]  # fmt: skip
+              "--model-batch-sizes", args.model_batch_sizes] + (["--no-model"] if args.no_model else [])  # fmt: skip
     reports = {}
     for mode in modes:
         mode_json = json_path.with_name(f"{json_path.stem}_{mode}.json")
@@ -291,6 +300,8 @@ def measure(args: argparse.Namespace, mode: str) -> None:
     """One ingress mode (already in this process's environment): every path, the stage table, the goals."""
     levels = [int(c) for c in args.concurrency.split(",")]
     sweep = [int(b) for b in args.model_batch_sizes.split(",") if b]
+    if args.no_model:
+        args.model_requests, sweep = 0, []
     names = [r.name for r in read_cnaps(demo_cnaps_path())]
     results: dict[str, dict] = {}
     stages: list[dict] = []
@@ -303,10 +314,10 @@ def measure(args: argparse.Namespace, mode: str) -> None:
         return [{"query": n + "营业室", "model": "job_22"} for n in names[-(skip + count) :][:count]]
 
     with tempfile.TemporaryDirectory(prefix="serve-app-latency-") as tmp:
-        postgres, redis = asyncio.run(prepare(Path(tmp)))
+        postgres, redis = asyncio.run(prepare(Path(tmp), with_model=not args.no_model))
         port = free_port()
         try:
-            deploy(port)
+            deploy(port, with_model=not args.no_model)
             base = f"http://127.0.0.1:{port}"
             query_url = f"{base}/api/v1/query"
             cursor = 0

@@ -40,7 +40,7 @@ class ExtractorCall:
         self.handle = handle
         self.timeout_s = timeout_s
 
-    async def __call__(self, normalized: str, adapter: str | None, data_version: int) -> ExtractionOutcome:
+    async def __call__(self, normalized: str, adapter: str | None, data_version: int | None) -> ExtractionOutcome:
         timeout_s = self.timeout_s()
         try:
             async with asyncio.timeout(timeout_s):

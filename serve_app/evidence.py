@@ -156,6 +156,11 @@ def _place_agreement(read: str | None, recorded: str | None, candidate_branch: s
     return "none"
 
 
+def written_in(place: str | None, text: str) -> bool:
+    """Whether ``text`` (a record's name) spells the place ``place`` in any of its forms (成都市 → 成都)."""
+    return any(form in text for form in _place_forms(place))
+
+
 def rivals(fit: Fit, fits: list[Fit]) -> int:
     """How many other candidates fit at least as well on keyword, place and level (capped)."""
     strength = fit.strength

@@ -8,19 +8,17 @@ to nothing, or matches nothing, is a ``none`` verdict.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from serve_app.answer_inputs import AnswerInputs, read_inputs
 from serve_app.config import ExtractorTunables
-from serve_app.directory.codes import find_code
 from serve_app.extraction.rules import RulesExtractor
-from serve_app.extraction.service import ExtractionService, ModelReader
-from serve_app.normalize import normalize
+from serve_app.extraction.service import ExtractEntities, ExtractionService, ModelReader
 from serve_app.retrieval import BranchRepository, Retrieval
 from serve_app.schemas import Entities, ExtractionOutcome, QueryRequest, QueryResult
 from serve_app.timing import ms_since
-from serve_app.verdict import judge, judge_code
+from serve_app.verdict import Judgement, judge, judge_code
 
 
 class QueryPipeline:
@@ -37,37 +35,37 @@ class QueryPipeline:
 
     async def run(self, request: QueryRequest) -> QueryResult:
         started = time.perf_counter()
-        normalized = normalize(request.query)
+        inputs = read_inputs(request, request.model, data_version=None)
         timings = {"normalize": ms_since(started)}
-        result = await answer(self.extraction.extract_entities, self.repository, request, normalized, timings)
+        result = await answer(self.extraction.extract_entities, self.repository, inputs, request.query, timings)
         result.timings_ms["total"] = ms_since(started)
         return result
 
 
-ExtractFn = Callable[[str, str | None], Awaitable[ExtractionOutcome]]
 #: Candidates judged per query; more than ``top_k`` so that rivals of the best one are seen.
 CANDIDATES = 20
 
 
 async def answer(
-    extract_entities: ExtractFn,
+    extract_entities: ExtractEntities,
     repository: BranchRepository,
-    request: QueryRequest,
-    normalized: str,
+    inputs: AnswerInputs,
+    query: str,
     timings: dict,
-    adapter: str | None = None,
 ) -> QueryResult:
     """Extract (however ``extract_entities`` does it: in-process, or a deployment handle), retrieve, judge.
 
-    The one query path: the offline pipeline and the service's ingress both end here. ``adapter`` is the
-    one to ask (default: the request's ``model``, by name; the service passes its resolved ``name@revision``).
-    A query that is or carries a 12-digit code is answered by the code (checked, then looked up), the text
-    only confirming it.
+    The one query path: the offline pipeline and the service's ingress both end here. The answer is a
+    function of ``inputs`` alone (the result cache keys on them); ``query`` is only echoed back.
+
+    A query that is or carries a 12-digit code is answered by the code (checked, then looked up), the
+    words beside it checked against it: words that name another branch, place or bank make it a conflict
+    for a person to resolve, with both branches shown.
     """
     mark = time.perf_counter()
-    code = find_code(request.query)
+    normalized, code = inputs.normalized, inputs.code
     if normalized and not (code is not None and code.whole_query):  # a bare code names no branch words
-        outcome = await extract_entities(normalized, adapter or request.model)
+        outcome = await extract_entities(normalized, inputs.adapter, inputs.data_version)
     else:
         outcome = ExtractionOutcome(entities=Entities(), source="rules", confidence=0.0)
     timings["extract"] = ms_since(mark)  # with the hop to the extraction deployment, where there is one
@@ -75,13 +73,17 @@ async def answer(
     mark = time.perf_counter()
     if code is not None:
         record = await repository.by_code(code.code) if code.valid else None
-        judgement = judge_code(code, record, outcome.entities)
+        words: Judgement | None = None
+        if record is not None and not code.whole_query and normalized:
+            retrieval = await repository.search(outcome.entities, normalized, CANDIDATES)
+            words = judge(outcome.entities, retrieval, inputs.top_k, outcome.other_bank)
+        judgement = judge_code(code, record, outcome.entities, words, inputs.top_k)
     else:
         retrieval = await repository.search(outcome.entities, normalized, CANDIDATES) if normalized else Retrieval([])
-        judgement = judge(outcome.entities, retrieval, request.top_k, outcome.other_bank)
+        judgement = judge(outcome.entities, retrieval, inputs.top_k, outcome.other_bank)
     timings["retrieve"] = ms_since(mark)
     return QueryResult(
-        query=request.query,
+        query=query,
         normalized=normalized,
         entities=outcome.entities,
         verdict=judgement.verdict,

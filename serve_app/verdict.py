@@ -13,7 +13,7 @@ steps, each a pure function:
 3. ``judge`` gives the verdict: ``match`` only when the bank was read without doubt, the best candidate is
    of that bank and its confidence reaches the model's ``match_threshold``; ``ambiguous`` when candidates
    fit but not surely; ``none`` when nothing in the directory fits. A code in the query is checked and
-   looked up instead (``judge_code``).
+   looked up instead (``judge_code``), and is a ``match`` only when nothing else written contradicts it.
 """
 
 from __future__ import annotations
@@ -25,13 +25,15 @@ from functools import cache
 from importlib import resources
 
 from serve_app.directory.codes import CodeInText
-from serve_app.evidence import Fit, evidence, query_keyword, rivals
+from serve_app.evidence import Fit, evidence, query_keyword, rivals, written_in
 from serve_app.retrieval import Candidate, Retrieval
 from serve_app.schemas import Branch, Entities, Match, Verdict
 
 #: Bumped whenever verdicts may change for the same candidates (rules here or the shipped model): cached
 #: results depend on it.
-VERDICT_VERSION = 1
+VERDICT_VERSION = 2
+#: The confidence shown for a code's own record when the words beside it contradict it.
+_CONFLICT_CONFIDENCE = 0.5
 
 
 @dataclass(frozen=True)
@@ -139,17 +141,43 @@ def judge(
     return Judgement("ambiguous", "uncertain_fit", matches)
 
 
-def judge_code(code: CodeInText, record: Candidate | None, entities: Entities) -> Judgement:
-    """The verdict for a query that is, or carries, a 12-digit code (checked before any lookup)."""
+def judge_code(
+    code: CodeInText,
+    record: Candidate | None,
+    entities: Entities,
+    words: Judgement | None = None,
+    top_k: int = 1,
+) -> Judgement:
+    """The verdict for a query that is, or carries, a 12-digit code (checked before any lookup).
+
+    ``words`` is the verdict the words beside the code get on their own (None for a bare code). The code
+    is a ``match`` unless something written contradicts its record — another bank, a place that is not
+    the record's, a branch name that is not its own, or words that are on their own a sure match for
+    another branch: then a person must choose, between the code's record (first) and what the words fit
+    (``code_conflict``, at most ``top_k`` shown, never fewer than both branches)."""
     if not code.valid:
         return Judgement("none", "invalid_code", [])
     if record is None:
         return Judgement("none", "code_not_in_directory", [])
     fit = evidence(entities, query_keyword(entities), record)
-    if entities.bank and entities.bank != record.bank:
-        # The line names one bank and carries another's code: a person must look.
-        return Judgement("ambiguous", "code_conflict", [_match(fit, 0.5)])
+    if _contradicts(fit, entities, words):
+        others = [match for match in (words.matches if words else []) if match.code != record.code]
+        shown = [_match(fit, _CONFLICT_CONFIDENCE), *others][: max(top_k, 2)]
+        return Judgement("ambiguous", "code_conflict", shown)
     return Judgement("match", "code_lookup", [_match(fit, 1.0)])
+
+
+def _contradicts(fit: Fit, entities: Entities, words: Judgement | None) -> bool:
+    """Whether what the query writes beside a code disagrees with the code's record (``fit``)."""
+    if entities.bank and entities.bank != fit.candidate.bank:
+        return True
+    if fit.place == "conflict" and not any(
+        written_in(place, fit.candidate.name) for place in (entities.city, entities.district)
+    ):
+        return True  # a place written that is not the record's (nor in its own name: 宁波银行丹东支行, filed elsewhere)
+    if fit.evidence.branch == "none" and not fit.places_only and fit.level != "unstated":
+        return True  # it names a branch (words and a level: 草池支行), and not this one; a label (对方) does not
+    return words is not None and words.verdict == "match" and words.matches[0].code != fit.candidate.code
 
 
 def _match(fit: Fit, confidence: float) -> Match:

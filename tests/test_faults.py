@@ -27,6 +27,7 @@ import pytest
 from serve_app.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from serve_app.models.tiny import build_adapter
 from serve_app.redis_client import create_redis
+from serve_app.service.result_cache import KEY_SCHEMA
 from tests.serve_harness import (
     SEED_CODE,
     Load,
@@ -136,7 +137,7 @@ def _result_keys(redis_url: str) -> int:
     async def count() -> int:
         client = create_redis(redis_url)
         try:
-            return len([key async for key in client.scan_iter(match="sa:result:*", count=1000)])
+            return len([key async for key in client.scan_iter(match=f"sa:result{KEY_SCHEMA}:*", count=1000)])
         finally:
             await client.aclose()
 

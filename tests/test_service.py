@@ -12,6 +12,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from serve_app.answer_inputs import AnswerInputs, read_inputs
 from serve_app.db.pool import create_pool
 from serve_app.embedded import free_port
 from serve_app.errors import ServiceError
@@ -21,7 +22,7 @@ from serve_app.extraction.vocabulary import Vocabulary
 from serve_app.models.adapters import AdapterRegistry
 from serve_app.redis_client import create_redis
 from serve_app.retrieval import BranchRepository
-from serve_app.schemas import Entities, ExtractionOutcome, QueryResult
+from serve_app.schemas import Entities, ExtractionOutcome, QueryRequest, QueryResult
 from serve_app.service import rate_limit
 from serve_app.service.admin import AdminService
 from serve_app.service.database import database_errors
@@ -35,6 +36,10 @@ from serve_app.service.result_cache import ResultCache
 from serve_app.settings import Settings
 
 SEED_CODE = "304659715925"
+
+
+def inputs(text: str, adapter: str | None = None, top_k: int = 5, data_version: int = 1) -> AnswerInputs:
+    return read_inputs(QueryRequest(query=text, top_k=top_k), adapter, data_version)
 
 
 def _result(text: str) -> QueryResult:
@@ -68,7 +73,7 @@ class GatedCompute:
 async def test_identical_concurrent_queries_are_computed_once(redis_client) -> None:
     cache = ResultCache(redis_client, ttl_s=60, local_size=10)
     compute = GatedCompute()
-    key = cache.key("华夏", None, 5, data_version=1)
+    key = cache.key(inputs("华夏"))
     await redis_client.delete(key)
     waiting = [asyncio.create_task(cache.get_or_compute(key, compute)) for _ in range(10)]
     await asyncio.sleep(0.05)
@@ -102,7 +107,7 @@ async def test_a_caller_whose_lookup_straddles_the_computation_does_not_compute_
     join the flight, not start a second computation."""
     cache = ResultCache(FakeSlowReads(redis_client, delay_s=0.2), ttl_s=60, local_size=10, prefix=f"t{free_port()}")
     compute = GatedCompute()
-    key = cache.key("华夏", None, 5, data_version=1)
+    key = cache.key(inputs("华夏"))
     first = asyncio.create_task(cache.get_or_compute(key, compute))
     await compute.started.wait()
     second = asyncio.create_task(cache.get_or_compute(key, compute))
@@ -112,15 +117,19 @@ async def test_a_caller_whose_lookup_straddles_the_computation_does_not_compute_
     assert compute.calls == 1
 
 
-async def test_cache_keys_change_with_data_version_and_adapter(redis_client) -> None:
+async def test_cache_keys_change_with_every_input_of_the_answer(redis_client) -> None:
     cache = ResultCache(redis_client, ttl_s=60, local_size=10)
     keys = {
-        cache.key("x", None, 5, 1),
-        cache.key("x", None, 5, 2),
-        cache.key("x", "job_22", 5, 1),
-        cache.key("x", None, 3, 1),
+        cache.key(inputs("x")),
+        cache.key(inputs("x", data_version=2)),
+        cache.key(inputs("x", adapter="job_22@r1")),
+        cache.key(inputs("x", adapter="job_22@r2")),
+        cache.key(inputs("x", top_k=3)),
+        cache.key(inputs(f"x（{SEED_CODE}）")),
+        cache.key(inputs(f"x（{SEED_CODE[:-1]}0）")),
     }
-    assert len(keys) == 4
+    assert len(keys) == 7
+    assert cache.key(inputs("华夏 银行")) == cache.key(inputs("華夏銀行"))  # the same normalized text, the same key
 
 
 async def test_an_answer_whose_fallback_was_skipped_is_not_cached(redis_client) -> None:
@@ -135,7 +144,7 @@ async def test_an_answer_whose_fallback_was_skipped_is_not_cached(redis_client) 
         return _result("华夏").model_copy(update={"model": "job_22", "model_error": MODEL_SKIPPED})
 
     for _ in range(2):
-        result, cached = await cache.get_or_compute(cache.key("华夏", None, 5, 1), compute)
+        result, cached = await cache.get_or_compute(cache.key(inputs("华夏")), compute)
         assert result.model_error == MODEL_SKIPPED and cached is False
     assert calls == 2
 
@@ -485,7 +494,7 @@ async def test_adapter_registration_is_atomic_under_concurrency(sample_pool) -> 
 async def test_a_cancelled_first_caller_does_not_cancel_the_others(redis_client) -> None:
     cache = ResultCache(redis_client, ttl_s=60, local_size=10, prefix=f"t{free_port()}")
     compute = GatedCompute()
-    key = cache.key("华夏", None, 5, data_version=1)
+    key = cache.key(inputs("华夏"))
     first = asyncio.create_task(cache.get_or_compute(key, compute))
     await asyncio.sleep(0.01)
     second = asyncio.create_task(cache.get_or_compute(key, compute))

@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from serve_app.directory.codes import check_digit, find_code, is_valid_code
+from serve_app.directory.codes import CodeInText, check_digit, find_code, is_valid_code
 from serve_app.directory.institutions import CENTRAL_BANK, english_form, licensed_institutions
 from serve_app.extraction.question import strip_question
 from serve_app.pipeline import build_pipeline
@@ -113,6 +113,45 @@ async def test_a_valid_code_not_in_the_directory(pipeline) -> None:
 async def test_a_code_of_another_bank_than_the_text_names_needs_a_person(pipeline) -> None:
     result = await ask(pipeline, f"中国工商银行北京分行 {SEED_CODE}")
     assert (result.verdict, result.reason) == ("ambiguous", "code_conflict")
+    assert result.matches[0].code == SEED_CODE
+
+
+async def test_a_code_of_another_branch_of_the_same_bank_needs_a_person_with_both_shown(pipeline) -> None:
+    # 103651074220 is ABC's 成都空港新城支行; the words name its 成都草池支行 (103651074123).
+    result = await ask(pipeline, "中国农业银行成都草池支行（103651074220）")
+    assert (result.verdict, result.reason) == ("ambiguous", "code_conflict")
+    assert [m.code for m in result.matches[:2]] == ["103651074220", "103651074123"]
+    alone = await ask(pipeline, "中国农业银行成都草池支行")
+    assert (alone.verdict, alone.matches[0].code) == ("match", "103651074123")
+
+
+async def test_a_code_whose_place_the_words_contradict_needs_a_person(pipeline) -> None:
+    result = await ask(pipeline, f"华夏银行北京 {SEED_CODE}")  # the seed is in 绵阳市
+    assert (result.verdict, result.reason) == ("ambiguous", "code_conflict")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"华夏银行江油西山支行 {SEED_CODE}",
+        f"华夏银行江油西山支行 行号 {SEED_CODE}",
+        f"华夏银行江油西山支行，联行号为{SEED_CODE}",
+        f"{SEED_CODE} 华夏银行江油西山支行",
+        f"华夏银行(CNAPS: {SEED_CODE})",
+        f"华夏银行股份有限公司江油西山支行（{SEED_CODE}）",
+    ],
+)
+async def test_words_that_agree_with_the_code_keep_it_a_match(pipeline, text: str) -> None:
+    result = await ask(pipeline, text)
+    assert (result.verdict, result.reason, result.matches[0].code) == ("match", "code_lookup", SEED_CODE)
+    assert SEED_CODE not in result.normalized  # the words are read without the code they carry
+
+
+async def test_an_account_number_is_not_read_as_a_code(pipeline) -> None:
+    line = "账号：455765432109 开户行：华夏银行江油西山支行"
+    assert find_code(line) is None
+    result = await ask(pipeline, line)
+    assert (result.verdict, result.reason, result.matches[0].code) == ("match", "unique_fit", SEED_CODE)
 
 
 @pytest.mark.parametrize(
@@ -188,6 +227,31 @@ def test_check_digits() -> None:
     assert find_code("账号6222021234567890123") is None  # an account number is not a code
     found = find_code(f"收款行 {SEED_CODE}")
     assert found is not None and found.valid and not found.whole_query
+
+
+@pytest.mark.parametrize(
+    "label",
+    ["账号：", "账号 ", "收款人账号", "帐号:", "卡号", "账户", "收款账户号：", "Account No.: ", "ACCT ", "A/C "],
+)
+def test_a_number_labelled_as_an_account_is_not_a_code(label: str) -> None:
+    assert find_code(f"{label}{SEED_CODE}") is None
+    assert find_code(f"{label}{SEED_CODE} 开户行联行号：102100000021") == CodeInText("102100000021", True, False)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        SEED_CODE,
+        f"（{SEED_CODE}）",
+        f"联行号：{SEED_CODE}",
+        f"行号{SEED_CODE}",
+        f"CNAPS {SEED_CODE}",
+        f"支付行号 {SEED_CODE}",
+    ],
+)
+def test_a_bare_bracketed_or_labelled_code_is_a_code(text: str) -> None:
+    found = find_code(text)
+    assert found is not None and (found.code, found.valid) == (SEED_CODE, True)
 
 
 def test_licensed_institutions_cover_banks_beyond_the_directory() -> None:

@@ -153,8 +153,9 @@ class ExtractionService:
         return {"data_version": self.data_version}
 
 
-#: Extraction as the ingress calls it: (normalized query, adapter ref or None, data version) → outcome.
-ExtractEntities = Callable[[str, str | None, int], Awaitable[ExtractionOutcome]]
+#: Extraction as ``pipeline.answer`` calls it: (normalized query, adapter ref or name or None, the data
+#: version the answer is made at or None for the vocabulary as loaded) → outcome.
+ExtractEntities = Callable[[str, str | None, int | None], Awaitable[ExtractionOutcome]]
 
 
 class RulesFirstExtraction:
@@ -170,7 +171,7 @@ class RulesFirstExtraction:
         self.rules = rules
         self.delegate = delegate
 
-    async def __call__(self, normalized: str, adapter: str | None, data_version: int) -> ExtractionOutcome:
+    async def __call__(self, normalized: str, adapter: str | None, data_version: int | None) -> ExtractionOutcome:
         started = time.perf_counter()
         await self.rules.follow(data_version)
         reading = await self.rules.rules(normalized)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
+from serve_app.answer_inputs import read_inputs
 from serve_app.concurrency import map_bounded
 from serve_app.config import IngressTunables
 from serve_app.directory.codes import is_code_shaped, is_valid_code
@@ -23,13 +24,11 @@ from serve_app.directory.loader import read_data_version
 from serve_app.errors import InvalidCode, InvalidRequest, RateLimited, UnknownAdapter, UnknownCode, unavailable
 from serve_app.extraction.service import ExtractEntities
 from serve_app.models.adapters import AdapterRegistry
-from serve_app.normalize import normalize
 from serve_app.pipeline import answer
 from serve_app.retrieval import BranchRepository
 from serve_app.schemas import (
     BatchItem,
     BranchRecordOut,
-    ExtractionOutcome,
     QueryRequest,
     QueryResult,
     validation_message,
@@ -142,19 +141,13 @@ class QueryService:
         ``adapter`` names the adapter to extract with when the request does not (bulk jobs)."""
         started = time.perf_counter() if started is None else started
         timings = {} if timings is None else timings
-        normalized = normalize(request.query)
-        version = self.data_version  # the key and the extraction agree on it
-
-        async def extract_entities(text: str, adapter: str | None) -> ExtractionOutcome:
-            return await self.extract_entities(text, adapter, version)
-
         with database_errors():
             name = request.model or adapter
             ref = None if name is None else await self.adapter_ref(name)
-            key = self.result_cache.key(normalized, ref, request.top_k, version)
+            inputs = read_inputs(request, ref, self.data_version)
             result, cached = await self.result_cache.get_or_compute(
-                key,
-                lambda: answer(extract_entities, self.repository, request, normalized, timings, adapter=ref),
+                self.result_cache.key(inputs),
+                lambda: answer(self.extract_entities, self.repository, inputs, request.query, timings),
                 timings,
             )
         total_ms = ms_since(started)

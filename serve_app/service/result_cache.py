@@ -1,10 +1,13 @@
 """Query results cached in two tiers — an in-process LRU in front of Redis — with single-flight.
 
-Keys carry the directory data version, the normalizer and extractor versions, the adapter and ``top_k``,
-so a reload or a new extractor never serves stale answers. An answer whose optional model reading was
-skipped (``MODEL_SKIPPED``: the model was busy) is not stored. Identical concurrent queries in one process
-are computed once. Redis being down costs only the shared tier: reads miss, writes are skipped, the
-``redis_up`` flag and error count say so, and the next successful call flips it back.
+A key is derived from the answer's ``AnswerInputs`` — everything the answer is computed from, the code
+written in the text included — and from the normalizer, extractor and verdict versions, so a reload or a
+new extractor never serves stale answers and no two inputs that deserve different answers share an
+entry. ``KEY_SCHEMA`` names the key's layout: changing it leaves every entry written before unread. An
+answer whose optional model reading was skipped (``MODEL_SKIPPED``: the model was busy) is not stored.
+Identical concurrent queries in one process are computed once. Redis being down costs only the shared
+tier: reads miss, writes are skipped, the ``redis_up`` flag and error count say so, and the next
+successful call flips it back.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from serve_app.answer_inputs import AnswerInputs
 from serve_app.extraction.model_use import MODEL_SKIPPED
 from serve_app.extraction.rules import EXTRACTOR_VERSION
 from serve_app.normalize import NORMALIZER_VERSION
@@ -28,6 +32,9 @@ from serve_app.timing import ms_since
 from serve_app.verdict import VERDICT_VERSION
 
 log = logging.getLogger(__name__)
+#: The layout of a key and of what it digests. Bumped from 1 (normalized text, adapter, top_k, version)
+#: when the code written in the text joined the key: entries that ignored it are never read again.
+KEY_SCHEMA = 2
 
 
 @dataclass
@@ -50,11 +57,13 @@ class ResultCache:
         self._local: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._inflight: dict[str, asyncio.Task[tuple[QueryResult, bool]]] = {}
 
-    def key(self, normalized: str, adapter: str | None, top_k: int, data_version: int) -> str:
-        digest = hashlib.sha256(normalized.encode()).hexdigest()[:32]
+    def key(self, inputs: AnswerInputs) -> str:
+        """The entry of the answer computed from ``inputs``: equal keys for equal inputs and code versions
+        (and only for those, up to a 128-bit digest)."""
+        digest = hashlib.sha256(inputs.model_dump_json().encode()).hexdigest()[:32]
         return (
-            f"{self.prefix}:result:d{data_version}:n{NORMALIZER_VERSION}:x{EXTRACTOR_VERSION}:v{VERDICT_VERSION}:"
-            f"m{adapter or '-'}:k{top_k}:{digest}"
+            f"{self.prefix}:result{KEY_SCHEMA}:d{inputs.data_version}:n{NORMALIZER_VERSION}:x{EXTRACTOR_VERSION}:"
+            f"v{VERDICT_VERSION}:{digest}"
         )
 
     async def get_or_compute(

@@ -1,0 +1,52 @@
+"""``AnswerInputs``: everything one answer is computed from, read once from a request.
+
+``pipeline.answer`` reads nothing of a request but these, and the result cache keys on all of them
+(``ResultCache.key``), so an input added here is in the cache key by construction: an answer can never
+depend on something its key forgot, such as a code written in the text that normalization drops with
+its brackets. What the inputs do not name is the same for every caller: the directory's rows (named by
+``data_version``) and the code that reads and judges them (named by the normalizer, extractor and verdict
+versions in the key).
+
+The inputs hold nothing of the caller. Today no tenant changes an answer except by the adapter it names,
+which is here; a per-tenant input to answers (a tenant's own confirmations, say) must be added here and
+so keeps tenants apart in the shared cache.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from serve_app.directory.codes import CodeInText, split_code
+from serve_app.normalize import normalize
+from serve_app.schemas import QueryRequest
+
+
+class AnswerInputs(BaseModel):
+    """What an answer depends on: the text as extraction reads it, the code as the text writes it, the
+    adapter asked, how many matches are shown, and the directory version the answer is made against."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: The words as extraction reads them: normalized, without the code they carry.
+    normalized: str
+    #: The 12-digit code the raw text carries (``find_code``), if any, read before normalization (which
+    #: drops bracketed annotations, where statement lines keep codes).
+    code: CodeInText | None
+    #: The adapter to extract with: ``name@revision`` in the service, the request's name offline; None: rules.
+    adapter: str | None
+    top_k: int
+    #: The directory version the answer is computed and cached at; None offline (the vocabulary as loaded).
+    data_version: int | None
+
+
+def read_inputs(request: QueryRequest, adapter: str | None, data_version: int | None) -> AnswerInputs:
+    """The inputs of ``request``'s answer. ``adapter``: the adapter to ask, already resolved by the caller
+    (the request's ``model``, or a job's adapter, as ``name@revision`` in the service)."""
+    code, words = split_code(request.query)
+    return AnswerInputs(
+        normalized=normalize(words),
+        code=code,
+        adapter=adapter,
+        top_k=request.top_k,
+        data_version=data_version,
+    )

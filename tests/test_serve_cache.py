@@ -1,0 +1,134 @@
+"""The shared result cache through the real Serve application: Ray, Serve's proxy, PostgreSQL and Valkey.
+
+Two tenants with their own API keys ask lines that share their words and differ in the code they carry,
+in both orders: each line gets its own answer, whoever asked what first. The application is rules only
+(no model replicas, no job workers), so the module deploys in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from serve_app.db.pool import create_pool
+from serve_app.embedded import EmbeddedRedis, free_port
+from serve_app.redis_client import create_redis
+from serve_app.service.result_cache import KEY_SCHEMA
+from serve_app.service.tenants import KeyStore
+from tests.conftest import loaded_database
+from tests.serve_harness import SEED_CODE, deploy, start_ray_serve, stop_ray_serve
+
+APP_ARGS = {
+    "ingress": {"auth": "keys", "resources": {"num_cpus": 0.1, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}},
+    "extractor": {"resources": {"num_cpus": 0.1, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}},
+    "model": None,
+    "jobs": None,
+}
+#: ABC's 成都草池支行 and the code of its 成都空港新城支行 (another branch of the same bank).
+CAOCHI, KONGGANG = "103651074123", "103651074220"
+
+
+async def _tenant_keys(database_url: str) -> tuple[str, str]:
+    pool = await create_pool(database_url)
+    try:
+        keys = KeyStore(pool)
+        return (await keys.create("tenant-a", [], None))[0], (await keys.create("tenant-b", [], None))[0]
+    finally:
+        await pool.close()
+
+
+@pytest.fixture(scope="module")
+def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("cache-valkey"), port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def app(embedded_postgres, valkey: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """The rules-only application in keys mode; yields its base URL and two tenants' keys."""
+    database_url = asyncio.run(loaded_database(embedded_postgres, "cache"))
+    key_a, key_b = asyncio.run(_tenant_keys(database_url))
+    environment = dict(os.environ)
+    env = {
+        "SERVE_APP_DATABASE_URL": database_url,
+        "SERVE_APP_REDIS_URL": valkey.url,
+        "SERVE_APP_HOME": str(tmp_path_factory.mktemp("cache-home")),
+        "SERVE_APP_ADMIN_TOKEN": "test-admin-token",
+    }
+    port = free_port()
+    start_ray_serve(env, port)
+    try:
+        deploy(APP_ARGS, [], name="cache")
+        yield {"base": f"http://127.0.0.1:{port}", "a": key_a, "b": key_b}
+    finally:
+        stop_ray_serve()
+        os.environ.clear()
+        os.environ.update(environment)
+
+
+def ask(app: dict, tenant: str, text: str) -> dict:
+    response = httpx.post(
+        f"{app['base']}/api/v1/query", json={"query": text}, headers={"x-api-key": app[tenant]}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def shared_entries(valkey: EmbeddedRedis) -> int:
+    async def count() -> int:
+        client = create_redis(valkey.url)
+        try:
+            return len([key async for key in client.scan_iter(match=f"sa:result{KEY_SCHEMA}:*", count=1000)])
+        finally:
+            await client.aclose()
+
+    return asyncio.run(count())
+
+
+def verdict(answer: dict) -> tuple[str, str, list[str]]:
+    return answer["verdict"], answer["reason"], [match["code"] for match in answer["matches"]]
+
+
+def test_a_code_in_the_text_and_the_plain_name_never_share_an_answer(app: dict, valkey: EmbeddedRedis) -> None:
+    name = "中国农业银行成都草池支行"
+    with_code = f"{name}（{KONGGANG}）"
+    plain = ("match", "unique_fit", [CAOCHI])
+    conflict = ("ambiguous", "code_conflict", [KONGGANG, CAOCHI])
+
+    entries = shared_entries(valkey)
+    # The line with a code first, then the plain name; tenant A, then tenant B the other way round.
+    first = ask(app, "a", with_code)
+    assert (verdict(first), first["source"]) == (conflict, "rules")
+    second = ask(app, "a", name)
+    assert (verdict(second), second["source"]) == (plain, "rules")
+    assert verdict(ask(app, "b", name)) == plain
+    assert verdict(ask(app, "b", with_code)) == conflict
+    assert ask(app, "b", with_code)["source"] == "cache"  # the cache is in play, and keeps them apart
+    assert shared_entries(valkey) == entries + 2  # one entry each in Valkey, shared by the tenants
+
+
+def test_the_plain_name_first_does_not_decide_the_lines_that_carry_codes(app: dict) -> None:
+    name = "华夏银行江油西山支行"
+    wrong_digit = SEED_CODE[:-1] + str((int(SEED_CODE[-1]) + 1) % 10)
+    assert verdict(ask(app, "b", name)) == ("match", "unique_fit", [SEED_CODE])
+    assert verdict(ask(app, "a", name))[0:2] == ("match", "unique_fit")
+    assert verdict(ask(app, "a", f"{name}（{wrong_digit}）")) == ("none", "invalid_code", [])
+    other_bank = ask(app, "b", f"{name}（{CAOCHI}）")  # ABC's code beside 华夏银行's words
+    assert verdict(other_bank)[0:2] == ("ambiguous", "code_conflict") and other_bank["matches"][0]["code"] == CAOCHI
+    own = ask(app, "a", f"{name}（联行号：{SEED_CODE}）")
+    assert verdict(own) == ("match", "code_lookup", [SEED_CODE])
+    # And in the other order: the line with a conflicting code first, the plain name after it.
+    minsheng = "中国民生银行北京中关村支行"
+    assert verdict(ask(app, "a", f"{minsheng}（{SEED_CODE}）"))[0:2] == ("ambiguous", "code_conflict")
+    assert verdict(ask(app, "b", minsheng))[0:2] == ("none", "no_branch_fits")
+
+
+def test_an_account_number_in_a_pasted_instruction_is_not_a_code(app: dict) -> None:
+    answer = ask(app, "a", "账号：455765432109 开户行：华夏银行江油西山支行")
+    assert verdict(answer) == ("match", "unique_fit", [SEED_CODE])
