@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from noise import OPERATORS
 from serve_latency import deploy_application, drive, prepare_directory
 
-from serve_app.embedded import free_port
 from serve_app.jobs.results import csv_text
+from serve_app.ops.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "local.yaml"

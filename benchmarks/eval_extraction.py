@@ -29,7 +29,7 @@ from scratch import sample_directory
 
 from serve_app.db.pool import create_pool
 from serve_app.normalize import normalize
-from serve_app.pipeline import build_pipeline
+from serve_app.query.pipeline import build_pipeline
 from serve_app.schemas import Entities
 
 FIELDS = ("bank", "province", "city", "district")

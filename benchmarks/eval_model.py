@@ -52,7 +52,7 @@ from serve_app.models.engine import AdapterSpec, GenerationRequest
 from serve_app.models.hf_engine import HFEngine
 from serve_app.models.task import ModelAnswer, build_prompt, parse_answer
 from serve_app.normalize import normalize
-from serve_app.pipeline import QueryPipeline, build_pipeline
+from serve_app.query.pipeline import QueryPipeline, build_pipeline
 from serve_app.schemas import QueryRequest
 from serve_app.settings import Settings
 

@@ -36,10 +36,10 @@ from serve_app.db.pool import connect_admin, create_pool
 from serve_app.directory.codes import check_digit
 from serve_app.directory.institutions import licensed_institutions
 from serve_app.normalize import normalize
-from serve_app.pipeline import CANDIDATES, build_pipeline
+from serve_app.query.pipeline import CANDIDATES, build_pipeline
+from serve_app.query.verdict import VerdictModel, assess, default_model
 from serve_app.schemas import QueryRequest
 from serve_app.training.examples import is_training_record
-from serve_app.verdict import VerdictModel, assess, default_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_PATH = ROOT / "serve_app" / "data" / "verdict_model.json"

@@ -25,8 +25,8 @@ from serve_app.db.migrate import apply_migrations
 from serve_app.db.pool import connect_admin, create_pool
 from serve_app.directory.loader import load_directory
 from serve_app.directory.records import demo_cnaps_path
-from serve_app.embedded import EmbeddedPostgres
-from serve_app.retrieval import BranchRepository, plan_for
+from serve_app.ops.embedded import EmbeddedPostgres
+from serve_app.query.retrieval import BranchRepository, plan_for
 from serve_app.schemas import Entities
 
 #: (share of queries, which entities the query carries)

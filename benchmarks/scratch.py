@@ -11,7 +11,7 @@ from serve_app.db.migrate import apply_migrations
 from serve_app.db.pool import connect_admin
 from serve_app.directory.loader import load_directory
 from serve_app.directory.records import demo_cnaps_path
-from serve_app.embedded import EmbeddedPostgres
+from serve_app.ops.embedded import EmbeddedPostgres
 
 
 @asynccontextmanager

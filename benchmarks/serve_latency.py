@@ -22,7 +22,7 @@ ingress), prints the goals as ratios, and optionally:
   paths that never reach a model; nothing is trained or loaded, so a run takes minutes, not the demo
   model's first build.
 
-Each ingress mode of ``--ingress`` (``serve_app.ingress_modes``: Serve's proxy actor, HAProxy straight to
+Each ingress mode of ``--ingress`` (``serve_app.ops.ingress_modes``: Serve's proxy actor, HAProxy straight to
 the ingress replicas) is measured in its own process and Ray instance, one after the other, and the modes
 are then printed side by side (``serve_latency.json``; each mode's own report beside it).
 
@@ -52,8 +52,8 @@ from serve_app.cli import prepare_database, register_demo_model
 from serve_app.db.pool import connect_admin
 from serve_app.directory.loader import load_demo_if_empty
 from serve_app.directory.records import demo_cnaps_path, read_cnaps
-from serve_app.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from serve_app.ingress_modes import INGRESS_MODES, ingress_environment
+from serve_app.ops.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from serve_app.ops.ingress_modes import INGRESS_MODES, ingress_environment
 from serve_app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

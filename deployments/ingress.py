@@ -17,16 +17,17 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.handles import ExtractorCall, domain_errors
 from deployments.metrics import ExtractorMetrics, IngressMetrics
-from serve_app.browse import DirectoryBrowser
+from serve_app.api.app import build_http_app
+from serve_app.api.handlers import Api
 from serve_app.config import IngressConfig, IngressTunables
 from serve_app.db.pool import create_pool
+from serve_app.db.redis_client import create_redis
+from serve_app.directory.browse import DirectoryBrowser
 from serve_app.jobs.store import JobStore
+from serve_app.models.board import ModelBoard
 from serve_app.models.paths import ModelPaths
-from serve_app.redis_client import create_redis
 from serve_app.service.admin import AdminService
 from serve_app.service.assembly import assemble_query_service
-from serve_app.service.http import Api, build_http_app
-from serve_app.service.model_board import ModelBoard
 from serve_app.service.tenants import KeyStore
 from serve_app.settings import Settings
 

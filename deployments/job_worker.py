@@ -14,9 +14,9 @@ from deployments.handles import ExtractorCall
 from deployments.metrics import ExtractorMetrics, JobMetrics
 from serve_app.config import IngressTunables, JobTunables
 from serve_app.db.pool import create_pool
+from serve_app.db.redis_client import create_redis
 from serve_app.jobs.runner import JobRunner
 from serve_app.jobs.store import JobStore
-from serve_app.redis_client import create_redis
 from serve_app.service.assembly import assemble_query_service
 from serve_app.settings import Settings
 

@@ -16,14 +16,14 @@ from ray import serve
 from deployments.metrics import ModelMetrics
 from serve_app.config import ModelConfig, ModelTunables, check_batch_fits
 from serve_app.db.pool import create_pool
+from serve_app.db.redis_client import create_redis
 from serve_app.models.adapters import AdapterRegistry
 from serve_app.models.batcher import EngineBatcher
+from serve_app.models.board import ModelBoard
 from serve_app.models.engine import Engine, GenerationRequest, GenerationResult
 from serve_app.models.paths import ModelPaths
 from serve_app.models.residency import AdapterResidency
 from serve_app.models.server import ModelWorker
-from serve_app.redis_client import create_redis
-from serve_app.service.model_board import ModelBoard
 from serve_app.settings import Settings
 
 

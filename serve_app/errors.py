@@ -1,7 +1,7 @@
 """The domain's exceptions: what went wrong, in the service's words, with a message safe to show a client.
 
 Code anywhere in ``serve_app`` raises these; it never picks an HTTP status. The one table that maps each
-to a status, a stable error code and headers is ``serve_app.service.errors.ERRORS``. They pickle with
+to a status, a stable error code and headers is ``serve_app.api.errors.ERRORS``. They pickle with
 their message and ``retry_after_s``, so they cross Ray deployment handles intact.
 """
 
@@ -87,6 +87,10 @@ class AdapterError(ServiceError, ValueError):
 
 class UnknownAdapter(AdapterError):
     """No adapter of that name is registered (never was, or was deleted)."""
+
+    @classmethod
+    def named(cls, name: str) -> UnknownAdapter:
+        return cls(f"no adapter named {name!r} is registered")
 
 
 class AdapterInvalid(AdapterError):

@@ -15,10 +15,10 @@ import pytest
 
 from serve_app.db.migrate import apply_migrations
 from serve_app.db.pool import connect_admin, create_pool
+from serve_app.db.redis_client import create_redis
 from serve_app.directory.loader import load_directory
 from serve_app.directory.records import demo_cnaps_path
-from serve_app.embedded import EmbeddedPostgres, EmbeddedRedis
-from serve_app.redis_client import create_redis
+from serve_app.ops.embedded import EmbeddedPostgres, EmbeddedRedis
 
 SCALE_SYNTHETIC_ROWS = 150_000
 

@@ -16,16 +16,17 @@ import openpyxl
 import pytest
 from pydantic import SecretStr
 
-from serve_app.browse import BrowseQuery, DirectoryBrowser, browse_statements
+from serve_app.api.app import build_http_app
+from serve_app.api.handlers import Api
 from serve_app.config import IngressConfig, IngressTunables, JobTunables
 from serve_app.db.pool import create_pool
+from serve_app.directory.browse import BrowseQuery, DirectoryBrowser, browse_statements
 from serve_app.jobs.runner import JobRunner
 from serve_app.jobs.store import JobStore
 from serve_app.models.adapters import AdapterRegistry
+from serve_app.models.board import ModelBoard
 from serve_app.service.admin import AdminService
 from serve_app.service.assembly import assemble_query_service
-from serve_app.service.http import Api, build_http_app
-from serve_app.service.model_board import ModelBoard
 from serve_app.service.tenants import KEY_CACHE_TTL_S, KeyStore
 from serve_app.settings import Settings
 from tests.conftest import loaded_database

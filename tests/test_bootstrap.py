@@ -17,12 +17,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from serve_app.bootstrap import bootstrap
 from serve_app.db.pool import create_pool
 from serve_app.directory.records import demo_cnaps_path
 from serve_app.models.paths import ModelPaths
 from serve_app.models.tiny import make_tiny_model
-from serve_app.pipeline import build_pipeline
+from serve_app.ops.bootstrap import bootstrap
+from serve_app.query.pipeline import build_pipeline
 from serve_app.schemas import QueryRequest
 
 SEED_CODE = "304659715925"

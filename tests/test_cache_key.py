@@ -12,9 +12,9 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
-from serve_app.answer_inputs import read_inputs
 from serve_app.directory.codes import check_digit
-from serve_app.pipeline import answer, build_pipeline
+from serve_app.query.inputs import read_inputs
+from serve_app.query.pipeline import build_pipeline, compute_answer
 from serve_app.schemas import QueryRequest, QueryResult
 from serve_app.service.result_cache import ResultCache
 
@@ -67,7 +67,7 @@ async def test_inputs_that_share_a_cache_key_get_the_same_answer(sample_pool) ->
     for kind, text in cases:
         for top_k in (1, 5):
             inputs = read_inputs(QueryRequest(query=text, top_k=top_k), None, data_version=None)
-            result = await answer(pipeline.extraction.extract_entities, pipeline.repository, inputs, text, {})
+            result = await compute_answer(pipeline.extraction.extract_entities, pipeline.repository, inputs, text, {})
             answers_by_key[cache.key(inputs)].add(_answer_only(result))
             reasons_by_kind[kind].add(result.reason)
 

@@ -18,7 +18,7 @@ from unittest import mock
 import httpx
 import pytest
 
-from serve_app.embedded import EmbeddedRedis, free_port
+from serve_app.ops.embedded import EmbeddedRedis, free_port
 from tests.conftest import create_database
 from tests.serve_harness import Load, deploy, post_query, prepare_app_database, serve_details, wait_for
 

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from serve_app.db.pool import DatabaseLocaleError, check_trigram_locale
-from serve_app.embedded import EmbeddedPostgres, EmbeddedRedis, services
+from serve_app.ops.embedded import EmbeddedPostgres, EmbeddedRedis, services
 from serve_app.settings import Settings
 from tests.conftest import create_database
 

@@ -24,9 +24,9 @@ import asyncpg
 import httpx
 import pytest
 
-from serve_app.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from serve_app.db.redis_client import create_redis
 from serve_app.models.tiny import build_adapter
-from serve_app.redis_client import create_redis
+from serve_app.ops.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from serve_app.service.result_cache import KEY_SCHEMA
 from tests.serve_harness import (
     SEED_CODE,

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from serve_app.cli import main
 from serve_app.extraction.model_use import rules_outcome
 from serve_app.normalize import normalize
-from serve_app.pipeline import build_pipeline
+from serve_app.query.pipeline import build_pipeline
 from serve_app.schemas import MAX_QUERY_CHARS, QueryRequest
 
 SEED_CODE = "304659715925"

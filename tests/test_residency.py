@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from serve_app.api.errors import render
 from serve_app.config import ModelTunables
 from serve_app.errors import AdapterInvalid, AdapterNotLoaded, EngineError, UnknownAdapter
 from serve_app.models.adapters import AdapterRegistry
@@ -22,7 +23,6 @@ from serve_app.models.paths import ModelPaths
 from serve_app.models.residency import AdapterResidency
 from serve_app.models.server import ModelWorker
 from serve_app.models.tiny import build_adapter
-from serve_app.service.errors import render
 from tests.test_models import (  # noqa: F401 - the shared model fixtures
     MAX_NEW,
     PROMPTS,

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from serve_app.normalize import normalize
-from serve_app.retrieval import BranchRepository, plan_for
+from serve_app.query.retrieval import BranchRepository, plan_for
 from serve_app.schemas import Entities
 
 SEED_CODE = "304659715925"

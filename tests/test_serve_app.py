@@ -24,7 +24,7 @@ import httpx
 import pytest
 import yaml
 
-from serve_app.embedded import EmbeddedRedis, free_port
+from serve_app.ops.embedded import EmbeddedRedis, free_port
 from tests.conftest import create_database
 from tests.serve_harness import (
     HOT_QUERIES,

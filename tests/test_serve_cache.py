@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from serve_app.db.pool import create_pool
-from serve_app.embedded import EmbeddedRedis, free_port
-from serve_app.redis_client import create_redis
+from serve_app.db.redis_client import create_redis
+from serve_app.ops.embedded import EmbeddedRedis, free_port
 from serve_app.service.result_cache import KEY_SCHEMA
 from serve_app.service.tenants import KeyStore
 from tests.conftest import loaded_database

@@ -12,23 +12,24 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from serve_app.answer_inputs import AnswerInputs, read_inputs
+from serve_app.api.app import build_http_app
+from serve_app.api.errors import render
+from serve_app.api.handlers import Api
+from serve_app.db.errors import database_errors
 from serve_app.db.pool import create_pool
-from serve_app.embedded import free_port
+from serve_app.db.redis_client import create_redis
 from serve_app.errors import ServiceError
 from serve_app.extraction.model_use import rules_outcome
 from serve_app.extraction.rules import RulesExtractor
 from serve_app.extraction.vocabulary import Vocabulary
 from serve_app.models.adapters import AdapterRegistry
-from serve_app.redis_client import create_redis
-from serve_app.retrieval import BranchRepository
+from serve_app.models.board import ModelBoard
+from serve_app.ops.embedded import free_port
+from serve_app.query.inputs import AnswerInputs, read_inputs
+from serve_app.query.retrieval import BranchRepository
 from serve_app.schemas import Entities, ExtractionOutcome, QueryRequest, QueryResult
 from serve_app.service import rate_limit
 from serve_app.service.admin import AdminService
-from serve_app.service.database import database_errors
-from serve_app.service.errors import render
-from serve_app.service.http import Api, build_http_app
-from serve_app.service.model_board import ModelBoard
 from serve_app.service.query_log import QueryLog
 from serve_app.service.query_service import QueryService
 from serve_app.service.rate_limit import RateLimiter
@@ -398,7 +399,7 @@ async def test_postgres_outage_is_a_503_and_recovery_is_automatic(tmp_path, redi
     from serve_app.db.pool import connect_admin
     from serve_app.directory.loader import load_directory
     from serve_app.directory.records import demo_cnaps_path
-    from serve_app.embedded import EmbeddedPostgres
+    from serve_app.ops.embedded import EmbeddedPostgres
     from serve_app.settings import Settings
 
     server = EmbeddedPostgres(tmp_path / "pg", port=free_port())
@@ -621,8 +622,8 @@ async def test_admin_registration_honours_base_model_aliases(sample_pool, redis_
 def test_openapi_lists_every_route_and_the_errors_each_can_give() -> None:
     from starlette.routing import Route
 
-    from serve_app.service.http import ENDPOINTS
-    from serve_app.service.openapi import openapi_document
+    from serve_app.api.endpoints import ENDPOINTS
+    from serve_app.api.openapi import openapi_document
 
     document = openapi_document(ENDPOINTS)
     app = build_http_app(Api(None, None, dict, None))  # type: ignore[arg-type]
@@ -638,7 +639,7 @@ def test_openapi_lists_every_route_and_the_errors_each_can_give() -> None:
 async def test_pooled_redis_connections_survive_a_redis_restart(tmp_path) -> None:
     """Connections pooled before Redis restarts are dead; each is used once more after the restart and
     must be replaced on that use, not surface as an error (it did: a 503 long after Redis came back)."""
-    from serve_app.embedded import EmbeddedRedis
+    from serve_app.ops.embedded import EmbeddedRedis
 
     server = EmbeddedRedis(tmp_path / "valkey", port=free_port())
     server.start()

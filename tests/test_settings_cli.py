@@ -54,7 +54,7 @@ def test_db_load_reports_a_missing_file(monkeypatch: pytest.MonkeyPatch, empty_d
 
 
 def test_an_ingress_mode_sets_its_switches_and_clears_the_others() -> None:
-    from serve_app.ingress_modes import INGRESS_MODES, ingress_environment
+    from serve_app.ops.ingress_modes import INGRESS_MODES, ingress_environment
 
     inherited = {"PATH": "/bin", "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
     assert ingress_environment("proxy", inherited) == {"PATH": "/bin"}

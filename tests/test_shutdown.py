@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from serve_app.embedded import free_port
+from serve_app.ops.embedded import free_port
 from tests.conftest import create_database
 from tests.serve_harness import fetch_value
 

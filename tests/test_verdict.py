@@ -13,10 +13,10 @@ import pytest
 from serve_app.directory.codes import CodeInText, check_digit, find_code, is_valid_code
 from serve_app.directory.institutions import CENTRAL_BANK, english_form, licensed_institutions
 from serve_app.extraction.question import strip_question
-from serve_app.pipeline import build_pipeline
-from serve_app.retrieval import Candidate, Retrieval
+from serve_app.query.pipeline import build_pipeline
+from serve_app.query.retrieval import Candidate, Retrieval
+from serve_app.query.verdict import default_model, judge
 from serve_app.schemas import Entities, QueryRequest
-from serve_app.verdict import default_model, judge
 
 SEED_CODE = "304659715925"
 

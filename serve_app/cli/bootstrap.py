@@ -1,4 +1,4 @@
-"""``serve-app bootstrap``: from an empty database to one the service can start on (see ``serve_app.bootstrap``)."""
+"""``serve-app bootstrap``: from an empty database to one the service can start on (see ``serve_app.ops.bootstrap``)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import yaml
 
-from serve_app.bootstrap import bootstrap, read_manifest
 from serve_app.cli.database import database_url
 from serve_app.config import AppConfig
 from serve_app.models.paths import ModelPaths
+from serve_app.ops.bootstrap import bootstrap, read_manifest
 from serve_app.settings import Settings
 
 

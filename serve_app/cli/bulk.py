@@ -76,9 +76,9 @@ async def _work(settings: Settings, args: argparse.Namespace) -> int:
     """A worker until SIGTERM or SIGINT: rules-only (a job that names an adapter gets that error in its rows)."""
     from serve_app.config import IngressTunables, JobTunables
     from serve_app.db.pool import create_pool
+    from serve_app.db.redis_client import create_redis
     from serve_app.jobs.runner import JobRunner
     from serve_app.jobs.store import JobStore
-    from serve_app.redis_client import create_redis
     from serve_app.service.assembly import assemble_query_service
 
     if settings.database_url is None:

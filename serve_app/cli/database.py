@@ -16,7 +16,7 @@ from serve_app.db.migrate import apply_migrations
 from serve_app.db.pool import check_trigram_locale, connect_admin
 from serve_app.directory.loader import directory_stats, load_directory
 from serve_app.directory.records import demo_cnaps_path
-from serve_app.embedded import EmbeddedPostgres
+from serve_app.ops.embedded import EmbeddedPostgres
 from serve_app.settings import Settings
 
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from serve_app.cli.database import database_url, prepare_database
 from serve_app.db.pool import connect_admin, create_pool
 from serve_app.directory.loader import load_demo_if_empty
-from serve_app.pipeline import QueryPipeline, build_pipeline
+from serve_app.query.pipeline import QueryPipeline, build_pipeline
 from serve_app.schemas import QueryRequest, QueryResult
 from serve_app.settings import Settings
 

@@ -22,7 +22,7 @@ from serve_app.cli.database import prepare_database
 from serve_app.cli.demo import register_demo_model
 from serve_app.db.pool import connect_admin
 from serve_app.directory.loader import load_demo_if_empty
-from serve_app.ingress_modes import INGRESS_MODES, ingress_environment
+from serve_app.ops.ingress_modes import INGRESS_MODES, ingress_environment
 from serve_app.settings import Settings, redact_url
 
 
@@ -57,7 +57,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     """Blocking: start what is missing, deploy the Serve app from a config, serve until Ctrl-C."""
     import yaml
 
-    from serve_app.embedded import services
+    from serve_app.ops.embedded import services
 
     config = yaml.safe_load(args.config.read_text())
     port = int(config.get("http_options", {}).get("port", 8000))

@@ -22,6 +22,7 @@ from typing import Protocol
 import asyncpg
 
 from serve_app.config import ExtractorTunables
+from serve_app.db.errors import VOCABULARY, database_errors
 from serve_app.directory.loader import read_data_version
 from serve_app.errors import ModelUnavailable, NoModelDeployment, Overloaded
 from serve_app.extraction.model_use import (
@@ -88,9 +89,10 @@ class ExtractionService:
         async with self._reload_lock:
             if data_version is not None and data_version <= self.data_version:
                 return
-            async with self.pool.acquire() as conn:
-                version = await read_data_version(conn)
-                vocabulary = await Vocabulary.from_database(conn)
+            with database_errors(VOCABULARY):
+                async with self.pool.acquire() as conn:
+                    version = await read_data_version(conn)
+                    vocabulary = await Vocabulary.from_database(conn)
             if self.extractor is not None:
                 log.info("directory data version %d → %d: vocabulary reloaded", self.data_version, version)
             self.extractor = RulesExtractor(vocabulary)

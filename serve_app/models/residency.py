@@ -105,7 +105,7 @@ class AdapterResidency:
         name, _ = parse_adapter_ref(adapter)
         record = await self.registry.get(name)
         if record is None:
-            raise UnknownAdapter(f"no adapter named {name!r} is registered")
+            raise UnknownAdapter.named(name)
         return record
 
     async def acquire(self, adapter: str) -> str:

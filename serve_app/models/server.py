@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from serve_app.config import ModelTunables
 from serve_app.errors import AdapterError, AdapterNotLoaded
+from serve_app.models.board import ModelBoard
 from serve_app.models.engine import Abandonment, Engine, GenerationRequest, GenerationResult
 from serve_app.models.residency import AdapterResidency
 from serve_app.models.task import ModelAnswer, build_prompt, parse_answer
-from serve_app.service.model_board import ModelBoard
 
 log = logging.getLogger(__name__)
 WARMUP_QUERY = "华夏银行江油西山支行"

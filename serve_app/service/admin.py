@@ -11,13 +11,12 @@ from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
 
+from serve_app.db.errors import ADAPTER_REGISTRY, database_errors
 from serve_app.errors import NoModelDeployment, NotReady, Overloaded, ServiceError, UnknownAdapter, unavailable
 from serve_app.models.adapters import AdapterIn, AdapterOut, AdapterRegistry
+from serve_app.models.board import ModelBoard
 from serve_app.models.paths import ModelPaths
-from serve_app.service.database import database_errors
-from serve_app.service.model_board import ModelBoard
 
-REGISTRY = "the adapter registry (PostgreSQL)"
 #: The longest a readiness probe waits for a model replica's health check.
 MODEL_HEALTH_TIMEOUT_S = 2.0
 
@@ -69,7 +68,7 @@ class AdminService:
         return "ready"
 
     async def list_adapters(self) -> list[AdapterOut]:
-        with database_errors(REGISTRY):
+        with database_errors(ADAPTER_REGISTRY):
             return await self.registry.list()
 
     async def register_adapter(self, adapter: AdapterIn) -> AdapterOut:
@@ -78,11 +77,11 @@ class AdminService:
         if self.paths is None:
             raise NoModelDeployment("this application runs without model replicas")
         spec = await asyncio.to_thread(self.paths.validate, adapter.name, adapter.path)
-        with database_errors(REGISTRY):
+        with database_errors(ADAPTER_REGISTRY):
             return await self.registry.register(spec, adapter.path)
 
     async def delete_adapter(self, name: str) -> None:
-        with database_errors(REGISTRY):
+        with database_errors(ADAPTER_REGISTRY):
             deleted = await self.registry.delete(name)
         if not deleted:
-            raise UnknownAdapter(f"no adapter named {name!r} is registered")
+            raise UnknownAdapter.named(name)

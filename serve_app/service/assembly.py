@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from serve_app.config import ExtractorTunables, IngressTunables
 from serve_app.extraction.service import ExtractEntities, ExtractionObserver, ExtractionService, RulesFirstExtraction
 from serve_app.models.adapters import AdapterRegistry
-from serve_app.retrieval import BranchRepository
+from serve_app.query.retrieval import BranchRepository
 from serve_app.schemas import QueryResult
 from serve_app.service.query_log import QueryLog
 from serve_app.service.query_service import QueryService

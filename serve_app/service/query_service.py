@@ -1,9 +1,11 @@
-"""The query flow behind ``POST /api/v1/query``: rate limit → cache → extract → retrieve → log.
+"""The query flow behind ``POST /api/v1/query``: adapter → cache → extract → retrieve → log.
 
 Extraction is injected (an ``ExtractionService`` in this process, or the extraction deployment's
 handle), so this runs and is tested without Ray. A requested adapter is resolved to its current
 revision (``name@revision``), which the result cache keys on and the model replicas load. Failures are
-domain errors (``serve_app.errors``); Redis trouble is never an error (see the cache and limiter).
+domain errors (``serve_app.errors``); each dependency maps its own (the directory's in ``retrieval``, the
+registry's here); Redis trouble is never an error (see the cache and limiter). Who may call, and what a
+call costs in rate-limit tokens, is the HTTP layer's to decide (``api.handlers``).
 """
 
 from __future__ import annotations
@@ -14,27 +16,18 @@ import math
 import time
 from collections.abc import Callable
 
-from pydantic import ValidationError
-
-from serve_app.answer_inputs import read_inputs
 from serve_app.concurrency import map_bounded
 from serve_app.config import IngressTunables
+from serve_app.db.errors import ADAPTER_REGISTRY, database_errors
 from serve_app.directory.codes import is_code_shaped, is_valid_code
 from serve_app.directory.loader import read_data_version
-from serve_app.errors import InvalidCode, InvalidRequest, RateLimited, UnknownAdapter, UnknownCode, unavailable
+from serve_app.errors import InvalidCode, RateLimited, UnknownAdapter, UnknownCode
 from serve_app.extraction.service import ExtractEntities
 from serve_app.models.adapters import AdapterRegistry
-from serve_app.pipeline import answer
-from serve_app.retrieval import BranchRepository
-from serve_app.schemas import (
-    BatchItem,
-    BranchRecordOut,
-    QueryRequest,
-    QueryResult,
-    validation_message,
-)
-from serve_app.service.database import DATABASE_ERRORS, DATABASE_TIMEOUTS, DIRECTORY, database_errors
-from serve_app.service.errors import render
+from serve_app.query.inputs import read_inputs
+from serve_app.query.pipeline import compute_answer
+from serve_app.query.retrieval import BranchRepository
+from serve_app.schemas import BranchRecordOut, QueryRequest, QueryResult
 from serve_app.service.query_log import QueryLog
 from serve_app.service.rate_limit import RateLimiter
 from serve_app.service.result_cache import ResultCache
@@ -43,8 +36,6 @@ from serve_app.timing import ms_since
 
 log = logging.getLogger(__name__)
 _ADAPTER_NAMES_TTL_S = 5.0
-#: A batch takes one rate-limit token per this many lines.
-LINES_PER_TOKEN = 100
 #: Lines of one batch answered at the same time.
 BATCH_CONCURRENCY = 16
 
@@ -95,40 +86,32 @@ class QueryService:
         }
 
     async def refresh_data_version(self) -> int:
+        """Read the directory's data version (the ingress does every few seconds; failures are the caller's)."""
         async with self.repository.pool.acquire() as conn:
             self.data_version = await read_data_version(conn)
         return self.data_version
 
-    async def query(self, request: QueryRequest, caller: Caller) -> QueryResult:
-        """``POST /api/v1/query``: rate limit (the caller's bucket), the caller's adapters, answer, log."""
-        started = time.perf_counter()
-        caller.check_adapter(request.model)
-        await self.take_tokens(caller, 1)
-        timings = {"rate_limit": ms_since(started)}
+    async def query(
+        self, request: QueryRequest, caller: Caller, timings: dict[str, float], started: float
+    ) -> QueryResult:
+        """``POST /api/v1/query`` once the caller is admitted (``api.handlers`` checks and charges it): the
+        answer, logged. ``timings`` and ``started``: what the request has spent so far, and since when."""
         result = await self.answer(request, timings=timings, started=started)
         self._log(result, caller)
         return result
 
-    async def batch(self, texts: list[str], model: str | None, top_k: int, caller: Caller) -> list[BatchItem]:
-        """``POST /api/v1/query/batch``: every line answered (``concurrency`` at a time), in order; a line
-        the service refuses is an error in its place. One rate-limit token per ``LINES_PER_TOKEN`` lines."""
-        caller.check_adapter(model)
-        await self.take_tokens(caller, math.ceil(len(texts) / LINES_PER_TOKEN))
-        if model is not None:
-            with database_errors():
-                await self.adapter_ref(model)  # an unknown adapter fails the batch, not each line
+    async def batch(self, requests: list[QueryRequest], adapter: str | None, caller: Caller) -> list[QueryResult]:
+        """``POST /api/v1/query/batch``: every request answered (``BATCH_CONCURRENCY`` at a time), in order,
+        with ``adapter``. An unknown adapter, or a dependency that fails, fails the batch."""
+        if adapter is not None:
+            await self.adapter_ref(adapter)
 
-        async def one(text: str) -> BatchItem:
-            try:
-                request = QueryRequest(query=text, model=model, top_k=top_k)
-            except ValidationError as exc:
-                return BatchItem(error=render(InvalidRequest(validation_message(exc)))[1]["error"])
+        async def one(request: QueryRequest) -> QueryResult:
             result = await self.answer(request)
             self._log(result, caller)
-            return BatchItem(result=result)
+            return result
 
-        # A dependency that fails fails the batch with that error, as it would fail a query.
-        return await map_bounded(one, texts, BATCH_CONCURRENCY)
+        return await map_bounded(one, requests, BATCH_CONCURRENCY)
 
     async def answer(
         self,
@@ -141,15 +124,14 @@ class QueryService:
         ``adapter`` names the adapter to extract with when the request does not (bulk jobs)."""
         started = time.perf_counter() if started is None else started
         timings = {} if timings is None else timings
-        with database_errors():
-            name = request.model or adapter
-            ref = None if name is None else await self.adapter_ref(name)
-            inputs = read_inputs(request, ref, self.data_version)
-            result, cached = await self.result_cache.get_or_compute(
-                self.result_cache.key(inputs),
-                lambda: answer(self.extract_entities, self.repository, inputs, request.query, timings),
-                timings,
-            )
+        name = request.model or adapter  # the one place that decides: the request's adapter wins a job's
+        ref = None if name is None else await self.adapter_ref(name)
+        inputs = read_inputs(request, ref, self.data_version)
+        result, cached = await self.result_cache.get_or_compute(
+            self.result_cache.key(inputs),
+            lambda: compute_answer(self.extract_entities, self.repository, inputs, request.query, timings),
+            timings,
+        )
         total_ms = ms_since(started)
         if cached:
             result = result.model_copy(
@@ -162,6 +144,8 @@ class QueryService:
         return result
 
     async def take_tokens(self, caller: Caller, cost: int) -> None:
+        """Charge ``cost`` tokens to the caller's bucket, or ``RateLimited``. Called by the HTTP layer only
+        (``api.handlers``), the one place that decides what a request costs."""
         wait = await self.rate_limiter.check(caller.rate_key, caller.rate_per_s, cost)
         if wait is not None:
             raise RateLimited("too many requests; slow down", retry_after_s=max(1, math.ceil(wait)))
@@ -185,10 +169,12 @@ class QueryService:
         ``UnknownAdapter`` for a name that is not registered."""
         fetched_at, refs = self._adapter_refs
         if name not in refs or time.monotonic() - fetched_at >= _ADAPTER_NAMES_TTL_S:
-            refs = {adapter.name: adapter.ref for adapter in await self.registry.list()}
+            with database_errors(ADAPTER_REGISTRY):
+                adapters = await self.registry.list()
+            refs = {adapter.name: adapter.ref for adapter in adapters}
             self._adapter_refs = (time.monotonic(), refs)
         if name not in refs:
-            raise UnknownAdapter(f"no adapter named {name!r} is registered")
+            raise UnknownAdapter.named(name)
         return refs[name]
 
     async def branch(self, code: str) -> BranchRecordOut:
@@ -197,15 +183,14 @@ class QueryService:
             raise InvalidCode("a CNAPS code is 12 digits")
         if not is_valid_code(code):
             raise InvalidCode(f"{code} fails its ISO 7064 MOD 11,10 check digit")
-        with database_errors():
-            record = await self.repository.by_code(code)
+        record = await self.repository.by_code(code)
         if record is None:
             raise UnknownCode(f"no branch with code {code} is in the directory")
         return BranchRecordOut.model_validate(record)
 
     async def check_database(self, timeout_s: float = 2.0) -> None:
-        try:
+        """Readiness: the directory answers within ``timeout_s`` (504 past it, 503 when it is down, as
+        everywhere else)."""
+        with database_errors():
             async with asyncio.timeout(timeout_s):
                 await self.repository.pool.fetchval("SELECT 1")
-        except (*DATABASE_TIMEOUTS, *DATABASE_ERRORS) as exc:
-            raise unavailable(DIRECTORY) from exc

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from serve_app.answer_inputs import AnswerInputs
 from serve_app.extraction.model_use import MODEL_SKIPPED
 from serve_app.extraction.rules import EXTRACTOR_VERSION
 from serve_app.normalize import NORMALIZER_VERSION
+from serve_app.query.inputs import AnswerInputs
+from serve_app.query.verdict import VERDICT_VERSION
 from serve_app.schemas import QueryResult
 from serve_app.timing import ms_since
-from serve_app.verdict import VERDICT_VERSION
 
 log = logging.getLogger(__name__)
 #: The layout of a key and of what it digests. Bumped from 1 (normalized text, adapter, top_k, version)

@@ -3,7 +3,7 @@
 A CNAPS code is where money goes, so the one answer that must not happen is a confident wrong code. The
 steps, each a pure function:
 
-1. ``serve_app.evidence`` compares one candidate with the query, part by part: bank, city, district,
+1. ``serve_app.query.evidence`` compares one candidate with the query, part by part: bank, city, district,
    and the branch keyword with place names and the level (支行, 营业部 …) set aside.
 2. ``features`` turns that evidence — plus how many other candidates fit as well ("rivals") — into the
    inputs of a logistic model. ``VerdictModel`` holds its weights, fit by ``benchmarks/eval_verdict.py
@@ -25,8 +25,8 @@ from functools import cache
 from importlib import resources
 
 from serve_app.directory.codes import CodeInText
-from serve_app.evidence import Fit, evidence, query_keyword, rivals, written_in
-from serve_app.retrieval import Candidate, Retrieval
+from serve_app.query.evidence import Fit, evidence, query_keyword, rivals, written_in
+from serve_app.query.retrieval import Candidate, Retrieval
 from serve_app.schemas import Branch, Entities, Match, Verdict
 
 #: Bumped whenever verdicts may change for the same candidates (rules here or the shipped model): cached

@@ -1,4 +1,4 @@
-"""The OpenAPI 3 document, generated from the route table (``http.ENDPOINTS``) and the error table.
+"""The OpenAPI 3 document, generated from the route table (``endpoints.ENDPOINTS``) and the error table.
 
 Every route appears with its request and response schemas and every status its declared errors map to,
 plus the ones any route of its kind can give: a body's 400/413/422, an admin route's 401/403, and the
@@ -8,17 +8,14 @@ plus the ones any route of its kind can give: a body's 400/413/422, an admin rou
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from serve_app import errors as e
-from serve_app.service.admission import PROBES
-from serve_app.service.errors import statuses
-
-if TYPE_CHECKING:
-    from serve_app.service.http import Endpoint
+from serve_app.api.admission import PROBES
+from serve_app.api.endpoints import Endpoint
+from serve_app.api.errors import statuses
 
 _ERROR_SCHEMA = {
     "type": "object",

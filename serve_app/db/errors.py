@@ -1,7 +1,9 @@
 """What counts as PostgreSQL trouble, and how it reaches a client: the one place that decides.
 
 Inside ``database_errors(what)``, a lookup that ran out of time becomes ``DependencyTimeout`` (504) and a
-failure becomes ``DependencyUnavailable`` (503), both naming ``what``. Anything else passes through.
+failure becomes ``DependencyUnavailable`` (503), both naming ``what``. Anything else passes through. Each
+part of the service wraps its own database calls, naming what it reads, so a failure is reported as the
+part that failed (the directory, the registry, the job store, the extraction vocabulary).
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ DATABASE_TIMEOUTS = (TimeoutError, asyncpg.QueryCanceledError)
 #: ``InternalClientError`` is asyncpg finding a connection mid-operation when the pool resets it after
 #: the server went away under a query; the pool has already terminated that connection.
 DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+#: What each part of the database is called in an error a client sees.
 DIRECTORY = "the branch directory (PostgreSQL)"
+ADAPTER_REGISTRY = "the adapter registry (PostgreSQL)"
+JOB_STORE = "the job store (PostgreSQL)"
+API_KEYS = "API keys (PostgreSQL)"
+VOCABULARY = "the extraction vocabulary (PostgreSQL)"
 
 
 def database_timeout(exc: BaseException, what: str = DIRECTORY) -> DependencyTimeout:

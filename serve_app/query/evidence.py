@@ -1,7 +1,7 @@
 """Evidence: how one directory record agrees with what a query says, part by part.
 
 Bank, city, district, and the branch keyword with place names and the level (支行, 营业部 …) set aside;
-and how many other candidates fit as well ("rivals"). Pure functions; ``serve_app.verdict`` turns the
+and how many other candidates fit as well ("rivals"). Pure functions; ``serve_app.query.verdict`` turns the
 evidence into a confidence and a verdict.
 """
 
@@ -14,7 +14,7 @@ from functools import lru_cache
 from serve_app.directory.gazetteer import Gazetteer, stem
 from serve_app.extraction.rules import LEVEL_AT_END
 from serve_app.normalize import normalize
-from serve_app.retrieval import Candidate
+from serve_app.query.retrieval import Candidate
 from serve_app.schemas import Agreement, Entities, Evidence
 
 #: Levels people write for one another. 分行 and 分行营业部 are not among them: the directory lists a

@@ -15,6 +15,7 @@ import time
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_app.db.errors import DIRECTORY, database_errors
 from serve_app.normalize import normalize
 from serve_app.schemas import BranchRecordOut
 
@@ -91,9 +92,10 @@ class DirectoryBrowser:
     async def branches(self, query: BrowseQuery) -> BranchPage:
         page, count, arguments = browse_statements(query)
         offset = (query.page - 1) * query.page_size
-        async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
-            total = await conn.fetchval(count, *arguments)
-            rows = await conn.fetch(page, *arguments, query.page_size, offset)
+        with database_errors(DIRECTORY):
+            async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
+                total = await conn.fetchval(count, *arguments)
+                rows = await conn.fetch(page, *arguments, query.page_size, offset)
         return BranchPage(
             total=total,
             page=query.page,
@@ -106,13 +108,15 @@ class DirectoryBrowser:
         cached = self._banks
         if cached is not None and cached[1] == data_version and time.monotonic() - cached[0] < BANKS_TTL_S:
             return cached[2]
-        async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
-            rows = await conn.fetch(
-                """SELECT b.name, b.category_code, b.category, b.aliases, coalesce(c.branches, 0) AS branches
-                   FROM banks b LEFT JOIN (SELECT bank_name, count(*) AS branches FROM branches GROUP BY bank_name) c
-                        ON c.bank_name = b.name
-                   ORDER BY branches DESC, b.name"""
-            )
+        with database_errors(DIRECTORY):
+            async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
+                rows = await conn.fetch(
+                    """SELECT b.name, b.category_code, b.category, b.aliases, coalesce(c.branches, 0) AS branches
+                       FROM banks b
+                       LEFT JOIN (SELECT bank_name, count(*) AS branches FROM branches GROUP BY bank_name) c
+                            ON c.bank_name = b.name
+                       ORDER BY branches DESC, b.name"""
+                )
         banks = [BankOut.model_validate(dict(row)) for row in rows]
         self._banks = (time.monotonic(), data_version, banks)
         return banks

@@ -14,7 +14,7 @@ uses the right index and no SQL is ever built from values:
 
 Keyword matching is word similarity (``<%``): most of the probe's trigrams must occur, in order, which
 lets GIN skip the posting lists of trigrams every name shares (银行, 支行). Whether a candidate *fits*
-the query, and how sure that is, is decided afterwards by ``serve_app.verdict``.
+the query, and how sure that is, is decided afterwards by ``serve_app.query.verdict``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from serve_app.db.errors import DIRECTORY, database_errors
 from serve_app.normalize import normalize
 from serve_app.schemas import Entities
 
@@ -136,11 +137,15 @@ class BranchRepository:
         """Candidates for a query, best-scored first. ``text`` is the normalized query.
 
         With a bank read, only that bank's branches are candidates. Returns at most ``limit``; none when
-        nothing is similar enough. Raises ``TimeoutError`` when no pooled connection comes free within
-        ``acquire_timeout_s``.
+        nothing is similar enough. The database's failures are the directory's (``database_errors``): 504
+        when no pooled connection comes free within ``acquire_timeout_s`` or a statement times out, else 503.
         """
         if limit <= 0:
             return Retrieval([])
+        with database_errors(DIRECTORY):
+            return await self._search(entities, text, limit)
+
+    async def _search(self, entities: Entities, text: str, limit: int) -> Retrieval:
         async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
             for plan in plan_for(entities):
                 rows = await conn.fetch(STATEMENTS[plan], *_arguments(plan, entities, text, limit))
@@ -152,8 +157,9 @@ class BranchRepository:
 
     async def by_code(self, code: str) -> Candidate | None:
         """The record with this CNAPS code, or None."""
-        async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
-            row = await conn.fetchrow(_BY_CODE, code)
+        with database_errors(DIRECTORY):
+            async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
+                row = await conn.fetchrow(_BY_CODE, code)
         return Candidate.from_row(row) if row else None
 
     async def explain(self, plan: str, entities: Entities, text: str, limit: int = 20) -> str:

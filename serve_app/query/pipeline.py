@@ -1,6 +1,6 @@
 """The query path — normalize → extract → retrieve → judge — and the pipeline that runs it without Ray.
 
-The CLI runs ``QueryPipeline`` directly; the Serve deployments run the same ``answer`` and the same
+The CLI runs ``QueryPipeline`` directly; the Serve deployments run the same ``compute_answer`` and the same
 ``ExtractionService``, split across replicas. Nothing here raises for odd input: text that normalizes
 to nothing, or matches nothing, is a ``none`` verdict.
 """
@@ -11,18 +11,18 @@ import time
 
 import asyncpg
 
-from serve_app.answer_inputs import AnswerInputs, read_inputs
 from serve_app.config import ExtractorTunables
 from serve_app.extraction.rules import RulesExtractor
 from serve_app.extraction.service import ExtractEntities, ExtractionService, ModelReader
-from serve_app.retrieval import BranchRepository, Retrieval
+from serve_app.query.inputs import AnswerInputs, read_inputs
+from serve_app.query.retrieval import BranchRepository, Retrieval
+from serve_app.query.verdict import Judgement, judge, judge_code
 from serve_app.schemas import Entities, ExtractionOutcome, QueryRequest, QueryResult
 from serve_app.timing import ms_since
-from serve_app.verdict import Judgement, judge, judge_code
 
 
 class QueryPipeline:
-    """The service's query path in one process: ``ExtractionService`` for extraction, the same ``answer``."""
+    """The service's query path in one process: ``ExtractionService`` for extraction, the same ``compute_answer``."""
 
     def __init__(self, extraction: ExtractionService, repository: BranchRepository):
         self.extraction = extraction
@@ -37,7 +37,7 @@ class QueryPipeline:
         started = time.perf_counter()
         inputs = read_inputs(request, request.model, data_version=None)
         timings = {"normalize": ms_since(started)}
-        result = await answer(self.extraction.extract_entities, self.repository, inputs, request.query, timings)
+        result = await compute_answer(self.extraction.extract_entities, self.repository, inputs, request.query, timings)
         result.timings_ms["total"] = ms_since(started)
         return result
 
@@ -46,7 +46,7 @@ class QueryPipeline:
 CANDIDATES = 20
 
 
-async def answer(
+async def compute_answer(
     extract_entities: ExtractEntities,
     repository: BranchRepository,
     inputs: AnswerInputs,

@@ -15,8 +15,8 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from serve_app.api.errors import render
 from serve_app.errors import Overloaded
-from serve_app.service.errors import render
 
 PROBES = frozenset({"/healthz", "/readyz"})
 

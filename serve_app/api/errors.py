@@ -6,9 +6,15 @@ message says only that it was logged. The OpenAPI document lists each route's er
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
 from serve_app import errors as e
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,8 @@ ERRORS: dict[type[e.ServiceError], ErrorSpec] = {
     e.DependencyTimeout: ErrorSpec(504, "timeout", 1),
 }
 INTERNAL = ErrorSpec(500, "internal_error")
+#: Codes of the errors Starlette raises itself, by status.
+HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
 INTERNAL_MESSAGE = "internal error; it has been logged"
 
 
@@ -75,3 +83,25 @@ def render(exc: BaseException) -> tuple[int, dict, dict[str, str]]:
     retry_after = getattr(exc, "retry_after_s", None) or spec.retry_after_s
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
     return spec.status, error_body(spec.code, getattr(exc, "message", str(exc))), headers
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    status, body, headers = render(exc)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def on_service_error(request: Request, exc: Exception) -> Response:
+    return error_response(exc)
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (no such route, wrong method) in the same JSON shape."""
+    status = getattr(exc, "status_code", 500)
+    code = HTTP_ERROR_CODES.get(status, "http_error")
+    return JSONResponse(error_body(code, getattr(exc, "detail", "") or code), status_code=status)
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    if spec_for(exc).status == 500:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(exc)  # a ServiceError arriving wrapped (Ray) still maps by its class

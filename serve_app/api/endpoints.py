@@ -1,0 +1,85 @@
+"""The route table: every endpoint with its handler's name, request and response models, success status
+and the domain errors it may raise. Starlette's routes (``api.app``) and the OpenAPI document
+(``api.openapi``) are both made from ``ENDPOINTS``, so neither can miss a route or disagree on a status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from serve_app import errors as e
+from serve_app.directory.browse import BankOut, BranchPage, BrowseQuery
+from serve_app.jobs.store import JobStatus
+from serve_app.models.adapters import AdapterIn, AdapterOut
+from serve_app.schemas import BatchRequest, BatchResponse, BranchRecordOut, JobParams, QueryRequest, QueryResult
+
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+DEPENDENCY_ERRORS = (e.DependencyUnavailable, e.DependencyTimeout)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    name: str  # the handler's name in ``api.handlers.Handlers``
+    summary: str
+    request: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    response_list: bool = False
+    status: int = 200  # of a handler's reply that is not already a response (204: no body)
+    errors: tuple[type[e.ServiceError], ...] = ()
+    admin: bool = False
+    tenant: bool = False  # needs a tenant's API key when the service runs with keys
+    query: type[BaseModel] | None = None  # the query string's model
+    upload: bool = False  # the body is a file (CSV, XLSX, JSON lines)
+    media_type: str = "application/json"
+
+
+_MODEL_ERRORS = (e.UnknownAdapter, e.AdapterInvalid, e.NoModelDeployment, e.Overloaded, e.ModelUnavailable)
+JOB_ERRORS = (e.UnknownJob, *DEPENDENCY_ERRORS)
+ENDPOINTS = (
+    Endpoint("POST", "/api/v1/query", "query", "Answer one free-text query with a verdict.",
+             QueryRequest, QueryResult, errors=(e.RateLimited, *_MODEL_ERRORS, *DEPENDENCY_ERRORS), tenant=True),
+    Endpoint("POST", "/api/v1/query/batch", "query_batch", "Answer up to max_batch_lines queries, in order.",
+             BatchRequest, BatchResponse, errors=(e.TooManyRows, e.RateLimited, *_MODEL_ERRORS, *DEPENDENCY_ERRORS),
+             tenant=True),
+    Endpoint("GET", "/api/v1/branches", "browse", "Directory records by bank, place and name text, a page at a time.",
+             response=BranchPage, query=BrowseQuery, errors=DEPENDENCY_ERRORS, tenant=True),
+    Endpoint("GET", "/api/v1/branches/{code}", "branch", "The directory record of a CNAPS code.",
+             response=BranchRecordOut, errors=(e.InvalidCode, e.UnknownCode, *DEPENDENCY_ERRORS), tenant=True),
+    Endpoint("GET", "/api/v1/banks", "banks", "Institutions with their branch counts.", response=BankOut,
+             response_list=True, errors=DEPENDENCY_ERRORS, tenant=True),
+    Endpoint("POST", "/api/v1/jobs", "submit_job", "Reconcile a statement file (CSV, XLSX, JSON lines) in bulk.",
+             response=JobStatus, status=201, query=JobParams, upload=True,
+             errors=(e.BodyTooLarge, e.UnreadableFile, e.TooManyRows, e.UnknownAdapter, e.RateLimited,
+                     e.NoModelDeployment, *DEPENDENCY_ERRORS), tenant=True),
+    Endpoint("GET", "/api/v1/jobs", "list_jobs", "The tenant's recent jobs.", response=JobStatus, response_list=True,
+             errors=DEPENDENCY_ERRORS, tenant=True),
+    Endpoint("GET", "/api/v1/jobs/{job_id}", "job", "A job's state and progress.", response=JobStatus,
+             errors=JOB_ERRORS, tenant=True),
+    Endpoint("GET", "/api/v1/jobs/{job_id}/result.csv", "job_result_csv", "Every input row with its answer (CSV).",
+             errors=(e.JobNotDone, *JOB_ERRORS), tenant=True, media_type="text/csv"),
+    Endpoint("GET", "/api/v1/jobs/{job_id}/result.xlsx", "job_result_xlsx", "Every input row with its answer (XLSX).",
+             errors=(e.JobNotDone, *JOB_ERRORS), tenant=True, media_type=XLSX_TYPE),
+    Endpoint("DELETE", "/api/v1/jobs/{job_id}", "delete_job", "Delete a job and its rows.", status=204,
+             errors=JOB_ERRORS, tenant=True),
+    Endpoint("GET", "/api/v1/query/model-cache-stats", "model_cache_stats", "Per-replica model statistics.",
+             errors=(e.DependencyUnavailable,), admin=True),
+    Endpoint("POST", "/api/v1/query/clear-model-cache", "clear_model_cache", "Unload every adapter.",
+             errors=(e.DependencyUnavailable,), admin=True),
+    Endpoint("GET", "/api/v1/adapters", "list_adapters", "Registered adapters.", response=AdapterOut,
+             response_list=True, errors=DEPENDENCY_ERRORS, admin=True),
+    Endpoint("POST", "/api/v1/adapters", "register_adapter", "Register an adapter folder.", AdapterIn, AdapterOut,
+             status=201, errors=(e.AdapterInvalid, e.AdapterExists, e.NoModelDeployment, *DEPENDENCY_ERRORS),
+             admin=True),
+    Endpoint("DELETE", "/api/v1/adapters/{name}", "delete_adapter", "Remove an adapter from the registry.",
+             status=204, errors=(e.UnknownAdapter, *DEPENDENCY_ERRORS), admin=True),
+    Endpoint("GET", "/api/v1/stats", "stats", "This ingress replica's counters and tunables.", admin=True),
+    Endpoint("GET", "/healthz", "healthz", "Liveness: the ingress answers."),
+    Endpoint("GET", "/readyz", "readyz", "Readiness: the directory and the model replicas answer.",
+             errors=(e.NotReady, *DEPENDENCY_ERRORS)),
+    Endpoint("GET", "/openapi.json", "openapi", "This document."),
+    Endpoint("GET", "/", "page", "The web page: search, browse, code lookup, file reconciliation.",
+             media_type="text/html"),
+)  # fmt: skip

@@ -1,0 +1,237 @@
+"""The handlers: one method per ``Endpoint.name``, each returning a reply (or a response) or raising a
+domain error. Who is calling and what a request costs in rate-limit tokens is decided here, and only here;
+what the answer is, in the services."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import math
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr, ValidationError
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+
+from serve_app import errors as e
+from serve_app.api.body import read_body, read_json, validate
+from serve_app.api.endpoints import XLSX_TYPE
+from serve_app.api.errors import render
+from serve_app.api.responses import Body, Reply, attachment
+from serve_app.config import IngressConfig
+from serve_app.db.errors import API_KEYS, JOB_STORE, database_errors
+from serve_app.directory.browse import BrowseQuery, DirectoryBrowser
+from serve_app.jobs.results import csv_text, result_filename, result_header, xlsx_bytes
+from serve_app.jobs.store import JobStore
+from serve_app.jobs.submission import JobSubmission
+from serve_app.models.adapters import AdapterIn
+from serve_app.schemas import (
+    MAX_QUERY_CHARS,
+    BatchItem,
+    BatchRequest,
+    BatchResponse,
+    JobParams,
+    QueryRequest,
+    validation_message,
+)
+from serve_app.service.admin import AdminService
+from serve_app.service.query_service import QueryService
+from serve_app.service.tenants import Caller, KeyStore, open_caller
+from serve_app.timing import ms_since
+
+#: Room per line of a batch body: the longest query in UTF-8 (4 bytes a character at most), quoted.
+BATCH_BYTES_PER_LINE = MAX_QUERY_CHARS * 4 + 16
+#: A batch costs one rate-limit token per this many lines; every other request costs one.
+LINES_PER_TOKEN = 100
+#: The web page's files (no build step, nothing fetched at run time).
+WEB_ROOT = Path(str(resources.files("serve_app") / "web"))
+
+
+@dataclass(frozen=True)
+class Api:
+    """What the routes stand on. ``browser``, ``jobs`` and ``keys`` may be absent in tests of other parts
+    (their routes then fail as internal errors); ``keys`` is required when ``config.auth`` is ``keys``."""
+
+    service: QueryService
+    admin: AdminService
+    replica_stats: Any  # () -> dict
+    admin_token: SecretStr | None
+    config: IngressConfig = field(default_factory=IngressConfig)
+    browser: DirectoryBrowser | None = None
+    jobs: JobStore | None = None
+    keys: KeyStore | None = None
+
+
+class Handlers:
+    def __init__(self, api: Api, openapi: dict):
+        if api.config.auth == "keys" and api.keys is None:
+            raise ValueError("auth: keys needs a key store")
+        self.api = api
+        self.service, self.admin, self.config = api.service, api.admin, api.config
+        self.openapi_document = openapi
+        self.submission = (
+            None if api.jobs is None else JobSubmission(api.jobs, self.service.adapter_ref, self.config.max_job_rows)
+        )
+
+    # --- who is calling, and what it costs ---------------------------------------------------------
+
+    def require_admin(self, request: Request) -> None:
+        token = self.api.admin_token
+        if token is None:
+            raise e.AdminDisabled("admin API disabled: set SERVE_APP_ADMIN_TOKEN")
+        supplied = request.headers.get("authorization", "")
+        expected = f"Bearer {token.get_secret_value()}"
+        if not hmac.compare_digest(supplied.encode(), expected.encode()):
+            raise e.Unauthorized("admin token required (Authorization: Bearer …)")
+
+    async def caller(self, request: Request) -> Caller:
+        """Who is calling: a key's tenant (``auth: keys``), else the open tenant keyed by client address."""
+        if self.config.auth == "keys":
+            assert self.api.keys is not None
+            with database_errors(API_KEYS):
+                return await self.api.keys.caller(request.headers.get("x-api-key"))
+        return open_caller(request.client.host if request.client else "unknown")
+
+    async def charged_caller(self, request: Request) -> Caller:
+        """``caller``, charged the one token a request costs."""
+        caller = await self.caller(request)
+        await self.service.take_tokens(caller, 1)
+        return caller
+
+    def part(self, name: str) -> Any:
+        value = getattr(self.api, name)
+        if value is None:
+            raise RuntimeError(f"this API was built without {name}")
+        return value
+
+    # --- queries and the directory ------------------------------------------------------------------
+
+    async def query(self, request: Request) -> Body:
+        caller = await self.caller(request)
+        body = await read_json(request, QueryRequest, self.config.max_body_bytes)
+        caller.check_adapter(body.model)
+        started = time.perf_counter()
+        await self.service.take_tokens(caller, 1)
+        return await self.service.query(body, caller, {"rate_limit": ms_since(started)}, started)
+
+    async def query_batch(self, request: Request) -> Body:
+        caller = await self.caller(request)
+        limit = self.config.max_batch_lines
+        body = await read_json(request, BatchRequest, limit * BATCH_BYTES_PER_LINE + 1024)
+        if len(body.queries) > limit:
+            raise e.TooManyRows(f"at most {limit} queries per batch; use POST /api/v1/jobs for files")
+        caller.check_adapter(body.model)
+        await self.service.take_tokens(caller, math.ceil(len(body.queries) / LINES_PER_TOKEN))
+        items: list[BatchItem | QueryRequest] = []
+        for text in body.queries:  # a line the service refuses is an error in its place
+            try:
+                items.append(QueryRequest(query=text, model=body.model, top_k=body.top_k))
+            except ValidationError as exc:
+                items.append(BatchItem(error=render(e.InvalidRequest(validation_message(exc)))[1]["error"]))
+        requests = [item for item in items if isinstance(item, QueryRequest)]
+        answers = iter(await self.service.batch(requests, body.model, caller))
+        results = [item if isinstance(item, BatchItem) else BatchItem(result=next(answers)) for item in items]
+        return BatchResponse(results=results)
+
+    async def browse(self, request: Request) -> Body:
+        await self.charged_caller(request)
+        query = validate(BrowseQuery, dict(request.query_params))
+        return await self.part("browser").branches(query)
+
+    async def branch(self, request: Request) -> Body:
+        await self.charged_caller(request)
+        return await self.service.branch(request.path_params["code"])
+
+    async def banks(self, request: Request) -> Body:
+        await self.charged_caller(request)
+        return await self.part("browser").banks(self.service.data_version)
+
+    # --- bulk jobs -------------------------------------------------------------------------------------
+
+    async def submit_job(self, request: Request) -> Reply:
+        caller = await self.charged_caller(request)
+        params = validate(JobParams, dict(request.query_params))
+        caller.check_adapter(params.model)
+        if self.submission is None:
+            raise RuntimeError("this API was built without jobs")
+        submission = self.submission
+        data = await read_body(request, self.config.max_upload_bytes)
+        status = await submission.submit(caller.tenant, params, data, request.headers.get("content-type"))
+        return Reply(status, headers={"location": f"/api/v1/jobs/{status.id}"})
+
+    async def list_jobs(self, request: Request) -> Body:
+        caller = await self.charged_caller(request)
+        with database_errors(JOB_STORE):
+            return await self.part("jobs").recent(caller.tenant)
+
+    async def job(self, request: Request) -> Body:
+        caller = await self.charged_caller(request)
+        with database_errors(JOB_STORE):
+            return await self.part("jobs").status(caller.tenant, request.path_params["job_id"])
+
+    async def _result_pages(self, request: Request):
+        caller = await self.charged_caller(request)
+        with database_errors(JOB_STORE):
+            return await self.part("jobs").result_pages(caller.tenant, request.path_params["job_id"])
+
+    async def job_result_csv(self, request: Request) -> Response:
+        status, pages = await self._result_pages(request)
+
+        async def body():
+            yield "\ufeff" + csv_text([result_header(status.columns)])  # the BOM: spreadsheets read it as UTF-8
+            async for page in pages:
+                yield csv_text(page)
+
+        headers = attachment(result_filename(status.filename, "csv"))
+        return StreamingResponse(body(), media_type="text/csv; charset=utf-8", headers=headers)
+
+    async def job_result_xlsx(self, request: Request) -> Response:
+        status, pages = await self._result_pages(request)
+        rows = [row async for page in pages for row in page]
+        data = await asyncio.to_thread(xlsx_bytes, result_header(status.columns), rows)
+        return Response(data, media_type=XLSX_TYPE, headers=attachment(result_filename(status.filename, "xlsx")))
+
+    async def delete_job(self, request: Request) -> Body:
+        caller = await self.charged_caller(request)
+        with database_errors(JOB_STORE):
+            await self.part("jobs").delete(caller.tenant, request.path_params["job_id"])
+        return None
+
+    # --- admin and probes ----------------------------------------------------------------------------
+
+    async def model_cache_stats(self, request: Request) -> Body:
+        return await self.admin.model_cache_stats()
+
+    async def clear_model_cache(self, request: Request) -> Body:
+        return await self.admin.clear_model_cache()
+
+    async def list_adapters(self, request: Request) -> Body:
+        return await self.admin.list_adapters()
+
+    async def register_adapter(self, request: Request) -> Body:
+        return await self.admin.register_adapter(await read_json(request, AdapterIn, self.config.max_body_bytes))
+
+    async def delete_adapter(self, request: Request) -> Body:
+        await self.admin.delete_adapter(request.path_params["name"])
+        return None
+
+    async def stats(self, request: Request) -> Body:
+        return self.api.replica_stats()
+
+    async def healthz(self, request: Request) -> Body:
+        return {"status": "ok"}
+
+    async def readyz(self, request: Request) -> Body:
+        await self.service.check_database()
+        models = await self.admin.model_state()
+        return {"status": "ready", "models": models, "data_version": self.service.data_version}
+
+    async def openapi(self, request: Request) -> Body:
+        return self.openapi_document
+
+    async def page(self, request: Request) -> Response:
+        return FileResponse(WEB_ROOT / "index.html", media_type="text/html")

@@ -1,0 +1,2 @@
+"""Running the service: embedded PostgreSQL and Valkey for development and tests (``embedded``), the
+idempotent set-up of a deployment (``bootstrap``) and the ingress modes operators choose between."""
