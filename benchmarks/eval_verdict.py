@@ -37,7 +37,7 @@ from serve_app.directory.codes import check_digit
 from serve_app.directory.institutions import licensed_institutions
 from serve_app.normalize import normalize
 from serve_app.query.pipeline import CANDIDATES, build_pipeline
-from serve_app.query.verdict import VerdictModel, assess, default_model
+from serve_app.query.verdict import VerdictWeights, assess, default_weights
 from serve_app.schemas import QueryRequest
 from serve_app.training.examples import is_training_record
 
@@ -196,12 +196,12 @@ async def evaluate(per_type: int, absent_share: float, seed: int, fit: bool, unk
         fitted = await _fit(pipeline, [c for c in cases if c["split"] == "fit"]) if fit else None
         if fitted is not None:
             MODEL_PATH.write_text(fitted.to_json(), encoding="utf-8")
-            default_model.cache_clear()
+            default_weights.cache_clear()
         report = {
             "per_type": per_type,
             "absent_share": absent_share,
             "seed": seed,
-            "model": default_model().meta | {"match_threshold": default_model().match_threshold},
+            "model": default_weights().meta | {"match_threshold": default_weights().match_threshold},
             "directory": {"records": len(records), "deleted": len(deleted)},
         }
         report |= await _measure(pipeline, cases)
@@ -216,11 +216,11 @@ async def _assessed(pipeline, query: str):
     extraction = pipeline.extractor.extract(text)
     retrieval = await pipeline.repository.search(extraction.entities, text, CANDIDATES)
     return extraction, assess(
-        extraction.entities, retrieval.candidates, extraction.other_bank is not None, default_model()
+        extraction.entities, retrieval.candidates, extraction.other_bank is not None, default_weights()
     )
 
 
-async def _fit(pipeline, cases: list[dict]) -> VerdictModel:
+async def _fit(pipeline, cases: list[dict]) -> VerdictWeights:
     rows, tops = [], []
     per_case = []
     for case in cases:
@@ -229,7 +229,7 @@ async def _fit(pipeline, cases: list[dict]) -> VerdictModel:
         rows += [(active, fit.candidate.code in case["truth"]) for fit, active in shown]
         per_case.append((extraction, shown, case))
     weights, intercept = fit_logistic(rows)
-    model = VerdictModel(weights, intercept, 1.0)
+    model = VerdictWeights(weights, intercept, 1.0)
     for extraction, shown, case in per_case:
         if not shown or not extraction.entities.bank or extraction.other_bank:
             continue

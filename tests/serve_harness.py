@@ -56,12 +56,18 @@ async def prepare_app_database(database_url: str, home: Path) -> None:
         await pool.close()
 
 
+#: The environment before each ``start_ray_serve``, restored by its ``stop_ray_serve``.
+_ENVIRONMENTS: list[dict[str, str]] = []
+
+
 def start_ray_serve(env: dict[str, str], port: int, metrics_port: int | None = None) -> None:
     """Start an in-process Ray (workers inherit ``env``) and Serve's proxy on ``port``; Ray's Prometheus
-    endpoint on ``metrics_port`` if given."""
+    endpoint on ``metrics_port`` if given. ``stop_ray_serve`` puts the environment back as it was, so
+    no later test reads this application's settings."""
     import ray
     from ray import serve
 
+    _ENVIRONMENTS.append(dict(os.environ))
     os.environ.update(env | {"RAY_AUTH_MODE": "disabled"})  # before ray.init: worker processes inherit it
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -71,8 +77,13 @@ def stop_ray_serve() -> None:
     import ray
     from ray import serve
 
-    serve.shutdown()
-    ray.shutdown()
+    try:
+        serve.shutdown()
+        ray.shutdown()
+    finally:
+        if _ENVIRONMENTS:
+            os.environ.clear()
+            os.environ.update(_ENVIRONMENTS.pop())
 
 
 def deploy(args: dict, deployments: list[dict], name: str = "test") -> None:
@@ -167,11 +178,13 @@ class Load:
     outcomes: list[Outcome] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.started = 0.0  # time.monotonic() when the load began
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
         self._counter = itertools.count()
 
     def __enter__(self) -> Load:
+        self.started = time.monotonic()
         self._thread.start()
         return self
 
@@ -181,6 +194,11 @@ class Load:
 
     def since(self, moment: float, kind: str | None = None) -> list[Outcome]:
         return [o for o in list(self.outcomes) if o.started >= moment and (kind is None or o.kind == kind)]
+
+    def sent_since(self, moment: float, count: int, timeout_s: float = 60) -> float:
+        """Wait until ``count`` requests started at or after ``moment`` have finished (whatever their
+        answer); return the time then. Paces a test by the traffic it has seen, not by the clock."""
+        return wait_for(lambda: len(self.since(moment)) >= count and time.monotonic(), timeout_s, interval_s=0.05)
 
     def in_flight_at(self, moment: float, kind: str | None = None) -> int:
         return sum(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -106,7 +108,7 @@ _BANKISH = st.lists(
 ).map("".join)
 
 
-@settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=st.one_of(_ANY_TEXT, _BANKISH))
 def test_normalize_and_extract_never_raise(extractor: RulesExtractor, text: str) -> None:
     normalized = normalize(text)
@@ -117,7 +119,7 @@ def test_normalize_and_extract_never_raise(extractor: RulesExtractor, text: str)
     assert extractor.extract(text).extractor_version == extraction.extractor_version
 
 
-@settings(max_examples=5, deadline=5000)
+@settings(max_examples=5, deadline=timedelta(seconds=60))  # does not hang; linear time is the point
 @given(unit=st.sampled_from(["华夏银行江油西山支行", "\x00", "（" * 3, "銀行 ", "a" * 7]))
 def test_very_long_input_stays_bounded(extractor: RulesExtractor, unit: str) -> None:
     text = unit * (100_000 // len(unit))

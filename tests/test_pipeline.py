@@ -131,7 +131,9 @@ def test_cli_query_with_a_model(
     assert main(["query", "华夏银行江油西山支行", "--model", "job_23", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["model"] == "job_23"
-    assert result["source"] in {"model", "rules"}  # random demo weights rarely produce valid JSON
+    # The tiny demo model's random weights (seeded) never close their JSON: the model was asked, its answer
+    # refused as invalid, and the rules' reading stands, which still finds the branch.
+    assert (result["source"], result["model_error"]) == ("rules", "output cut short before the JSON closed")
     assert result["matches"][0]["code"] == SEED_CODE
     assert main(["query", "华夏银行", "--model", "job_99"]) == 1
     assert "no adapter named 'job_99'" in capsys.readouterr().err

@@ -362,8 +362,8 @@ def test_redis_outage_is_survived(serve_app: str, redis_server: EmbeddedRedis) -
 
 
 def readme_metrics() -> dict[str, set[str]]:
-    """The README's metric table: each metric named there → the tags it lists."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    """The metric table of docs/operations.md: each metric named there → the tags it lists."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
     table = text.split("| metric | tags | from |", 1)[1].split("\n\n", 1)[0]
     listed = {}
     for row in table.splitlines()[2:]:

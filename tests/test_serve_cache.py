@@ -8,7 +8,6 @@ in both orders: each line gets its own answer, whoever asked what first. The app
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 
 import httpx
@@ -54,7 +53,6 @@ def app(embedded_postgres, valkey: EmbeddedRedis, tmp_path_factory: pytest.TempP
     """The rules-only application in keys mode; yields its base URL and two tenants' keys."""
     database_url = asyncio.run(loaded_database(embedded_postgres, "cache"))
     key_a, key_b = asyncio.run(_tenant_keys(database_url))
-    environment = dict(os.environ)
     env = {
         "SERVE_APP_DATABASE_URL": database_url,
         "SERVE_APP_REDIS_URL": valkey.url,
@@ -68,8 +66,6 @@ def app(embedded_postgres, valkey: EmbeddedRedis, tmp_path_factory: pytest.TempP
         yield {"base": f"http://127.0.0.1:{port}", "a": key_a, "b": key_b}
     finally:
         stop_ray_serve()
-        os.environ.clear()
-        os.environ.update(environment)
 
 
 def ask(app: dict, tenant: str, text: str) -> dict:

@@ -15,7 +15,7 @@ from serve_app.directory.institutions import CENTRAL_BANK, english_form, license
 from serve_app.extraction.question import strip_question
 from serve_app.query.pipeline import build_pipeline
 from serve_app.query.retrieval import Candidate, Retrieval
-from serve_app.query.verdict import default_model, judge
+from serve_app.query.verdict import default_weights, judge
 from serve_app.schemas import Entities, QueryRequest
 
 SEED_CODE = "304659715925"
@@ -45,7 +45,7 @@ async def test_the_seed_branch_is_a_sure_match(pipeline, text: str) -> None:
     assert (result.verdict, result.reason) == ("match", "unique_fit")
     top = result.matches[0]
     assert top.code == SEED_CODE
-    assert top.confidence >= default_model().match_threshold
+    assert top.confidence >= default_weights().match_threshold
     assert (top.evidence.bank, top.evidence.branch) == ("exact", "exact")
 
 
@@ -58,8 +58,7 @@ async def test_another_banks_branch_is_never_the_answer(pipeline) -> None:
     # ICBC has a 北京西客站支行 in the sample; 民生 has none of that name.
     result = await ask(pipeline, "中国民生银行北京西客站支行")
     assert result.entities.bank == "中国民生银行"
-    assert result.verdict != "match"
-    assert all(match.bank == "中国民生银行" for match in result.matches)
+    assert (result.verdict, result.reason, result.matches) == ("none", "no_branch_fits", [])
 
 
 async def test_same_bank_guarantee_over_banks_absent_from_a_city(pipeline, sample_pool) -> None:
@@ -172,7 +171,7 @@ async def test_a_known_bank_without_branches_in_the_directory(pipeline, text: st
 
 async def test_a_bank_and_place_alone_is_not_a_branch(pipeline) -> None:
     result = await ask(pipeline, "华夏银行绵阳")
-    assert result.verdict != "match"
+    assert (result.verdict, result.reason, result.matches) == ("none", "no_branch_fits", [])
 
 
 async def test_without_a_bank_a_person_chooses(pipeline) -> None:
@@ -182,13 +181,14 @@ async def test_without_a_bank_a_person_chooses(pipeline) -> None:
 
 
 async def test_two_banks_named_means_the_bank_is_uncertain(pipeline) -> None:
-    result = await ask(pipeline, "中国工商银行 华夏银行江油西山支行")
-    assert result.verdict != "match"
+    result = await ask(pipeline, "华夏银行江油西山支行 中国工商银行")
+    assert (result.verdict, result.reason) == ("ambiguous", "bank_uncertain")
+    assert result.matches[0].code == SEED_CODE and result.matches[0].confidence < default_weights().match_threshold
 
 
 async def test_nothing_to_match(pipeline) -> None:
     result = await ask(pipeline, "（不对外营业）")
-    assert (result.verdict, result.matches) == ("none", [])
+    assert (result.verdict, result.reason, result.matches) == ("none", "nothing_to_match", [])
 
 
 # --- units: no database ------------------------------------------------------------------------------
@@ -203,7 +203,8 @@ def test_judge_never_matches_another_banks_branch_even_if_retrieval_offered_one(
     entities = Entities(bank="中国民生银行", city="绵阳市", district="江油市", branch="江油西山支行")
     retrieval = Retrieval([_fake_candidate(SEED_CODE, "华夏银行", "江油西山支行")])
     judgement = judge(entities, retrieval, top_k=5)
-    assert judgement.verdict != "match"
+    assert (judgement.verdict, judgement.reason) == ("ambiguous", "uncertain_fit")
+    assert judgement.matches[0].evidence.bank == "none"
 
 
 def test_two_equally_fitting_branches_are_ambiguous() -> None:

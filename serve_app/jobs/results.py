@@ -3,8 +3,8 @@
 Every output row is the input row unchanged, then ``RESULT_COLUMNS``. ``code``, ``official_name``,
 ``bank`` and ``city`` are filled only for a ``match``: a code in that column is one to pay to. An
 ``ambiguous`` row lists its best candidates (``code name`` pairs) for a person to choose from. A row
-that could not be asked (empty, too long) has its ``error`` and no verdict. Used alike by bulk jobs,
-``serve-app reconcile`` and ``POST /api/v1/query/batch``.
+that could not be asked (empty, too long) has its ``error`` and no verdict. Used alike by bulk jobs and
+``serve-app reconcile`` (``POST /api/v1/query/batch`` answers in JSON, not in these columns).
 """
 
 from __future__ import annotations

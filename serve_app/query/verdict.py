@@ -6,7 +6,7 @@ steps, each a pure function:
 1. ``serve_app.query.evidence`` compares one candidate with the query, part by part: bank, city, district,
    and the branch keyword with place names and the level (支行, 营业部 …) set aside.
 2. ``features`` turns that evidence — plus how many other candidates fit as well ("rivals") — into the
-   inputs of a logistic model. ``VerdictModel`` holds its weights, fit by ``benchmarks/eval_verdict.py
+   inputs of a logistic model. ``VerdictWeights`` holds its weights, fit by ``benchmarks/eval_verdict.py
    --fit`` on queries generated from half of the directory, with a share of their target branches
    deleted; the other half is only ever used to evaluate. Its output is the match's ``confidence``: the
    observed frequency with which a candidate with that evidence was the branch meant.
@@ -43,7 +43,7 @@ class Judgement:
     matches: list[Match]
 
 
-class VerdictModel:
+class VerdictWeights:
     """Logistic weights over evidence features, and the confidence from which ``match`` is answered."""
 
     def __init__(self, weights: dict[str, float], intercept: float, match_threshold: float, meta: dict | None = None):
@@ -53,7 +53,7 @@ class VerdictModel:
         self.meta = meta or {}
 
     @classmethod
-    def from_json(cls, text: str) -> VerdictModel:
+    def from_json(cls, text: str) -> VerdictWeights:
         data = json.loads(text)
         return cls(data["weights"], data["intercept"], data["match_threshold"], data.get("meta"))
 
@@ -72,9 +72,9 @@ class VerdictModel:
 
 
 @cache
-def default_model() -> VerdictModel:
+def default_weights() -> VerdictWeights:
     """The model shipped in ``data/verdict_model.json`` (loaded once per process)."""
-    return VerdictModel.from_json((resources.files("serve_app") / "data" / "verdict_model.json").read_text("utf-8"))
+    return VerdictWeights.from_json((resources.files("serve_app") / "data" / "verdict_model.json").read_text("utf-8"))
 
 
 def features(fit: Fit, rival_count: int, bank_uncertain: bool) -> list[str]:
@@ -99,14 +99,14 @@ def features(fit: Fit, rival_count: int, bank_uncertain: bool) -> list[str]:
 # --- verdicts -------------------------------------------------------------------------------------------
 
 
-def assess(entities: Entities, candidates: list[Candidate], bank_uncertain: bool, model: VerdictModel):
+def assess(entities: Entities, candidates: list[Candidate], bank_uncertain: bool, weights: VerdictWeights):
     """Every candidate's fit, active features and confidence, most probable first."""
     keyword = query_keyword(entities)
     fits = [evidence(entities, keyword, candidate) for candidate in candidates]
     scored = []
     for fit in fits:
         active = features(fit, rivals(fit, fits), bank_uncertain)
-        scored.append((fit, active, model.probability(active)))
+        scored.append((fit, active, weights.probability(active)))
     scored.sort(key=lambda item: (-item[2], -item[0].candidate.score, item[0].candidate.code))
     return scored
 
@@ -116,15 +116,15 @@ def judge(
     retrieval: Retrieval,
     top_k: int,
     other_bank: str | None = None,
-    model: VerdictModel | None = None,
+    weights: VerdictWeights | None = None,
 ) -> Judgement:
     """The verdict for a query read as ``entities`` whose candidates are ``retrieval``."""
-    model = model or default_model()
+    weights = weights or default_weights()
     if not retrieval.candidates:
         if entities.bank and retrieval.bank_in_directory is False:
             return Judgement("none", "bank_not_in_directory", [])
         return Judgement("none", "no_branch_fits" if entities.bank or entities.branch else "nothing_to_match", [])
-    scored = assess(entities, retrieval.candidates, other_bank is not None, model)
+    scored = assess(entities, retrieval.candidates, other_bank is not None, weights)
     shown = [(fit, p) for fit, _, p in scored if fit.fits][:top_k]
     if not shown:
         return Judgement("none", "no_branch_fits", [])
@@ -134,7 +134,7 @@ def judge(
         return Judgement("ambiguous", "bank_unknown", matches)
     if other_bank is not None:
         return Judgement("ambiguous", "bank_uncertain", matches)
-    if best >= model.match_threshold and best_fit.evidence.bank == "exact" and not best_fit.vague:
+    if best >= weights.match_threshold and best_fit.evidence.bank == "exact" and not best_fit.vague:
         return Judgement("match", "unique_fit", matches)
     if len(shown) > 1 and best_fit.place != "conflict" and shown[1][0].strength >= best_fit.strength:
         return Judgement("ambiguous", "several_fit", matches)
