@@ -22,6 +22,8 @@ from serve_app.ops.embedded import EmbeddedRedis, free_port
 from tests.conftest import create_database
 from tests.serve_harness import Load, deploy, post_query, prepare_app_database, serve_details, wait_for
 
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
 ADMIN = {"authorization": "Bearer cluster-admin-token"}
 #: Each model node holds two replicas' worth, so one node can take both when the other is gone.
 MODEL_NODE = {"num_cpus": 1, "resources": {"model_node": 1.0}}

@@ -42,6 +42,8 @@ from tests.serve_harness import (
     wait_for,
 )
 
+pytestmark = [pytest.mark.serve, pytest.mark.slow]
+
 APP_NAME = "faults"
 STATEMENT_TIMEOUT_MS = 1500
 ACQUIRE_TIMEOUT_S = 1.0

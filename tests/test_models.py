@@ -96,7 +96,7 @@ async def vllm_engine(demo: DemoModel, adapter_root: Path):
     await engine.shutdown()
 
 
-@pytest.fixture(params=["hf", "vllm"])
+@pytest.fixture(params=["hf", pytest.param("vllm", marks=[pytest.mark.vllm, pytest.mark.slow])])
 def engine(request: pytest.FixtureRequest) -> Engine:
     return request.getfixturevalue(f"{request.param}_engine")
 
@@ -208,6 +208,8 @@ def test_model_answers_are_parsed_or_reported(text: str, finished: bool, valid: 
         assert reason in answer.error and answer.entities is None
 
 
+@pytest.mark.vllm
+@pytest.mark.slow
 async def test_vllm_structured_output_is_schema_json(demo: DemoModel, adapter_root: Path) -> None:
     require_vllm()
     from serve_app.models.vllm_engine import VLLMEngine

@@ -273,6 +273,7 @@ class _FakeStreamingLLM:
             self.closed = True  # vLLM aborts the request here (GeneratorExit)
 
 
+@pytest.mark.vllm
 async def test_vllm_engine_closes_the_stream_of_a_request_whose_caller_has_gone(demo: DemoModel) -> None:  # noqa: F811
     require_vllm()
     from serve_app.models.vllm_engine import VLLMEngine
@@ -309,6 +310,7 @@ class _FakeAsyncLLM:
         ("Connection reset by peer", False, EngineError, 503),
     ],
 )
+@pytest.mark.vllm
 async def test_vllm_load_failures_blame_the_adapter_only_when_it_is_the_adapter(
     demo: DemoModel,  # noqa: F811
     message,

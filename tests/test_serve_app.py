@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -38,6 +39,8 @@ from tests.serve_harness import (
     stop_ray_serve,
     wait_for,
 )
+
+pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
 ADMIN = {"authorization": "Bearer test-admin-token"}
 #: Debian's browser and its driver (scripts/install puts them there).
@@ -90,13 +93,18 @@ def metrics_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def serve_app(
-    embedded_postgres, redis_server, metrics_port: int, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """Deploy the application; yield its base URL."""
+def serve_home(embedded_postgres, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """The application's database (the sample directory, the demo model's adapters registered) and home."""
     home = tmp_path_factory.mktemp("serve-home")
     database_url = asyncio.run(create_database(embedded_postgres, "serve"))
     asyncio.run(prepare_app_database(database_url, home))
+    return database_url, home
+
+
+@pytest.fixture(scope="module")
+def serve_app(serve_home: tuple[str, Path], redis_server, metrics_port: int) -> Iterator[str]:
+    """Deploy the application; yield its base URL."""
+    database_url, home = serve_home
     env = {
         "SERVE_APP_DATABASE_URL": database_url,
         "SERVE_APP_REDIS_URL": redis_server.url,
@@ -117,11 +125,12 @@ def model_stats(base: str) -> dict:
 
 def test_seed_query_then_cache(serve_app: str) -> None:
     assert httpx.get(f"{serve_app}/readyz", timeout=10).status_code == 200
-    first = post_query(serve_app, "华夏银行江油西山支行")
+    top_k = random.randint(6, 50)  # a cache entry of this run's own, whatever other tests asked
+    first = post_query(serve_app, "华夏银行江油西山支行", top_k=top_k)
     assert first.status_code == 200
     assert first.json()["matches"][0]["code"] == SEED_CODE
     assert first.json()["source"] == "rules"
-    second = post_query(serve_app, "华夏银行江油西山支行")
+    second = post_query(serve_app, "华夏银行江油西山支行", top_k=top_k)
     assert second.json()["source"] == "cache"
     assert second.json()["matches"] == first.json()["matches"]
 
@@ -156,6 +165,7 @@ def test_a_bulk_job_through_serve_survives_its_worker_replica_being_killed(serve
     assert all(row[code] == SEED_CODE for row in table[1:] if row[1] == "华夏银行江油西山支行")
 
 
+@pytest.mark.browser
 def test_the_web_page_in_a_real_browser(serve_app: str, tmp_path: Path) -> None:
     """Debian's Chromium, headless, driven by Selenium: search, look a code up, browse, then reconcile a file and
     download the result."""
@@ -206,18 +216,37 @@ def test_the_web_page_in_a_real_browser(serve_app: str, tmp_path: Path) -> None:
     assert [row[0] for row in table[1:]] == [str(n) for n in range(300)]
 
 
+def clear_model_cache(base: str) -> dict:
+    """``POST clear-model-cache``, then wait until the model replica holds no adapter; its stats then."""
+    cleared = httpx.post(f"{base}/api/v1/query/clear-model-cache", headers=ADMIN, timeout=10)
+    assert cleared.status_code == 200 and cleared.json()["cleared"] is True, cleared.text
+    return wait_for(lambda: (s := model_stats(base)) and s["loaded_adapters"] == [] and s, timeout_s=30)
+
+
+def test_clear_model_cache_unloads_every_adapter(serve_app: str) -> None:
+    run = uuid.uuid4().hex[:6]
+    assert post_query(serve_app, f"建行人民路支行{run}", model="job_23").status_code == 200
+    assert any(ref.startswith("job_23@") for ref in wait_for(lambda: model_stats(serve_app)["loaded_adapters"]))
+    cleared = clear_model_cache(serve_app)
+    assert post_query(serve_app, f"建行人民路支行{run}a", model="job_23").status_code == 200
+    reloaded = wait_for(lambda: (s := model_stats(serve_app)) and s["loads"] > cleared["loads"] and s)
+    assert [ref.split("@")[0] for ref in reloaded["loaded_adapters"]] == ["job_23"]
+
+
 def test_adapters_are_served_loaded_once_and_evicted_beyond_k(serve_app: str) -> None:
+    before = clear_model_cache(serve_app)
+    run = uuid.uuid4().hex[:6]
     for i, adapter in enumerate(["job_22", "job_23", "job_22", "job_23", "job_24"]):
-        response = post_query(serve_app, f"工行徐州经济开发区支行{i}", model=adapter)
+        response = post_query(serve_app, f"工行徐州经济开发区支行{run}{i}", model=adapter)
         assert response.status_code == 200, response.text
         assert response.json()["model"] == adapter
-    stats = wait_for(lambda: (s := model_stats(serve_app)) and s["generated_requests"] >= 6 and s)
-    # job_22 was preloaded; job_23 and job_24 loaded once each; job_24 pushed the coldest out (K = 2).
+    target = before["generated_requests"] + 5
+    stats = wait_for(lambda: (s := model_stats(serve_app)) and s["generated_requests"] >= target and s)
+    # job_22 and job_23 loaded once each and then hit; job_24 pushed the colder (job_22) out (K = 2).
     assert stats["base_loads"] == 1
     assert stats["cpu_threads"] == 2  # resources.cpu_threads, not the one thread Ray gives num_cpus 0.1
-    assert stats["loads"] == 3
-    assert stats["evictions"] >= 1
-    assert len(stats["loaded_adapters"]) <= 2
+    assert (stats["loads"] - before["loads"], stats["evictions"] - before["evictions"]) == (3, 1)
+    assert sorted(ref.split("@")[0] for ref in stats["loaded_adapters"]) == ["job_23", "job_24"]
     assert post_query(serve_app, "工行", model="job_99").status_code == 404
 
 
@@ -300,32 +329,40 @@ def test_overload_returns_503_json_not_a_hang(serve_app: str) -> None:
     assert time.monotonic() - started < 60
 
 
+def ingress_stats(base: str) -> dict:
+    return httpx.get(f"{base}/api/v1/stats", headers=ADMIN, timeout=10).json()
+
+
+@contextmanager
+def ingress_tunables(base: str, tunables: dict, autoscaling: dict = BASE_AUTOSCALING) -> Iterator[dict]:
+    """The module's application with other ingress tunables (and autoscaling) until the block ends; then
+    as it was, so no other test sees them. Yields the ingress's stats once they apply."""
+    deploy_test_app(tunables, autoscaling)
+    try:
+        yield wait_for(lambda: (s := ingress_stats(base)) and s["tunables"] | tunables == s["tunables"] and s)
+    finally:
+        deploy_test_app(INGRESS_TUNABLES)
+        wait_for(lambda: ingress_stats(base)["tunables"] | INGRESS_TUNABLES == ingress_stats(base)["tunables"])
+
+
 def test_user_config_is_applied_without_restarting_replicas(serve_app: str) -> None:
-    before = httpx.get(f"{serve_app}/api/v1/stats", headers=ADMIN, timeout=10).json()
-    assert before["tunables"]["rate_limit_burst"] == 400
-    deploy_test_app({"rate_limit_per_s": 1, "rate_limit_burst": 5})
-    after = wait_for(
-        lambda: (
-            (s := httpx.get(f"{serve_app}/api/v1/stats", headers=ADMIN, timeout=10).json())
-            and s["tunables"]["rate_limit_burst"] == 5
-            and s
-        )
-    )
-    assert after["replica"] == before["replica"]
-    assert after["tunables"]["rate_limit_per_s"] == 1
+    before = ingress_stats(serve_app)
+    assert before["tunables"]["rate_limit_burst"] == INGRESS_TUNABLES["rate_limit_burst"]
+    with ingress_tunables(serve_app, {"rate_limit_per_s": 1, "rate_limit_burst": 5}) as after:
+        assert after["replica"] == before["replica"]
+        assert after["tunables"]["rate_limit_per_s"] == 1
 
 
 def test_autoscaling_change_is_applied_in_place(serve_app: str) -> None:
-    before = httpx.get(f"{serve_app}/api/v1/stats", headers=ADMIN, timeout=10).json()
+    before = ingress_stats(serve_app)
     autoscaling = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 5}
-    deploy_test_app({"rate_limit_per_s": 1, "rate_limit_burst": 5}, autoscaling)
-    details = serve_details()
-    ingress = details["applications"]["test"]["deployments"]["Ingress"]
-    config = ingress["deployment_config"]
-    assert config["autoscaling_config"]["max_replicas"] == 2
-    assert config["autoscaling_config"]["target_ongoing_requests"] == 5
-    after = httpx.get(f"{serve_app}/api/v1/stats", headers=ADMIN, timeout=10).json()
-    assert after["replica"] == before["replica"]
+    with ingress_tunables(serve_app, INGRESS_TUNABLES, autoscaling):
+        details = serve_details()
+        ingress = details["applications"]["test"]["deployments"]["Ingress"]
+        config = ingress["deployment_config"]
+        assert config["autoscaling_config"]["max_replicas"] == 2
+        assert config["autoscaling_config"]["target_ongoing_requests"] == 5
+        assert ingress_stats(serve_app)["replica"] == before["replica"]
 
 
 def test_rate_limit_rejects_a_burst_with_429(serve_app: str) -> None:
@@ -338,7 +375,8 @@ def test_rate_limit_rejects_a_burst_with_429(serve_app: str) -> None:
             send = [client.post(f"{serve_app}/api/v1/query", json={"query": "华夏银行江油西山支行"}) for _ in range(15)]
             return await asyncio.gather(*send)
 
-    responses = asyncio.run(burst())
+    with ingress_tunables(serve_app, {"rate_limit_per_s": 1, "rate_limit_burst": 5}):
+        responses = asyncio.run(burst())
     codes = [r.status_code for r in responses]
     # Burst 5 at 1 token/s: five pass (a sixth if a token refills during the burst), the rest are told to wait.
     assert 5 <= codes.count(200) <= 6 and codes.count(429) == 15 - codes.count(200), codes
@@ -361,6 +399,63 @@ def test_redis_outage_is_survived(serve_app: str, redis_server: EmbeddedRedis) -
     assert stats["result_cache"]["redis_up"] is True
 
 
+def test_an_extraction_over_extract_timeout_s_is_a_504_with_retry_after(serve_app: str) -> None:
+    with ingress_tunables(serve_app, INGRESS_TUNABLES | {"extract_timeout_s": 0.001}):
+        response = post_query(serve_app, f"建行人民路支行{uuid.uuid4().hex[:6]}", model="job_22")
+    assert (response.status_code, response.json()["error"]["code"]) == (504, "timeout"), response.text
+    assert response.headers["retry-after"] == "1" and "extraction did not finish" in response.json()["error"]["message"]
+
+
+#: A branch the sample directory does not have, loaded while the application runs.
+NEW_BRANCH = "华夏银行股份有限公司江油新城测试支行"
+NEW_CODE = "304659719994"
+
+
+def test_a_running_ingress_follows_a_directory_reload_and_an_adapter_re_registration(
+    serve_app: str, serve_home: tuple[str, Path], tmp_path: Path
+) -> None:
+    from serve_app.db.pool import connect_admin
+    from serve_app.directory.loader import load_directory
+    from serve_app.models.tiny import build_adapter
+
+    database_url, home = serve_home
+    assert post_query(serve_app, "华夏银行江油新城测试支行").json()["verdict"] != "match"
+    version = ingress_stats(serve_app)["data_version"]
+    cnaps = tmp_path / "update.csv"
+    cnaps.write_text(
+        "LName,BankCode,BankName,BankId,CityCode,CityName,ProvinceName,ProvinceCode\n"
+        f"{NEW_BRANCH},{NEW_CODE},华夏银行,304100040000,6597,江油市,四川省,51\n",
+        encoding="utf-8",
+    )
+
+    async def load() -> None:
+        conn = await connect_admin(database_url)
+        try:
+            await load_directory(conn, cnaps)  # an update: upserts by code, bumps the data version
+        finally:
+            await conn.close()
+
+    asyncio.run(load())
+    wait_for(lambda: ingress_stats(serve_app)["data_version"] > version, timeout_s=30)
+    answer = post_query(serve_app, "华夏银行江油新城测试支行").json()  # no restart, no stale cached answer
+    assert (answer["verdict"], answer["matches"][0]["code"]) == ("match", NEW_CODE)
+
+    # job_24 registered again with other weights: a new revision, loaded by the next request for it.
+    old = httpx.get(f"{serve_app}/api/v1/adapters", headers=ADMIN, timeout=10).json()
+    (old_ref,) = [a["ref"] for a in old if a["name"] == "job_24"]
+    build_adapter(home / "models" / "demo-base", home / "models" / "adapters" / "job_24b", seed=124)
+    assert httpx.delete(f"{serve_app}/api/v1/adapters/job_24", headers=ADMIN, timeout=10).status_code == 204
+    created = httpx.post(f"{serve_app}/api/v1/adapters", json={"name": "job_24", "path": "job_24b"}, headers=ADMIN)
+    assert created.status_code == 201 and created.json()["ref"] != old_ref, created.text
+    new_ref = created.json()["ref"]
+
+    def served_by_the_new_revision() -> bool:
+        response = post_query(serve_app, f"建行人民路支行{uuid.uuid4().hex[:6]}", model="job_24")
+        return response.status_code == 200 and new_ref in model_stats(serve_app)["loaded_adapters"]
+
+    wait_for(served_by_the_new_revision, timeout_s=60, interval_s=1)  # within the ingress's registry refresh
+
+
 def readme_metrics() -> dict[str, set[str]]:
     """The metric table of docs/operations.md: each metric named there → the tags it lists."""
     text = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
@@ -379,9 +474,22 @@ def promql_metrics(expression: str) -> set[str]:
 
 
 def test_every_listed_metric_is_exported_and_the_dashboard_and_alerts_read_only_exported_ones(
-    serve_app: str, metrics_port: int
+    serve_app: str, metrics_port: int, redis_server: EmbeddedRedis
 ) -> None:
-    """Runs last: by now every path has been taken (adapters evicted, a job done, Redis down and back)."""
+    """Takes every path whose metrics are listed (answers cached and not, adapters loaded and evicted, a bulk
+    job, Redis down and back), then reads the application's metrics endpoint."""
+    run = uuid.uuid4().hex[:6]
+    for _ in range(2):
+        assert post_query(serve_app, f"华夏银行江油西山支行{run}").status_code == 200
+    for adapter in ("job_22", "job_23", "job_24"):  # three adapters, two slots: one is evicted
+        assert post_query(serve_app, f"工行徐州经济开发区支行{run}", model=adapter).status_code == 200
+    created = httpx.post(f"{serve_app}/api/v1/jobs?filename=metrics.csv", content=statement_csv(20), timeout=60)
+    wait_for(lambda: job_status(serve_app, created.json()["id"])["state"] == "done", timeout_s=120)
+    redis_server.stop()
+    try:
+        assert post_query(serve_app, f"中国农业银行萧县支行营业部{run}").status_code == 200
+    finally:
+        redis_server.start()
     root = Path(__file__).resolve().parents[1] / "k8s" / "monitoring"
     listed = readme_metrics()
     assert len(listed) >= 15

@@ -21,6 +21,8 @@ from serve_app.service.tenants import KeyStore
 from tests.conftest import loaded_database
 from tests.serve_harness import SEED_CODE, deploy, start_ray_serve, stop_ray_serve
 
+pytestmark = [pytest.mark.serve, pytest.mark.slow]
+
 APP_ARGS = {
     "ingress": {"auth": "keys", "resources": {"num_cpus": 0.1, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}},
     "extractor": {"resources": {"num_cpus": 0.1, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}},

@@ -59,3 +59,40 @@ def test_an_ingress_mode_sets_its_switches_and_clears_the_others() -> None:
     inherited = {"PATH": "/bin", "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
     assert ingress_environment("proxy", inherited) == {"PATH": "/bin"}
     assert ingress_environment("haproxy", {"PATH": "/bin"}) == {"PATH": "/bin"} | INGRESS_MODES["haproxy"]
+
+
+def test_keys_commands_create_list_and_revoke(monkeypatch: pytest.MonkeyPatch, empty_database_url: str, capsys) -> None:
+    import asyncio
+
+    from serve_app.db.pool import create_pool
+    from serve_app.errors import Unauthorized
+    from serve_app.service.tenants import KeyStore
+
+    monkeypatch.setenv("SERVE_APP_DATABASE_URL", empty_database_url)
+    assert main(["db", "migrate"]) == 0
+    capsys.readouterr()
+    assert main(["keys", "create", "--tenant", "acme", "--adapters", "job_22, job_23", "--rate", "5"]) == 0
+    key, note = capsys.readouterr().out.splitlines()
+    key_id = note.split()[1]
+    assert key.startswith("sak_") and "shown once" in note
+    assert main(["keys", "list"]) == 0
+    (listed,) = capsys.readouterr().out.splitlines()
+    assert listed.split()[:3] == [key_id, "acme", "live"] and listed.endswith("adapters job_22,job_23")
+
+    async def caller_of(store_key: str):
+        pool = await create_pool(empty_database_url)
+        try:
+            return await KeyStore(pool, cache_ttl_s=0).caller(store_key)
+        finally:
+            await pool.close()
+
+    caller = asyncio.run(caller_of(key))
+    assert (caller.tenant, caller.adapters, caller.rate_per_s) == ("acme", frozenset({"job_22", "job_23"}), 5.0)
+    assert main(["keys", "revoke", key_id]) == 0
+    assert f"revoked {key_id}" in capsys.readouterr().out
+    assert main(["keys", "revoke", key_id]) == 1  # no live key of that id any more
+    assert "no live key" in capsys.readouterr().out
+    with pytest.raises(Unauthorized):
+        asyncio.run(caller_of(key))
+    assert main(["keys", "list"]) == 0
+    assert " revoked " in capsys.readouterr().out

@@ -21,6 +21,8 @@ from serve_app.ops.embedded import free_port
 from tests.conftest import create_database
 from tests.serve_harness import fetch_value
 
+pytestmark = [pytest.mark.serve, pytest.mark.slow]
+
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = 25
 GRACE_PERIOD_S = 30  # Kubernetes' default terminationGracePeriodSeconds: SIGKILL follows after it

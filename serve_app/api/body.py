@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -42,7 +42,7 @@ async def read_json(request: Request, model: type[ModelT], limit: int) -> ModelT
     return validate(model, data)
 
 
-def validate(model: type[ModelT], data: dict) -> ModelT:
+def validate(model: type[ModelT], data: dict[str, Any]) -> ModelT:
     """``data`` as ``model``, or ``InvalidRequest`` naming each field's problem."""
     try:
         return model.model_validate(data)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -71,11 +72,11 @@ def statuses(*classes: type[e.ServiceError]) -> list[int]:
     return sorted({spec_for(cls).status for cls in classes})
 
 
-def error_body(code: str, message: str) -> dict:
+def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
-def render(exc: BaseException) -> tuple[int, dict, dict[str, str]]:
+def render(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
     """(status, JSON body, headers) for ``exc``. Unlisted exceptions never leak their message."""
     spec = spec_for(exc)
     if spec is INTERNAL:

@@ -8,10 +8,11 @@ import asyncio
 import hmac
 import math
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import SecretStr, ValidationError
 from starlette.requests import Request
@@ -26,7 +27,7 @@ from serve_app.config import IngressConfig
 from serve_app.db.errors import API_KEYS, JOB_STORE, database_errors
 from serve_app.directory.browse import BrowseQuery, DirectoryBrowser
 from serve_app.jobs.results import csv_text, result_filename, result_header, xlsx_bytes
-from serve_app.jobs.store import JobStore
+from serve_app.jobs.store import JobStatus, JobStore
 from serve_app.jobs.submission import JobSubmission
 from serve_app.models.adapters import AdapterIn
 from serve_app.schemas import (
@@ -58,7 +59,7 @@ class Api:
 
     service: QueryService
     admin: AdminService
-    replica_stats: Any  # () -> dict
+    replica_stats: Callable[[], dict[str, Any]]
     admin_token: SecretStr | None
     config: IngressConfig = field(default_factory=IngressConfig)
     browser: DirectoryBrowser | None = None
@@ -67,7 +68,7 @@ class Api:
 
 
 class Handlers:
-    def __init__(self, api: Api, openapi: dict):
+    def __init__(self, api: Api, openapi: dict[str, Any]):
         if api.config.auth == "keys" and api.keys is None:
             raise ValueError("auth: keys needs a key store")
         self.api = api
@@ -102,11 +103,13 @@ class Handlers:
         await self.service.take_tokens(caller, 1)
         return caller
 
-    def part(self, name: str) -> Any:
-        value = getattr(self.api, name)
-        if value is None:
-            raise RuntimeError(f"this API was built without {name}")
-        return value
+    @property
+    def browser(self) -> DirectoryBrowser:
+        return _built_with(self.api.browser, "a directory browser")
+
+    @property
+    def jobs(self) -> JobStore:
+        return _built_with(self.api.jobs, "a job store")
 
     # --- queries and the directory ------------------------------------------------------------------
 
@@ -140,7 +143,7 @@ class Handlers:
     async def browse(self, request: Request) -> Body:
         await self.charged_caller(request)
         query = validate(BrowseQuery, dict(request.query_params))
-        return await self.part("browser").branches(query)
+        return await self.browser.branches(query)
 
     async def branch(self, request: Request) -> Body:
         await self.charged_caller(request)
@@ -148,7 +151,7 @@ class Handlers:
 
     async def banks(self, request: Request) -> Body:
         await self.charged_caller(request)
-        return await self.part("browser").banks(self.service.data_version)
+        return await self.browser.banks(self.service.data_version)
 
     # --- bulk jobs -------------------------------------------------------------------------------------
 
@@ -156,9 +159,7 @@ class Handlers:
         caller = await self.charged_caller(request)
         params = validate(JobParams, dict(request.query_params))
         caller.check_adapter(params.model)
-        if self.submission is None:
-            raise RuntimeError("this API was built without jobs")
-        submission = self.submission
+        submission = _built_with(self.submission, "a job store")
         data = await read_body(request, self.config.max_upload_bytes)
         status = await submission.submit(caller.tenant, params, data, request.headers.get("content-type"))
         return Reply(status, headers={"location": f"/api/v1/jobs/{status.id}"})
@@ -166,22 +167,22 @@ class Handlers:
     async def list_jobs(self, request: Request) -> Body:
         caller = await self.charged_caller(request)
         with database_errors(JOB_STORE):
-            return await self.part("jobs").recent(caller.tenant)
+            return await self.jobs.recent(caller.tenant)
 
     async def job(self, request: Request) -> Body:
         caller = await self.charged_caller(request)
         with database_errors(JOB_STORE):
-            return await self.part("jobs").status(caller.tenant, request.path_params["job_id"])
+            return await self.jobs.status(caller.tenant, request.path_params["job_id"])
 
-    async def _result_pages(self, request: Request):
+    async def _result_pages(self, request: Request) -> tuple[JobStatus, AsyncIterator[list[list[str]]]]:
         caller = await self.charged_caller(request)
         with database_errors(JOB_STORE):
-            return await self.part("jobs").result_pages(caller.tenant, request.path_params["job_id"])
+            return await self.jobs.result_pages(caller.tenant, request.path_params["job_id"])
 
     async def job_result_csv(self, request: Request) -> Response:
         status, pages = await self._result_pages(request)
 
-        async def body():
+        async def body() -> AsyncIterator[str]:
             yield "\ufeff" + csv_text([result_header(status.columns)])  # the BOM: spreadsheets read it as UTF-8
             async for page in pages:
                 yield csv_text(page)
@@ -198,7 +199,7 @@ class Handlers:
     async def delete_job(self, request: Request) -> Body:
         caller = await self.charged_caller(request)
         with database_errors(JOB_STORE):
-            await self.part("jobs").delete(caller.tenant, request.path_params["job_id"])
+            await self.jobs.delete(caller.tenant, request.path_params["job_id"])
         return None
 
     # --- admin and probes ----------------------------------------------------------------------------
@@ -235,3 +236,13 @@ class Handlers:
 
     async def page(self, request: Request) -> Response:
         return FileResponse(WEB_ROOT / "index.html", media_type="text/html")
+
+
+T = TypeVar("T")
+
+
+def _built_with(part: T | None, what: str) -> T:
+    """A part the API may be built without (tests of other parts): missing, its routes fail as internal."""
+    if part is None:
+        raise RuntimeError(f"this API was built without {what}")
+    return part

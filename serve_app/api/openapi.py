@@ -8,6 +8,7 @@ plus the ones any route of its kind can give: a body's 400/413/422, an admin rou
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -38,11 +39,11 @@ _UPLOAD_TYPES = (
 )
 
 
-def _ref(name: str) -> dict:
+def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _operation(endpoint: Endpoint) -> dict:
+def _operation(endpoint: Endpoint) -> dict[str, Any]:
     declared: list[type[e.ServiceError]] = list(endpoint.errors)
     if endpoint.request is not None:
         declared += _BODY_ERRORS
@@ -55,9 +56,9 @@ def _operation(endpoint: Endpoint) -> dict:
     if endpoint.path not in PROBES:
         declared.append(e.Overloaded)
     if endpoint.status == 204:
-        responses: dict = {"204": {"description": "done"}}
+        responses: dict[str, Any] = {"204": {"description": "done"}}
     else:
-        schema: dict = {"type": "object"}
+        schema: dict[str, Any] = {"type": "object"}
         if endpoint.response is not None:
             schema = _ref(endpoint.response.__name__)
             if endpoint.response_list:
@@ -68,7 +69,7 @@ def _operation(endpoint: Endpoint) -> dict:
         responses = {str(endpoint.status): {"description": "ok", "content": content}}
     for status in statuses(*declared):
         responses[str(status)] = {"description": "error", "content": {"application/json": {"schema": _ref("Error")}}}
-    operation: dict = {"summary": endpoint.summary, "operationId": endpoint.name, "responses": responses}
+    operation: dict[str, Any] = {"summary": endpoint.summary, "operationId": endpoint.name, "responses": responses}
     parameters = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in re.findall(r"{(\w+)}", endpoint.path)
@@ -95,7 +96,7 @@ def _operation(endpoint: Endpoint) -> dict:
     return operation
 
 
-def openapi_document(endpoints: tuple[Endpoint, ...]) -> dict:
+def openapi_document(endpoints: tuple[Endpoint, ...]) -> dict[str, Any]:
     models: dict[str, type[BaseModel]] = {}
     for endpoint in endpoints:
         for model in (endpoint.request, endpoint.response):
@@ -104,7 +105,7 @@ def openapi_document(endpoints: tuple[Endpoint, ...]) -> dict:
     _, schemas = models_json_schema(
         [(model, "validation") for model in models.values()], ref_template="#/components/schemas/{model}"
     )
-    paths: dict[str, dict] = {}
+    paths: dict[str, dict[str, Any]] = {}
     for endpoint in endpoints:
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint)
     return {

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
 from pydantic import BaseModel
 from starlette.responses import Response
 
 #: A handler's body: a model, a list of models, plain JSON data, or nothing (204).
-Body = BaseModel | Sequence[BaseModel] | dict | None
+Body = BaseModel | Sequence[BaseModel] | dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ def respond(status: int, value: Response | Reply | Body) -> Response:
     return Response(_encode(reply.body), status_code=status, media_type="application/json", headers=reply.headers)
 
 
-def _encode(body: BaseModel | Sequence[BaseModel] | dict) -> str:
+def _encode(body: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> str:
     if isinstance(body, BaseModel):
         return body.model_dump_json()
     if isinstance(body, dict):

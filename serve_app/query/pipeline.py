@@ -51,7 +51,7 @@ async def compute_answer(
     repository: BranchRepository,
     inputs: AnswerInputs,
     query: str,
-    timings: dict,
+    timings: dict[str, float],
 ) -> QueryResult:
     """Extract (however ``extract_entities`` does it: in-process, or a deployment handle), retrieve, judge.
 

@@ -171,7 +171,7 @@ class BranchRepository:
         return "\n".join(row[0] for row in rows)
 
 
-def _arguments(plan: str, entities: Entities, text: str, limit: int) -> tuple:
+def _arguments(plan: str, entities: Entities, text: str, limit: int) -> tuple[object, ...]:
     probe = (normalize(entities.branch) if entities.branch else "") or text
     filters = tuple(getattr(entities, field) for field in _WHERE[plan][1])
     return (text, probe, entities.city or "", entities.district or "", limit, *filters)

@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Any
 
 from serve_app.directory.codes import CodeInText
 from serve_app.query.evidence import Fit, evidence, query_keyword, rivals, written_in
@@ -46,7 +47,9 @@ class Judgement:
 class VerdictWeights:
     """Logistic weights over evidence features, and the confidence from which ``match`` is answered."""
 
-    def __init__(self, weights: dict[str, float], intercept: float, match_threshold: float, meta: dict | None = None):
+    def __init__(
+        self, weights: dict[str, float], intercept: float, match_threshold: float, meta: dict[str, Any] | None = None
+    ):
         self.weights = weights
         self.intercept = intercept
         self.match_threshold = match_threshold
@@ -99,7 +102,9 @@ def features(fit: Fit, rival_count: int, bank_uncertain: bool) -> list[str]:
 # --- verdicts -------------------------------------------------------------------------------------------
 
 
-def assess(entities: Entities, candidates: list[Candidate], bank_uncertain: bool, weights: VerdictWeights):
+def assess(
+    entities: Entities, candidates: list[Candidate], bank_uncertain: bool, weights: VerdictWeights
+) -> list[tuple[Fit, list[str], float]]:
     """Every candidate's fit, active features and confidence, most probable first."""
     keyword = query_keyword(entities)
     fits = [evidence(entities, keyword, candidate) for candidate in candidates]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -34,14 +35,14 @@ class AdminService:
         self.paths = paths  # None: the application runs without model replicas
         self.check_models = check_models
 
-    async def model_cache_stats(self) -> dict:
+    async def model_cache_stats(self) -> dict[str, Any]:
         try:
             replicas = await self.board.replicas()
         except (RedisError, OSError) as exc:
             raise unavailable("model statistics (Redis)") from exc
         return {"replicas": replicas, "model_deployment": self.paths is not None}
 
-    async def clear_model_cache(self) -> dict:
+    async def clear_model_cache(self) -> dict[str, Any]:
         try:
             epoch = await self.board.bump_epoch()
         except (RedisError, OSError) as exc:

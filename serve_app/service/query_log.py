@@ -17,6 +17,7 @@ import itertools
 import logging
 import time
 from collections import deque
+from typing import Any
 
 import asyncpg
 
@@ -46,12 +47,12 @@ class QueryLog:
         self.batch_size = batch_size
         self.interval_s = interval_s
         self.max_buffer = max_buffer
-        self._buffer: deque[tuple] = deque()
+        self._buffer: deque[tuple[Any, ...]] = deque()
         self.written = self.dropped = self.rejected = self.failures = 0
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._last_flush = time.monotonic()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Start the one flusher (until then, and without it, rows are written by ``flush``/``close``)."""

@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 from serve_app.concurrency import map_bounded
 from serve_app.config import IngressTunables
@@ -70,7 +71,7 @@ class QueryService:
         self.query_log.batch_size = tunables.query_log_batch
         self.query_log.interval_s = tunables.query_log_interval_s
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         log = self.query_log
         return {
             "result_cache": vars(self.result_cache.stats),

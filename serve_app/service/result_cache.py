@@ -168,6 +168,6 @@ class ResultCache:
         self.stats.redis_errors += 1
 
 
-def _retrieve(task: asyncio.Task) -> None:
+def _retrieve(task: asyncio.Task[tuple[QueryResult, bool]]) -> None:
     if not task.cancelled():
         task.exception()
