@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from noise import build_index, right_answers, verdict_operators
+from noise import build_index, generic_unit, place_swapped, right_answers, verdict_operators
 from scratch import sample_directory
 
 from serve_app.db.pool import connect_admin, create_pool
@@ -47,6 +47,7 @@ MODEL_PATH = ROOT / "serve_app" / "data" / "verdict_model.json"
 TARGET_PRECISION = 0.999
 MIN_THRESHOLD = 0.9
 L2 = 1.0
+_TRUNCATIONS = {"truncation", "statement_truncation"}
 _BRANCH_WORDS = ("新华支行", "鼓楼支行", "人民路支行", "城东支行", "开发区支行", "营业部", "中山支行", "高新区支行")
 
 
@@ -85,6 +86,46 @@ def make_cases(
             produced += 1
             if produced == per_type:
                 break
+    return cases
+
+
+def place_swap_cases(records: list[dict], count: int, seed: int) -> list[dict]:
+    """Generic units (清算中心, 营业部, 高新区支行, a place and a level alone) written for another city, on the
+    evaluation half only: where the bank has the same unit in that city, it is the one right answer; where
+    it has none there, nothing is, and any ``match`` is a wrong payee."""
+    rng = random.Random(f"{seed}:place_swap")
+    units: dict[tuple, list[dict]] = defaultdict(list)
+    cities: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        cities[record["bank_name"]].add(record["city"])
+        if (unit := generic_unit(record)) is not None:
+            units[(record["bank_name"], unit)].append(record)
+    by_name: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        by_name[record["search_name"]].append(record)
+    pool = [r for r in records if split_of(r["code"]) == "eval" and generic_unit(r) is not None]
+    cases = []
+    for record in rng.sample(pool, len(pool)):
+        peers = units[(record["bank_name"], generic_unit(record))]
+        there = [r for r in peers if r["city"] != record["city"]]
+        elsewhere = sorted(cities[record["bank_name"]] - {r["city"] for r in peers})
+        if there and (rng.random() < 0.5 or not elsewhere):
+            city = rng.choice(there)["city"]
+        elif elsewhere:
+            city = rng.choice(elsewhere)
+        else:
+            continue
+        query = place_swapped(record, city)
+        if query is None:
+            continue
+        # Right: the same unit there, and any record whose name the query spells exactly (塔城地区分行 written
+        # for 潮州 is 中国银行潮州分行, a branch of another unit name that is there).
+        right = {r["code"] for r in there if r["city"] == city} | {r["code"] for r in by_name.get(normalize(query), ())}
+        gold = record | {"city": city}
+        cases.append({"split": "eval", "noise": "unit_place_swap", "query": query, "gold": gold, "right": right,
+                      "delete": False})  # fmt: skip
+        if len(cases) == count:
+            break
     return cases
 
 
@@ -188,6 +229,7 @@ async def evaluate(per_type: int, absent_share: float, seed: int, fit: bool, unk
         conn = await connect_admin(url)
         cases = make_cases(records, "fit", per_type, absent_share, seed)
         cases += make_cases(records, "eval", per_type, absent_share, seed)
+        cases += place_swap_cases(records, per_type, seed)
         deleted = await remove_absent(conn, cases)
         remaining_banks = {r["bank_name"] for r in await conn.fetch("SELECT DISTINCT bank_name FROM branches")}
         await conn.close()
@@ -216,7 +258,7 @@ async def _assessed(pipeline, query: str):
     extraction = pipeline.extractor.extract(text)
     retrieval = await pipeline.repository.search(extraction.entities, text, CANDIDATES)
     return extraction, assess(
-        extraction.entities, retrieval.candidates, extraction.other_bank is not None, default_weights()
+        extraction.entities, retrieval.candidates, extraction.other_bank is not None, default_weights(), text
     )
 
 
@@ -259,6 +301,8 @@ async def _measure(pipeline, cases: list[dict]) -> dict:
             row = {
                 "present": bool(case["truth"]),
                 "match": result.verdict == "match",
+                "none": result.verdict == "none",
+                "empty": not result.matches,
                 "right": top is not None and top.code in case["truth"],
                 "other_bank_match": result.verdict == "match" and top is not None and top.bank != gold["bank_name"],
                 "bank": result.entities.bank == gold["bank_name"],
@@ -266,6 +310,11 @@ async def _measure(pipeline, cases: list[dict]) -> dict:
             }
             groups[case["noise"]].append(row)
             groups["ALL"].append(row)
+            if case["noise"] in _TRUNCATIONS:
+                if len(case["right"]) == 1:  # a prefix only one branch of the bank starts with
+                    groups[f"{case['noise']}(unique)"].append(row)
+            else:
+                groups["ALL_BUT_TRUNCATION"].append(row)
             if split == "eval":
                 calibration += [(m.confidence, m.code in case["truth"]) for m in result.matches]
         by_split[split] = {noise: _summary(rows) for noise, rows in groups.items()}
@@ -287,6 +336,8 @@ def _summary(rows: list[dict]) -> dict:
         "match_precision": share([r for r in matches if r["present"] and r["right"]], matches),
         "present_match_right": share([r for r in present if r["match"] and r["right"]], present),
         "absent_match": share([r for r in absent if r["match"]], absent),
+        "present_none": share([r for r in present if r["none"]], present),
+        "present_none_empty": share([r for r in present if r["none"] and r["empty"]], present),
         "other_bank_match": share([r for r in rows if r["other_bank_match"]], rows),
         "bank_read": share([r for r in rows if r["bank"]], rows),
         "city_read": share([r for r in rows if r["city"]], rows),
@@ -347,16 +398,17 @@ def print_table(report: dict) -> None:
     model = report["model"]
     print(f"\nVerdicts on the EVAL half (never fit on); match threshold {model['match_threshold']}\n")
     header = (
-        f"{'noise':>17} {'n':>5} {'absent':>6} | {'match precision':>15} {'present→match✓':>15} "
-        f"{'absent→match':>12} {'other bank':>10} | {'bank':>6} {'city':>6}"
+        f"{'noise':>26} {'n':>5} {'absent':>6} | {'match precision':>15} {'present→match✓':>15} "
+        f"{'absent→match':>12} {'other bank':>10} {'false none':>10} {'(empty)':>7} | {'bank':>6} {'city':>6}"
     )
     print(header)
     print("-" * len(header))
     for noise, s in report["by_split"]["eval"].items():
         print(
-            f"{noise:>17} {s['n']:>5} {s['absent']:>6} | {pct(s['match_precision']):>15} "
-            f"{pct(s['present_match_right']):>15} {pct(s['absent_match']):>12} {pct(s['other_bank_match']):>10} |"
-            f" {pct(s['bank_read'])} {pct(s['city_read'])}"
+            f"{noise:>26} {s['n']:>5} {s['absent']:>6} | {pct(s['match_precision']):>15} "
+            f"{pct(s['present_match_right']):>15} {pct(s['absent_match']):>12} {pct(s['other_bank_match']):>10} "
+            f"{pct(s['present_none']):>10} {pct(s['present_none_empty']):>7} | "
+            f"{pct(s['bank_read'])} {pct(s['city_read'])}"
         )
     fit = report["by_split"]["fit"]["ALL"]
     print(

@@ -170,17 +170,24 @@ def build_index(records: list[Record], operators: tuple[Operator, ...] = OPERATO
 #: measures questions the calibration never saw. {bank}, {branch}, {body} (the branch without its level)
 #: and {level} are filled from the record.
 QUESTION_TEMPLATES = {
+    # The rules' question words (serve_app/extraction/question.py) were written against all of these, so
+    # they are fit data: the calibration may see them, the evaluation does not.
     "fit": (
         "请问{bank}{branch}的联行号是什么",
         "{bank}{branch}的行号",
         "帮我查一下{bank}{branch}",
         "{bank}{branch}的联行号是多少？",
-    ),
-    "eval": (
         "请帮我查一下{bank}在{body}那个{level}的联行号",
         "你好，{bank}{branch}的大额行号是多少呢",
         "麻烦查询一下{bank}{branch}的银行代码",
         "{bank}的{branch}联行号是什么？",
+    ),
+    # Written once, after the rules, and never read while changing them.
+    "eval": (
+        "想确认下{bank}{branch}的支付行号",
+        "{bank}{branch}，联行号多少",
+        "查{bank}{body}{level}开户行行号",
+        "{bank}{branch}对应的清算行号是？",
     ),
 }
 _STATEMENT_PREFIXES = ("收款行：", "对方开户行:", "开户银行 ", "THE PEOPLE'S BANK OF CHINA ", "付款行名称：")
@@ -207,17 +214,70 @@ def statement_line(record: Record, rng: random.Random) -> str | None:
     return rng.choice(_STATEMENT_PREFIXES) + "".join(chars)
 
 
+def statement_truncation(record: Record, rng: random.Random) -> str | None:
+    """The official name cut where statement exports cut the counterparty bank field: at 40 or 60 GBK
+    bytes (a character never split), or at 20 or 24 characters. None where the cut leaves it whole."""
+    name = record["name"]
+    limit = rng.choice((("bytes", 40), ("bytes", 60), ("chars", 20), ("chars", 24)))
+    if limit[0] == "chars":
+        cut = name[: limit[1]]
+    else:
+        cut = name.encode("gbk", errors="replace")[: limit[1]].decode("gbk", errors="ignore")
+    return cut if len(cut) < len(name) else None
+
+
 def _bank_and_branch(record: Record) -> tuple:
     return (record["bank_name"], record["branch"])
 
 
 def verdict_operators(split: str) -> tuple[Operator, ...]:
-    """The operators of the extraction evaluation plus natural questions (phrased per split) and statement lines."""
-    return (
+    """The operators of the extraction evaluation plus natural questions (phrased per split) and statement
+    lines; on the evaluation half also names cut as statement exports cut them (evaluation only: nothing
+    is fit on them)."""
+    operators = (
         *OPERATORS,
         Operator("natural_question", natural_question(split), _bank_and_branch),
         Operator("statement_line", statement_line),
     )
+    if split == "eval":
+        operators += (Operator("statement_truncation", statement_truncation, prefix=True),)
+    return operators
+
+
+#: What a generic unit's name says once its places are set aside (清算中心, 营业部, 高新区支行 …): two
+#: branches of one bank differ only by the place. An empty rest (浏阳支行 minus 浏阳) is one too.
+GENERIC_UNITS = frozenset(
+    {"", "清算中心", "资金清算中心", "现金清算中心", "营业部", "营业室", "营运管理部", "运营管理部", "票据中心",
+     "本部", "会计结算部", "高新区", "高新技术开发区", "高新技术产业开发区", "经济技术开发区", "经济开发区",
+     "开发区", "新区", "城区", "城中", "城东", "城西", "城南", "城北"}
+)  # fmt: skip
+
+
+def generic_unit(record: Record) -> str | None:
+    """The record's unit with its places set aside (分行清算中心, 支行, 高新区支行), if it is generic."""
+    unit = _strip_places(record["branch"], record)
+    core = _LEVEL.sub("", unit).replace("分行", "")
+    return unit if core in GENERIC_UNITS else None
+
+
+def place_swapped(record: Record, city: str) -> str | None:
+    """The record's bank and branch written for another city: the branch's province dropped, its city and
+    district names replaced by ``city``'s short name (中国农业银行 宿迁分行清算中心 → 中国农业银行衡阳分行清算中心).
+    The bank's own name is left as it is (a local bank's name carries its home)."""
+    branch = record["branch"]
+    province = record["province"]
+    for form in sorted({province, stem(province)}, key=len, reverse=True):
+        branch = branch.replace(form, "")
+    short = stem(city)
+    for value in (record["district"], record["city"]):
+        if not value:
+            continue
+        forms = {value, stem(value)} | {r.short for r in Gazetteer.default().named(value)}
+        for form in sorted(forms, key=len, reverse=True):
+            if len(form) >= 2 and form in branch:
+                branch = branch.replace(form, short, 1)
+                break
+    return record["bank_name"] + branch if short in branch and branch != record["branch"] else None
 
 
 # --- operator added for the model evaluation (benchmarks/eval_model.py) ----------------------------------

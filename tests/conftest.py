@@ -106,3 +106,13 @@ async def redis_client(embedded_redis: EmbeddedRedis):
     client = create_redis(embedded_redis.url)
     yield client
     await client.aclose()
+
+
+#: Fixtures that build something big: a test using one is in the full suite only (``-m "not slow"``).
+SLOW_FIXTURES = frozenset({"scale_database_url", "scale_pool"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -48,6 +48,7 @@ async def state(url: str) -> dict:
         await conn.close()
 
 
+@pytest.mark.slow
 async def test_a_fresh_database_serves_after_one_run_and_a_second_run_changes_nothing(
     empty_database_url, models
 ) -> None:

@@ -35,9 +35,9 @@ def fake_answer(**fields) -> ModelAnswer:
 
 
 def test_a_tighter_grounded_branch_from_the_model_is_used(rules) -> None:
-    query = normalize("我要给华夏银行江油西山支行转账，行号多少")
+    query = normalize("我要给华夏银行江油西山支行那边打钱，行号多少")
     read = rules.extract(query)
-    assert read.entities.branch == "江油西山支行转账"  # the rules swept a neighbouring word in
+    assert read.entities.branch == "江油西山支行那边打钱"  # the rules swept neighbouring words in
     outcome = combine(read, query, fake_answer(bank="华夏银行", branch="西山支行"), "job_22", rules)
     assert (outcome.source, outcome.entities.branch) == ("model", "西山支行")
     assert outcome.entities_source["branch"] == "model" and outcome.entities_source["bank"] == "both"

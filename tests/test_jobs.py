@@ -174,6 +174,7 @@ async def run_until_done(store: JobStore, runner: JobRunner, tenant: str, job_id
     return status
 
 
+@pytest.mark.slow
 async def test_a_20000_row_job_finishes_with_every_row_in_order(jobs_pool, query_service) -> None:
     names = directory_names(1200)
     table = read_table(statement(20_000, names), max_rows=200_000)
@@ -271,6 +272,7 @@ async def test_a_tenant_sees_only_its_own_jobs_and_results_wait_for_the_last_row
     assert empty.state == "done" and empty.progress == 1.0
 
 
+@pytest.mark.slow
 async def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(jobs_database_url, jobs_pool, tmp_path) -> None:
     """A real worker process (``serve-app jobs work``) is SIGKILLed between commits; a second one finishes."""
     table = read_table(statement(6_000, directory_names(3_000)), max_rows=10_000)

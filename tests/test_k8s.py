@@ -88,6 +88,7 @@ def test_rendered_rayservice_has_no_drift_and_carries_the_gpu_config() -> None:
     assert served == yaml.safe_load((ROOT / "configs" / "gpu.yaml").read_text())
 
 
+@pytest.mark.slow
 def test_rayservice_matches_the_kuberay_crd() -> None:
     crd = yaml.safe_load((K8S / "schemas" / "ray.io_rayservices.yaml").read_text())
     [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
@@ -101,6 +102,7 @@ def test_rayservice_matches_the_kuberay_crd() -> None:
     assert groups["cpu"]["maxReplicas"] > groups["cpu"]["minReplicas"]
 
 
+@pytest.mark.slow
 def test_the_crd_schema_catches_a_broken_rayservice() -> None:
     crd = yaml.safe_load((K8S / "schemas" / "ray.io_rayservices.yaml").read_text())
     [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]

@@ -226,7 +226,7 @@ def clear_model_cache(base: str) -> dict:
 def test_clear_model_cache_unloads_every_adapter(serve_app: str) -> None:
     run = uuid.uuid4().hex[:6]
     assert post_query(serve_app, f"建行人民路支行{run}", model="job_23").status_code == 200
-    assert any(ref.startswith("job_23@") for ref in wait_for(lambda: model_stats(serve_app)["loaded_adapters"]))
+    wait_for(lambda: any(ref.startswith("job_23@") for ref in model_stats(serve_app)["loaded_adapters"]))
     cleared = clear_model_cache(serve_app)
     assert post_query(serve_app, f"建行人民路支行{run}a", model="job_23").status_code == 200
     reloaded = wait_for(lambda: (s := model_stats(serve_app)) and s["loads"] > cleared["loads"] and s)
@@ -442,12 +442,12 @@ def test_a_running_ingress_follows_a_directory_reload_and_an_adapter_re_registra
 
     # job_24 registered again with other weights: a new revision, loaded by the next request for it.
     old = httpx.get(f"{serve_app}/api/v1/adapters", headers=ADMIN, timeout=10).json()
-    (old_ref,) = [a["ref"] for a in old if a["name"] == "job_24"]
+    (old_revision,) = [a["revision"] for a in old if a["name"] == "job_24"]
     build_adapter(home / "models" / "demo-base", home / "models" / "adapters" / "job_24b", seed=124)
     assert httpx.delete(f"{serve_app}/api/v1/adapters/job_24", headers=ADMIN, timeout=10).status_code == 204
     created = httpx.post(f"{serve_app}/api/v1/adapters", json={"name": "job_24", "path": "job_24b"}, headers=ADMIN)
-    assert created.status_code == 201 and created.json()["ref"] != old_ref, created.text
-    new_ref = created.json()["ref"]
+    assert created.status_code == 201 and created.json()["revision"] != old_revision, created.text
+    new_ref = f"job_24@{created.json()['revision']}"
 
     def served_by_the_new_revision() -> bool:
         response = post_query(serve_app, f"建行人民路支行{uuid.uuid4().hex[:6]}", model="job_24")

@@ -420,6 +420,7 @@ async def test_http_admin_auth_and_meta(http_client: httpx.AsyncClient, sample_p
     assert "/api/v1/query" in spec["paths"] and "QueryRequest" in spec["components"]["schemas"]
 
 
+@pytest.mark.slow
 async def test_postgres_outage_is_a_503_and_recovery_is_automatic(tmp_path, redis_client) -> None:
     """Stop the database under the HTTP app: clear 503s, bounded in time; restart it: answers resume."""
     import time
@@ -674,6 +675,7 @@ def test_openapi_lists_every_route_and_the_errors_each_can_give() -> None:
     assert "404" in document["paths"]["/api/v1/adapters/{name}"]["delete"]["responses"]
 
 
+@pytest.mark.slow
 async def test_pooled_redis_connections_survive_a_redis_restart(tmp_path) -> None:
     """Connections pooled before Redis restarts are dead; each is used once more after the restart and
     must be replaced on that use, not surface as an error (it did: a 503 long after Redis came back)."""

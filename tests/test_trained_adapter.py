@@ -16,6 +16,8 @@ from serve_app.cli import main
 from serve_app.models.paths import DEMO_BASE_DIR
 from serve_app.models.smollm2 import build_smollm2_base
 
+pytestmark = pytest.mark.slow  # trains an adapter on the real SmolLM2 base (minutes on 2 cores)
+
 SEED_CODE = "304659715925"
 #: A staff question the rules misread: they sweep the trailing 汇款 into the branch name.
 QUESTION = "我要给华夏银行江油西山支行汇款，行号多少"

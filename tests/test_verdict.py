@@ -1,6 +1,6 @@
 """Verdicts on the real directory sample: the same-bank guarantee, codes, banks without branches, calibration.
 
-Everything here runs the one query path (``pipeline.answer``) over a real PostgreSQL; the unit tests at the
+Everything here runs the one query path (``pipeline.compute_answer``) over a real PostgreSQL; the unit tests at the
 end feed ``judge`` hand-made candidates (fakes of retrieval, named as such).
 """
 
@@ -216,6 +216,7 @@ def test_two_equally_fitting_branches_are_ambiguous() -> None:
     judgement = judge(entities, Retrieval(twins), top_k=5)
     assert (judgement.verdict, judgement.reason) == ("ambiguous", "several_fit")
     assert judgement.matches[0].confidence < 0.9
+    assert judge(entities, Retrieval(twins), top_k=1).reason == "several_fit"  # whatever top_k shows
 
 
 def test_check_digits() -> None:
@@ -276,8 +277,86 @@ def test_question_phrasing_is_stripped_and_names_are_not(keyword: str, stripped:
     assert strip_question(keyword) == stripped
 
 
-async def test_branches_elsewhere_with_the_same_words_are_an_uncertain_fit(pipeline) -> None:
-    # The sample has no ICBC 徐州经济开发区支行, only 经济开发区 branches in other cities.
+async def test_branches_elsewhere_with_the_same_words_are_not_offered_as_a_choice(pipeline) -> None:
+    # The sample has no ICBC 徐州经济开发区支行, only 经济开发区 branches in other cities: a person is shown
+    # them, but not invited to choose among wrong answers.
     result = await ask(pipeline, "工行徐州经济开发区支行")
-    assert (result.verdict, result.reason) == ("ambiguous", "uncertain_fit")
-    assert all(m.bank == "中国工商银行" and m.evidence.city == "none" and m.confidence < 0.5 for m in result.matches)
+    assert (result.verdict, result.reason) == ("none", "no_branch_in_place")
+    assert result.matches and all(m.bank == "中国工商银行" and m.evidence.city == "none" for m in result.matches)
+
+
+# --- classes of real statement input (issue 25), through the real pipeline ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [("中国农业银行宿迁分行清算中心", "103309046003"), ("中国农业银行衡阳分行清算中心", "103554029990")],
+)
+async def test_a_generic_unit_is_matched_in_its_own_city(pipeline, text: str, code: str) -> None:
+    result = await ask(pipeline, text)
+    assert (result.verdict, result.matches[0].code) == ("match", code)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "中国农业银行大连分行清算中心",  # ABC has 清算中心 in 宿迁 and 衡阳, none in 大连
+        "兴业银行漳州分行清算中心",
+        "农行成都高新区支行",  # 高新区 branches exist in 鞍山 and 南通; 高新区 is in many cities
+        "成都农行高新区支行",  # the city written before the bank is written all the same
+    ],
+)
+async def test_a_place_written_that_contradicts_every_candidate_is_never_a_match(pipeline, text: str) -> None:
+    result = await ask(pipeline, text)
+    assert result.verdict != "match"
+    assert result.verdict == "none" and result.reason in {
+        "no_branch_in_place",
+        "no_branch_fits",
+        "bank_not_in_directory",
+    }
+    assert all(m.evidence.city == "none" for m in result.matches)
+
+
+async def test_a_place_inferred_from_the_branch_name_is_not_a_contradiction(pipeline) -> None:
+    # 西山 is also 昆明市西山区: the city is inferred from the keyword, not written, and the keyword agrees.
+    result = await ask(pipeline, "华夏银行西山支行")
+    assert result.entities.city == "昆明市" and result.matches[0].code == SEED_CODE
+    assert result.reason != "no_branch_in_place" and result.matches[0].evidence.district == "exact"
+
+
+async def test_a_bank_alone_names_no_branch(pipeline) -> None:
+    result = await ask(pipeline, "中国工商银行")
+    assert (result.verdict, result.reason, result.matches) == ("none", "no_branch_named", [])
+
+
+async def test_a_bank_alone_is_its_own_record_where_the_directory_has_one(pipeline) -> None:
+    # A village bank's head office is a record whose name is the bank's: a line naming only the bank names it.
+    result = await ask(pipeline, "巴中中银富登村镇银行有限责任公司")
+    assert result.verdict != "none" and [m.name for m in result.matches] == ["巴中中银富登村镇银行有限责任公司"]
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("九江银行昌南支行", "313422042033"),  # 九江银行's home is 九江; this branch is in 景德镇
+        ("中原银行许昌许继大道支行", "313503002013"),  # 中原 is also 郑州's 中原区: the bank's name writes no place
+        ("新疆农村商业银行伊宁市伊犁河南岸新区支行", "402899300021"),  # 河南 inside 伊犁河南岸 is no province
+    ],
+)
+async def test_a_place_inside_a_name_is_not_a_contradiction(pipeline, text: str, code: str) -> None:
+    result = await ask(pipeline, text)
+    assert result.reason != "no_branch_in_place" and result.matches[0].code == code
+
+
+@pytest.mark.parametrize("verb", ["转账", "汇款", "付款", "打款"])
+async def test_what_a_statement_line_says_was_done_is_not_part_of_the_branch(pipeline, verb: str) -> None:
+    result = await ask(pipeline, f"华夏银行江油西山支行{verb}")
+    assert result.entities.branch == "江油西山支行"
+    assert (result.verdict, result.matches[0].code) == ("match", SEED_CODE)
+
+
+async def test_a_record_not_open_for_business_is_never_a_payee(pipeline) -> None:
+    by_name = await ask(pipeline, "中国农业银行大连市分行")  # 中国农业银行股份有限公司大连市分行（不对外办理业务）
+    assert (by_name.verdict, by_name.reason, by_name.matches[0].code) == ("ambiguous", "not_payable", "103222099999")
+    by_code = await ask(pipeline, "103222099999")
+    assert (by_code.verdict, by_code.reason) == ("ambiguous", "not_payable")

@@ -54,7 +54,7 @@ def combine(
        rules' value stands; the reason is reported in ``model_overruled``.
     2. Only the model read the field: its value is used.
     3. Both read it and differ: for ``branch`` the model's wins when it is contained in the rules' and ends
-       in a branch level while the rules' does not (the rules swept words in after the branch: 江油西山支行转账
+       in a branch level while the rules' does not (the rules swept words in after the branch: 江油西山支行那边打钱
        → 西山支行; a tail such as 谢谢 names no branch; 南区支行城南分理处 and 江西省分行票据中心 are whole names);
        for every other field the rules' wins (a literal match against the vocabulary or the gazetteer).
     4. A district the model supplied that lies outside the city is dropped.

@@ -2,8 +2,9 @@
 
 The rules extractor reads the bank, then takes the rest of the text as the branch keyword; in a question
 that rest carries the asking (请问, 帮我查一下), what is asked for (的联行号是多少, 的行号), and fillers
-(在, 那个, 这家). ``strip_question`` removes those so the keyword is the branch's own words
-(江油西山支行). None of these words occurs in official branch names in these positions.
+(在, 那个, 这家); on a statement line, what was done (转账, 汇款). ``strip_question`` removes those so the
+keyword is the branch's own words (江油西山支行). None of these words occurs in official branch names in
+these positions.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ _REQUEST = re.compile(
 )
 #: Fillers inside the keyword: prepositions and demonstratives (在江油西山那个支行 → 江油西山支行).
 _FILLERS = re.compile(r"那个|这个|哪个|那家|这家|哪家|那一个|这一个")
+#: What a statement line says was done, after the bank: …支行转账, …支行汇款 (never part of a branch name).
+_TRANSACTION_TAIL = re.compile(r"(转账|转帐|汇款|付款|打款|收款|划款|代付|代发)+$")
 _LEADING_PREPOSITION = re.compile(r"^(在|的|位于)")  # not 于: 于都, 于田 are counties
 _PUNCTUATION = re.compile(r"[?？!！。.,，、:：;；\"'“”‘’]+")
 
@@ -38,6 +41,7 @@ def strip_question(keyword: str) -> str:
         previous = text
         text = _ASKED_FOR.sub("", text)
         text = _TRAILING_ASK.sub("", text) if len(text) > 2 else text
+        text = _TRANSACTION_TAIL.sub("", text)
     text = _REQUEST.sub("", text, count=1)
     text = _LEADING_PREPOSITION.sub("", text)
     return _FILLERS.sub("", text)

@@ -22,7 +22,7 @@ from serve_app.extraction.vocabulary import Vocabulary, is_strong_form
 from serve_app.schemas import Entities, Extraction
 
 #: Bumped whenever extraction output may change for the same input: cached answers are keyed on it.
-EXTRACTOR_VERSION = 6
+EXTRACTOR_VERSION = 7
 
 #: Branch levels, longest first, matched at the end of the branch keyword.
 LEVELS = ("分行营业部", "营业部", "营业室", "分理处", "储蓄所", "营业所", "信用分社", "信用社", "支行", "分行", "总行")

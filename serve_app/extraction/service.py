@@ -155,7 +155,7 @@ class ExtractionService:
         return {"data_version": self.data_version}
 
 
-#: Extraction as ``pipeline.answer`` calls it: (normalized query, adapter ref or name or None, the data
+#: Extraction as ``pipeline.compute_answer`` calls it: (normalized query, adapter ref or name or None, the data
 #: version the answer is made at or None for the vocabulary as loaded) → outcome.
 ExtractEntities = Callable[[str, str | None, int | None], Awaitable[ExtractionOutcome]]
 

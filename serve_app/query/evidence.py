@@ -45,6 +45,11 @@ class Fit:
         return (_BRANCH_RANK[self.evidence.branch], _PLACE_RANK[self.place], _LEVEL_RANK[self.level])
 
     @property
+    def payable(self) -> bool:
+        """Whether the record takes payments: records marked 不对外 (not open for business) never do."""
+        return "不对外" not in self.candidate.name
+
+    @property
     def fits(self) -> bool:
         """Worth showing a person: the keyword agrees, and the place does not contradict a partial one."""
         branch = self.evidence.branch
@@ -110,8 +115,10 @@ def query_keyword(entities: Entities) -> str:
     return normalize(entities.branch) if entities.branch else ""
 
 
-def evidence(entities: Entities, keyword: str, candidate: Candidate) -> Fit:
-    """How the query's entities (and its ``query_keyword``) agree with one candidate."""
+def evidence(entities: Entities, keyword: str, candidate: Candidate, written: str | None = None) -> Fit:
+    """How the query's entities (and its ``query_keyword``) agree with one candidate. ``written``: the
+    normalized query (default: the keyword), which tells a place written from one only inferred (西山 read
+    as 昆明市西山区 writes no 昆明)."""
     places = (
         entities.province,
         entities.city,
@@ -125,16 +132,9 @@ def evidence(entities: Entities, keyword: str, candidate: Candidate) -> Fit:
     bank: Agreement = "unstated" if not entities.bank else ("exact" if entities.bank == candidate.bank else "none")
     city = _place_agreement(entities.city, candidate.city, candidate.branch)
     district = _place_agreement(entities.district, candidate.district, candidate.branch)
-    if entities.district and district == "exact":
-        place = "exact"
-    elif entities.district and city == "exact":
-        place = "city"
-    elif entities.city:
-        place = "exact" if city == "exact" else "conflict"
-    elif entities.province:
-        place = "unstated" if entities.province == candidate.province else "conflict"
-    else:
-        place = "unstated"
+    place = _place(
+        entities, candidate, city, district, _written_places(entities, keyword if written is None else written)
+    )
     return Fit(
         candidate=candidate,
         evidence=Evidence(
@@ -146,12 +146,42 @@ def evidence(entities: Entities, keyword: str, candidate: Candidate) -> Fit:
     )
 
 
+def _written_places(entities: Entities, written: str) -> str:
+    """What of the query can write a place: all of it but the bank's own name (九江银行 names the bank's
+    home, not the branch's place; 中原银行 is no 中原区)."""
+    return written.replace(entities.bank, "") if entities.bank else written
+
+
+def _place(entities: Entities, candidate: Candidate, city: Agreement, district: Agreement, written: str) -> str:
+    """The place agreement the verdict reads: ``conflict`` when a place *written* in the query is not the
+    candidate's (a city is a generic unit's whole identity, and a district name shared by many cities, 高新区,
+    agreeing elsewhere does not make up for it); a place only inferred (西山 read as 昆明市西山区, a city
+    bank's home) never conflicts."""
+    if entities.city and city != "exact" and written_in(entities.city, written):
+        return "conflict"
+    if entities.district and district != "exact" and city != "exact" and written_in(entities.district, written):
+        return "conflict"
+    if entities.district and district == "exact":
+        return "exact"
+    if entities.city and city == "exact":
+        return "city" if entities.district else "exact"
+    province_elsewhere = entities.province and not entities.city and entities.province != candidate.province
+    if (
+        province_elsewhere
+        and written_in(entities.province, written)
+        and not written_in(entities.province, candidate.branch)
+    ):
+        return "conflict"
+    return "unstated"
+
+
 def _place_agreement(read: str | None, recorded: str | None, candidate_branch: str) -> Agreement:
-    """A place read from the query against the record's: its field, or its own name when the record was
-    filed at a coarser level (a county branch whose PBOC code is the prefecture's)."""
+    """A place read from the query against the record's: its field, or the record's own branch name, which
+    may spell a place its fields do not (a county branch filed under its prefecture's PBOC code; 宁波银行
+    丹东支行 filed where the bank is)."""
     if not read:
         return "unstated"
-    if read == recorded or (recorded is None and any(form in candidate_branch for form in _place_forms(read))):
+    if read == recorded or written_in(read, candidate_branch):
         return "exact"
     return "none"
 

@@ -1,6 +1,6 @@
 """``AnswerInputs``: everything one answer is computed from, read once from a request.
 
-``pipeline.answer`` reads nothing of a request but these, and the result cache keys on all of them
+``pipeline.compute_answer`` reads nothing of a request but these, and the result cache keys on all of them
 (``ResultCache.key``), so an input added here is in the cache key by construction: an answer can never
 depend on something its key forgot, such as a code written in the text that normalization drops with
 its brackets. What the inputs do not name is the same for every caller: the directory's rows (named by

@@ -76,11 +76,11 @@ async def compute_answer(
         words: Judgement | None = None
         if record is not None and not code.whole_query and normalized:
             retrieval = await repository.search(outcome.entities, normalized, CANDIDATES)
-            words = judge(outcome.entities, retrieval, inputs.top_k, outcome.other_bank)
-        judgement = judge_code(code, record, outcome.entities, words, inputs.top_k)
+            words = judge(outcome.entities, retrieval, inputs.top_k, outcome.other_bank, written=normalized)
+        judgement = judge_code(code, record, outcome.entities, words, inputs.top_k, written=normalized)
     else:
         retrieval = await repository.search(outcome.entities, normalized, CANDIDATES) if normalized else Retrieval([])
-        judgement = judge(outcome.entities, retrieval, inputs.top_k, outcome.other_bank)
+        judgement = judge(outcome.entities, retrieval, inputs.top_k, outcome.other_bank, written=normalized)
     timings["retrieve"] = ms_since(mark)
     return QueryResult(
         query=query,

@@ -26,13 +26,13 @@ from importlib import resources
 from typing import Any
 
 from serve_app.directory.codes import CodeInText
-from serve_app.query.evidence import Fit, evidence, query_keyword, rivals, written_in
+from serve_app.query.evidence import Fit, evidence, query_keyword, rivals
 from serve_app.query.retrieval import Candidate, Retrieval
 from serve_app.schemas import Branch, Entities, Match, Verdict
 
 #: Bumped whenever verdicts may change for the same candidates (rules here or the shipped model): cached
 #: results depend on it.
-VERDICT_VERSION = 2
+VERDICT_VERSION = 3
 #: The confidence shown for a code's own record when the words beside it contradict it.
 _CONFLICT_CONFIDENCE = 0.5
 
@@ -103,11 +103,16 @@ def features(fit: Fit, rival_count: int, bank_uncertain: bool) -> list[str]:
 
 
 def assess(
-    entities: Entities, candidates: list[Candidate], bank_uncertain: bool, weights: VerdictWeights
+    entities: Entities,
+    candidates: list[Candidate],
+    bank_uncertain: bool,
+    weights: VerdictWeights,
+    written: str | None = None,
 ) -> list[tuple[Fit, list[str], float]]:
-    """Every candidate's fit, active features and confidence, most probable first."""
+    """Every candidate's fit, active features and confidence, most probable first. ``written``: the
+    normalized query the entities were read from."""
     keyword = query_keyword(entities)
-    fits = [evidence(entities, keyword, candidate) for candidate in candidates]
+    fits = [evidence(entities, keyword, candidate, written) for candidate in candidates]
     scored = []
     for fit in fits:
         active = features(fit, rivals(fit, fits), bank_uncertain)
@@ -122,26 +127,47 @@ def judge(
     top_k: int,
     other_bank: str | None = None,
     weights: VerdictWeights | None = None,
+    written: str | None = None,
 ) -> Judgement:
-    """The verdict for a query read as ``entities`` whose candidates are ``retrieval``."""
+    """The verdict for a query read as ``entities`` (from the normalized text ``written``) whose candidates
+    are ``retrieval``."""
     weights = weights or default_weights()
     if not retrieval.candidates:
         if entities.bank and retrieval.bank_in_directory is False:
             return Judgement("none", "bank_not_in_directory", [])
         return Judgement("none", "no_branch_fits" if entities.bank or entities.branch else "nothing_to_match", [])
-    scored = assess(entities, retrieval.candidates, other_bank is not None, weights)
-    shown = [(fit, p) for fit, _, p in scored if fit.fits][:top_k]
-    if not shown:
+    if entities.bank and not (entities.branch or entities.city or entities.district or entities.province):
+        # A bank alone names no branch to pay to, unless the bank's own record is one (a village bank's
+        # head office): then only that record is a candidate.
+        own = [candidate for candidate in retrieval.candidates if not candidate.branch]
+        if not own:
+            return Judgement("none", "no_branch_named", [])
+        retrieval = Retrieval(own)
+    scored = assess(entities, retrieval.candidates, other_bank is not None, weights, written)
+    fitting = [(fit, p) for fit, _, p in scored if fit.fits]  # the reason is decided on all, not on top_k
+    if not fitting:
         return Judgement("none", "no_branch_fits", [])
-    matches = [_match(fit, p) for fit, p in shown]
-    best_fit, best = shown[0]
+    matches = [_match(fit, p) for fit, p in fitting[:top_k]]
+    best_fit, best = fitting[0]
+    if all(fit.place == "conflict" for fit, _ in fitting):
+        # Branches of that name exist, but none where the query says: shown for a person, never offered
+        # as a choice among wrong answers.
+        return Judgement("none", "no_branch_in_place", matches)
     if not entities.bank:
         return Judgement("ambiguous", "bank_unknown", matches)
     if other_bank is not None:
         return Judgement("ambiguous", "bank_uncertain", matches)
-    if best >= weights.match_threshold and best_fit.evidence.bank == "exact" and not best_fit.vague:
+    if (
+        best >= weights.match_threshold
+        and best_fit.evidence.bank == "exact"
+        and best_fit.place != "conflict"  # a place written that is not the branch's is a veto
+        and best_fit.payable
+        and not best_fit.vague
+    ):
         return Judgement("match", "unique_fit", matches)
-    if len(shown) > 1 and best_fit.place != "conflict" and shown[1][0].strength >= best_fit.strength:
+    if not best_fit.payable:
+        return Judgement("ambiguous", "not_payable", matches)
+    if len(fitting) > 1 and best_fit.place != "conflict" and fitting[1][0].strength >= best_fit.strength:
         return Judgement("ambiguous", "several_fit", matches)
     return Judgement("ambiguous", "uncertain_fit", matches)
 
@@ -152,6 +178,7 @@ def judge_code(
     entities: Entities,
     words: Judgement | None = None,
     top_k: int = 1,
+    written: str | None = None,
 ) -> Judgement:
     """The verdict for a query that is, or carries, a 12-digit code (checked before any lookup).
 
@@ -164,7 +191,9 @@ def judge_code(
         return Judgement("none", "invalid_code", [])
     if record is None:
         return Judgement("none", "code_not_in_directory", [])
-    fit = evidence(entities, query_keyword(entities), record)
+    fit = evidence(entities, query_keyword(entities), record, written)
+    if not fit.payable:
+        return Judgement("ambiguous", "not_payable", [_match(fit, _CONFLICT_CONFIDENCE)])
     if _contradicts(fit, entities, words):
         others = [match for match in (words.matches if words else []) if match.code != record.code]
         shown = [_match(fit, _CONFLICT_CONFIDENCE), *others][: max(top_k, 2)]
@@ -176,10 +205,8 @@ def _contradicts(fit: Fit, entities: Entities, words: Judgement | None) -> bool:
     """Whether what the query writes beside a code disagrees with the code's record (``fit``)."""
     if entities.bank and entities.bank != fit.candidate.bank:
         return True
-    if fit.place == "conflict" and not any(
-        written_in(place, fit.candidate.name) for place in (entities.city, entities.district)
-    ):
-        return True  # a place written that is not the record's (nor in its own name: 宁波银行丹东支行, filed elsewhere)
+    if fit.place == "conflict":  # a place written that is not the record's (its own name's places included)
+        return True
     if fit.evidence.branch == "none" and not fit.places_only and fit.level != "unstated":
         return True  # it names a branch (words and a level: 草池支行), and not this one; a label (对方) does not
     return words is not None and words.verdict == "match" and words.matches[0].code != fit.candidate.code
