@@ -49,9 +49,9 @@ class Entities(BaseModel):
     branch: str | None = Field(default=None, description="Branch keyword, e.g. 江油西山支行.")
 
 
-#: How one part of the query agrees with a record: the same, close (contained, a prefix, similar), not at
-#: all, or the query does not say.
-Agreement = Literal["exact", "partial", "none", "unstated"]
+#: How one part of the query agrees with a record: the same; the start of it (a name cut short, as statement
+#: exports cut it: 江油西 of 江油西山支行); close (contained, similar); not at all; or the query does not say.
+Agreement = Literal["exact", "prefix", "partial", "none", "unstated"]
 Verdict = Literal["match", "ambiguous", "none"]
 
 

@@ -70,6 +70,12 @@ async def test_nothing_similar_gives_no_matches(sample_pool) -> None:
     assert (await repository.search(Entities(), "ZZZZQQQQ")).candidates == []
 
 
+async def test_a_keyword_cut_short_finds_the_names_it_starts(sample_pool) -> None:
+    entities = Entities(bank="中国农业银行", city="宿迁市", branch="宿迁分行清")
+    found = await BranchRepository(sample_pool).search(entities, "中国农业银行宿迁分行清")
+    assert [c.code for c in found.candidates] == ["103309046003"]  # 宿迁分行清算中心, the only one
+
+
 async def test_short_truncated_keyword_is_found_verbatim(sample_pool) -> None:
     # "和平" has no trigram inside "…银行和平支行": only the verbatim fallback finds it.
     entities = Entities(bank="湖北宣恩农村商业银行", branch="和平")
@@ -88,6 +94,10 @@ def test_plans_go_from_specific_to_general_and_never_leave_the_bank() -> None:
     with_place = Entities(bank="B", city="C", district="D", province="P")
     assert plan_for(with_place) == ["bank", "bank_place", "bank_substring"]
     assert plan_for(Entities(bank="B")) == ["bank", "bank_substring"]
+    # A keyword without a level at its end may be a name cut short: the bank's names starting with it first.
+    cut = Entities(bank="B", city="C", branch="宿迁分行清")
+    assert plan_for(cut) == ["bank_prefix", "bank", "bank_place", "bank_substring"]
+    assert plan_for(Entities(bank="B", branch="宿迁分行")) == ["bank", "bank_substring"]
     assert plan_for(Entities(city="C", province="P")) == ["place", "province", "trgm"]
     assert plan_for(Entities()) == ["trgm"]
 
@@ -130,6 +140,8 @@ async def test_lookup_by_code(sample_pool) -> None:
         ("bank_place", Entities(bank="华夏银行", district="江油市", branch="西山支行"), SEED_TEXT,
          {"branches_city_district", "branches_district", "branches_trgm"}),
         ("bank", Entities(bank="中国农业银行", branch="定福庄支行"), "农业银行定福庄支行", {"branches_trgm"}),
+        ("bank_prefix", Entities(bank="中国农业银行", city="北京市", branch="北京定福庄"), "农业银行北京定福庄",
+         {"branches_trgm"}),
         ("bank_substring", Entities(bank="湖北宣恩农村商业银行", branch="和平"), "湖北宣恩农村商业银行和平",
          {"branches_trgm"}),
         # A city holds a few hundred rows: the planner may rightly prefer its btree to the trigram index.

@@ -214,8 +214,9 @@ def test_two_equally_fitting_branches_are_ambiguous() -> None:
         _fake_candidate("304659700000", "华夏银行", "江油西山支行"),
     ]
     judgement = judge(entities, Retrieval(twins), top_k=5)
+    # However probable each is, a branch the evidence cannot tell from another is a choice, never a match.
     assert (judgement.verdict, judgement.reason) == ("ambiguous", "several_fit")
-    assert judgement.matches[0].confidence < 0.9
+    assert judgement.matches[0].confidence == judgement.matches[1].confidence
     assert judge(entities, Retrieval(twins), top_k=1).reason == "several_fit"  # whatever top_k shows
 
 
@@ -360,3 +361,23 @@ async def test_a_record_not_open_for_business_is_never_a_payee(pipeline) -> None
     assert (by_name.verdict, by_name.reason, by_name.matches[0].code) == ("ambiguous", "not_payable", "103222099999")
     by_code = await ask(pipeline, "103222099999")
     assert (by_code.verdict, by_code.reason) == ("ambiguous", "not_payable")
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("中国农业银行股份有限公司宿迁分行清", "103309046003"),  # cut at 36 GBK bytes, as exports cut the field
+        ("华夏银行江油西", SEED_CODE),
+        ("中国农业银行成都草", "103651074123"),
+    ],
+)
+async def test_a_name_cut_short_that_one_branch_starts_with_is_that_branch(pipeline, text: str, code: str) -> None:
+    result = await ask(pipeline, text)
+    assert (result.verdict, result.matches[0].code, result.matches[0].evidence.branch) == ("match", code, "prefix")
+
+
+async def test_a_name_cut_short_that_several_branches_start_with_is_a_choice(pipeline) -> None:
+    result = await ask(pipeline, "中国农业银行成都东")  # 成都东光支行, 成都东郊支行, 成都东大街支行 …
+    assert (result.verdict, result.reason) == ("ambiguous", "several_fit")
+    prefixed = [m for m in result.matches if m.evidence.branch == "prefix"]
+    assert len(prefixed) >= 2 and len({m.confidence for m in prefixed}) == 1

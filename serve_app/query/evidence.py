@@ -51,12 +51,13 @@ class Fit:
 
     @property
     def fits(self) -> bool:
-        """Worth showing a person: the keyword agrees, and the place does not contradict a partial one."""
+        """Worth showing a person: the keyword agrees, and the place does not contradict a partial one (or a
+        prefix)."""
         branch = self.evidence.branch
-        return branch == "exact" or (branch == "partial" and self.place != "conflict")
+        return branch == "exact" or (branch in {"prefix", "partial"} and self.place != "conflict")
 
 
-_BRANCH_RANK = {"exact": 2, "partial": 1, "none": 0, "unstated": 0}
+_BRANCH_RANK = {"exact": 3, "prefix": 2, "partial": 1, "none": 0, "unstated": 0}
 _PLACE_RANK = {"exact": 3, "city": 2, "unstated": 1, "conflict": 0}
 _LEVEL_RANK = {"agree": 2, "unstated": 1, "differ": 0}
 
@@ -100,6 +101,16 @@ def _branch_agreement(query_core: str, candidate_core: str) -> Agreement:
     return "none"
 
 
+#: The shortest keyword read as a name cut short: two characters start too many names to say anything.
+_MIN_PREFIX = 3
+
+
+def _cut_short_of(keyword: str, candidate_branch: str) -> bool:
+    """Whether the query's keyword is the start of the record's, cut before its end (a statement export's
+    field limit: 宿迁分行清 of 宿迁分行清算中心)."""
+    return len(keyword) >= _MIN_PREFIX and len(keyword) < len(candidate_branch) and candidate_branch.startswith(keyword)
+
+
 def _level_agreement(query_level: str | None, candidate_level: str | None) -> str:
     if query_level is None:
         return "unstated"
@@ -135,11 +146,12 @@ def evidence(entities: Entities, keyword: str, candidate: Candidate, written: st
     place = _place(
         entities, candidate, city, district, _written_places(entities, keyword if written is None else written)
     )
+    branch = _branch_agreement(query_core, candidate_core)
+    if branch != "exact" and query_level is None and _cut_short_of(keyword, candidate.branch):
+        branch = "prefix"
     return Fit(
         candidate=candidate,
-        evidence=Evidence(
-            bank=bank, city=city, district=district, branch=_branch_agreement(query_core, candidate_core)
-        ),
+        evidence=Evidence(bank=bank, city=city, district=district, branch=branch),
         place=place,
         level=_level_agreement(query_level, candidate_level),
         places_only=not query_core,

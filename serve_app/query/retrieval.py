@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from serve_app.db.errors import DIRECTORY, database_errors
+from serve_app.extraction.rules import LEVEL_AT_END
 from serve_app.normalize import normalize
 from serve_app.schemas import Entities
 
@@ -56,6 +57,9 @@ LIMIT $5
 #: $1 is the normalized text, $2 the probe (branch keyword, else the text), $3 the city, $4 the district
 #: ('' when unknown), $5 the limit.
 _WHERE: dict[str, tuple[str, tuple[str, ...]]] = {
+    # A keyword without a level at its end may be a name cut short (statement exports cut the field at a
+    # byte or character limit: 宿迁分行清): the bank's names that start with it, through the trigram index.
+    "bank_prefix": ("bank_name = $6 AND search_name LIKE $7 ESCAPE '\\'", ("bank", "prefix")),
     "bank": ("bank_name = $6 AND $2 <% search_name", ("bank",)),
     # The keyword matched none of the bank's names (misspelt, abbreviated, too short for trigrams): the
     # bank's branches in the place, for the verdict to judge. Scoring every branch of a large bank in a
@@ -116,7 +120,8 @@ def plan_for(entities: Entities) -> list[str]:
     """The statements to try, in order, for the entities that are known."""
     has_place = bool(entities.city or entities.district)
     if entities.bank:
-        return ["bank", "bank_place", "bank_substring"] if has_place else ["bank", "bank_substring"]
+        plans = ["bank_prefix"] if _may_be_cut_short(entities.branch) else []
+        return plans + (["bank", "bank_place", "bank_substring"] if has_place else ["bank", "bank_substring"])
     plans = []
     if has_place:
         plans.append("place")
@@ -171,7 +176,19 @@ class BranchRepository:
         return "\n".join(row[0] for row in rows)
 
 
+def _may_be_cut_short(branch: str | None) -> bool:
+    return branch is not None and len(branch) >= 3 and LEVEL_AT_END.search(branch) is None
+
+
 def _arguments(plan: str, entities: Entities, text: str, limit: int) -> tuple[object, ...]:
     probe = (normalize(entities.branch) if entities.branch else "") or text
-    filters = tuple(getattr(entities, field) for field in _WHERE[plan][1])
+    filters = tuple(
+        _prefix_pattern(entities, probe) if f == "prefix" else getattr(entities, f) for f in _WHERE[plan][1]
+    )
     return (text, probe, entities.city or "", entities.district or "", limit, *filters)
+
+
+def _prefix_pattern(entities: Entities, probe: str) -> str:
+    """``LIKE`` pattern of the names that start with the bank and the keyword as written (wildcards escaped)."""
+    start = normalize(entities.bank or "") + probe
+    return start.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

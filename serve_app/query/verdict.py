@@ -157,8 +157,10 @@ def judge(
         return Judgement("ambiguous", "bank_unknown", matches)
     if other_bank is not None:
         return Judgement("ambiguous", "bank_uncertain", matches)
+    alone = len(fitting) == 1 or not _as_strong(fitting[1][0], best_fit)
     if (
-        best >= weights.match_threshold
+        alone  # another branch the evidence cannot tell apart is a choice for a person, however probable
+        and best >= weights.match_threshold
         and best_fit.evidence.bank == "exact"
         and best_fit.place != "conflict"  # a place written that is not the branch's is a veto
         and best_fit.payable
@@ -167,9 +169,14 @@ def judge(
         return Judgement("match", "unique_fit", matches)
     if not best_fit.payable:
         return Judgement("ambiguous", "not_payable", matches)
-    if len(fitting) > 1 and best_fit.place != "conflict" and fitting[1][0].strength >= best_fit.strength:
+    if not alone and best_fit.place != "conflict":
         return Judgement("ambiguous", "several_fit", matches)
     return Judgement("ambiguous", "uncertain_fit", matches)
+
+
+def _as_strong(other: Fit, best: Fit) -> bool:
+    """Whether ``other`` fits the query at least as well as ``best`` on every part of the evidence."""
+    return all(o >= b for o, b in zip(other.strength, best.strength, strict=True))
 
 
 def judge_code(
