@@ -6,6 +6,7 @@ each other's writes. Nothing here is mocked.
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -106,6 +107,16 @@ async def redis_client(embedded_redis: EmbeddedRedis):
     client = create_redis(embedded_redis.url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _floating_point_mode_restored() -> Iterator[None]:
+    """HFEngine turns on flush-to-zero for its process (denormals slow CPU generation): in this process,
+    a later module must not inherit it (Hypothesis refuses to generate floats under it)."""
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_flush_denormal(False)
 
 
 #: Fixtures that build something big: a test using one is in the full suite only (``-m "not slow"``).

@@ -119,7 +119,17 @@ def serve_app(serve_home: tuple[str, Path], redis_server, metrics_port: int) -> 
 
 
 def model_stats(base: str) -> dict:
-    replicas = httpx.get(f"{base}/api/v1/query/model-cache-stats", headers=ADMIN, timeout=10).json()["replicas"]
+    """The model replica's stats from the board (a 503 while Redis's pooled connections recover from a
+    restart by an earlier test is waited out; any other status fails with its body)."""
+    response = wait_for(
+        lambda: (
+            (r := httpx.get(f"{base}/api/v1/query/model-cache-stats", headers=ADMIN, timeout=10)).status_code != 503
+            and r
+        ),
+        timeout_s=30,
+    )
+    assert response.status_code == 200, response.text
+    replicas = response.json()["replicas"]
     return replicas[0] if replicas else {}
 
 
