@@ -69,6 +69,10 @@ def test_a_stop_signal_flushes_every_acknowledged_query_log_row_in_time(
         "SERVE_APP_HOME": str(tmp_path / "home"),
         "RAY_AUTH_MODE": "disabled",
         "SERVE_APP_ADMIN_TOKEN": "shutdown-admin",
+        # HAProxy's own metrics and stats ports (Ray's defaults are the fixed 9101 and 8404): free ones, so
+        # a run never collides with another on this machine or with one still stopping.
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
     }
     output = tmp_path / "up.log"
     with output.open("wb") as sink:
