@@ -48,6 +48,7 @@ TARGET_PRECISION = 0.999
 MIN_THRESHOLD = 0.9
 L2 = 1.0
 _TRUNCATIONS = {"truncation", "statement_truncation"}
+_UNIQUE_ROWS = _TRUNCATIONS | {"unit_place_swap"}
 _BRANCH_WORDS = ("新华支行", "鼓楼支行", "人民路支行", "城东支行", "开发区支行", "营业部", "中山支行", "高新区支行")
 
 
@@ -310,10 +311,11 @@ async def _measure(pipeline, cases: list[dict]) -> dict:
             }
             groups[case["noise"]].append(row)
             groups["ALL"].append(row)
-            if case["noise"] in _TRUNCATIONS:
-                if len(case["right"]) == 1:  # a prefix only one branch of the bank starts with
-                    groups[f"{case['noise']}(unique)"].append(row)
-            else:
+            if case["noise"] in _UNIQUE_ROWS and len(case["right"]) == 1:
+                # One right answer: a prefix only one branch of the bank starts with, a unit the bank has
+                # once in that city (otherwise several branches fit as well, and ``ambiguous`` is right).
+                groups[f"{case['noise']}(unique)"].append(row)
+            if case["noise"] not in _TRUNCATIONS:
                 groups["ALL_BUT_TRUNCATION"].append(row)
             if split == "eval":
                 calibration += [(m.confidence, m.code in case["truth"]) for m in result.matches]

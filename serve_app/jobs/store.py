@@ -150,8 +150,9 @@ class JobStore:
     def __init__(self, pool: asyncpg.Pool):
         self.pool = pool
 
-    async def submit(self, tenant: str, filename: str, table: InputTable, model: str | None) -> JobStatus:
-        """A new job over ``table``'s rows, queued; every row is stored before this returns."""
+    async def submit(self, tenant: str, filename: str, table: InputTable, adapter: str | None) -> JobStatus:
+        """A new job over ``table``'s rows, queued, to be read with ``adapter`` (the API's ``model``; the
+        column keeps the API's name); every row is stored before this returns."""
         job_id = uuid.uuid4()
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(f"SET LOCAL statement_timeout = '{SUBMIT_TIMEOUT_S}s'")
@@ -167,7 +168,7 @@ class JobStore:
                 table.format,
                 table.columns,
                 table.text_column,
-                model,
+                adapter,
                 len(table.rows),
             )
             await conn.copy_records_to_table(
