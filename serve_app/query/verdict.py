@@ -11,8 +11,10 @@ steps, each a pure function:
    deleted; the other half is only ever used to evaluate. Its output is the match's ``confidence``: the
    observed frequency with which a candidate with that evidence was the branch meant.
 3. ``judge`` gives the verdict: ``match`` only when the bank was read without doubt, the best candidate is
-   of that bank and its confidence reaches the model's ``match_threshold``; ``ambiguous`` when candidates
-   fit but not surely; ``none`` when nothing in the directory fits. A code in the query is checked and
+   of that bank, its confidence reaches the model's ``match_threshold``, no place written contradicts it,
+   no other candidate fits as well, and it takes payments; ``ambiguous`` when candidates fit but not
+   surely; ``none`` when nothing in the directory fits what was written (branches of those words that lie
+   only elsewhere are listed, ``no_branch_in_place``). A code in the query is checked and
    looked up instead (``judge_code``), and is a ``match`` only when nothing else written contradicts it.
 """
 
@@ -132,17 +134,17 @@ def judge(
     """The verdict for a query read as ``entities`` (from the normalized text ``written``) whose candidates
     are ``retrieval``."""
     weights = weights or default_weights()
-    if not retrieval.candidates:
-        if entities.bank and retrieval.bank_in_directory is False:
-            return Judgement("none", "bank_not_in_directory", [])
-        return Judgement("none", "no_branch_fits" if entities.bank or entities.branch else "nothing_to_match", [])
     if entities.bank and not (entities.branch or entities.city or entities.district or entities.province):
         # A bank alone names no branch to pay to, unless the bank's own record is one (a village bank's
         # head office): then only that record is a candidate.
         own = [candidate for candidate in retrieval.candidates if not candidate.branch]
-        if not own:
+        if not own and retrieval.bank_in_directory is not False:
             return Judgement("none", "no_branch_named", [])
-        retrieval = Retrieval(own)
+        retrieval = Retrieval(own, retrieval.bank_in_directory)
+    if not retrieval.candidates:
+        if entities.bank and retrieval.bank_in_directory is False:
+            return Judgement("none", "bank_not_in_directory", [])
+        return Judgement("none", "no_branch_fits" if entities.bank or entities.branch else "nothing_to_match", [])
     scored = assess(entities, retrieval.candidates, other_bank is not None, weights, written)
     fitting = [(fit, p) for fit, _, p in scored if fit.fits]  # the reason is decided on all, not on top_k
     if not fitting:
