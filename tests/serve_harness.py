@@ -12,7 +12,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,10 +22,13 @@ import httpx
 
 from serve_app.db.migrate import apply_migrations
 from serve_app.db.pool import connect_admin, create_pool
+from serve_app.db.redis_client import create_redis
 from serve_app.directory.loader import load_directory
 from serve_app.directory.records import demo_cnaps_path
 from serve_app.models.adapters import AdapterRegistry, validate_adapter
 from serve_app.models.tiny import build_adapter, make_tiny_model
+from serve_app.ops.embedded import EmbeddedRedis, free_port
+from serve_app.service.result_cache import KEY_SCHEMA
 
 SEED_CODE = "304659715925"
 #: Real branch names from the sample directory: the "hot" set of the load generator.
@@ -110,6 +114,30 @@ def serve_details() -> dict:
     from ray.serve._private import api as serve_private
 
     return serve_private.serve_start().get_serve_details()
+
+
+@contextmanager
+def running_valkey(folder: Path) -> Iterator[EmbeddedRedis]:
+    """A real Valkey on a free loopback port for the block (a module's own, so it can be stopped and restarted)."""
+    server = EmbeddedRedis(folder, port=free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def result_cache_entries(redis_url: str) -> int:
+    """How many result-cache entries of the current key layout the shared tier holds."""
+
+    async def count() -> int:
+        client = create_redis(redis_url)
+        try:
+            return len([key async for key in client.scan_iter(match=f"sa:result{KEY_SCHEMA}:*", count=1000)])
+        finally:
+            await client.aclose()
+
+    return asyncio.run(count())
 
 
 def wait_for(condition: Callable, timeout_s: float = 60, interval_s: float = 0.25):

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from serve_app.ops.embedded import EmbeddedRedis, free_port
+from serve_app.ops.embedded import free_port
 from tests.conftest import loaded_database
-from tests.serve_harness import Load, deploy, serve_details, start_ray_serve, stop_ray_serve, wait_for
+from tests.serve_harness import Load, deploy, running_valkey, serve_details, start_ray_serve, stop_ray_serve, wait_for
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -38,21 +38,21 @@ UNLIMITED = {"rate_limit_per_s": 1_000_000, "rate_limit_burst": 1_000_000}
 
 @pytest.fixture(scope="module")
 def app(embedded_postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    redis = EmbeddedRedis(tmp_path_factory.mktemp("autoscale-valkey"), port=free_port())
-    redis.start()
-    env = {
-        "SERVE_APP_DATABASE_URL": asyncio.run(loaded_database(embedded_postgres, "autoscale")),
-        "SERVE_APP_REDIS_URL": redis.url,
-        "SERVE_APP_HOME": str(tmp_path_factory.mktemp("autoscale-home")),
-    }
-    port = free_port()
-    start_ray_serve(env, port)
-    try:
-        deploy(APP_ARGS, [{"name": "Ingress", "user_config": UNLIMITED, "autoscaling_config": AUTOSCALING}], name=APP)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_ray_serve()
-        redis.stop()
+    with running_valkey(tmp_path_factory.mktemp("autoscale-valkey")) as redis:
+        env = {
+            "SERVE_APP_DATABASE_URL": asyncio.run(loaded_database(embedded_postgres, "autoscale")),
+            "SERVE_APP_REDIS_URL": redis.url,
+            "SERVE_APP_HOME": str(tmp_path_factory.mktemp("autoscale-home")),
+        }
+        port = free_port()
+        start_ray_serve(env, port)
+        try:
+            deploy(
+                APP_ARGS, [{"name": "Ingress", "user_config": UNLIMITED, "autoscaling_config": AUTOSCALING}], name=APP
+            )
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop_ray_serve()
 
 
 def running_ingress_replicas() -> int:

@@ -24,10 +24,8 @@ import asyncpg
 import httpx
 import pytest
 
-from serve_app.db.redis_client import create_redis
 from serve_app.models.tiny import build_adapter
 from serve_app.ops.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from serve_app.service.result_cache import KEY_SCHEMA
 from tests.serve_harness import (
     SEED_CODE,
     Load,
@@ -36,6 +34,7 @@ from tests.serve_harness import (
     fetch_value,
     post_query,
     prepare_app_database,
+    result_cache_entries,
     serve_details,
     start_ray_serve,
     stop_ray_serve,
@@ -135,17 +134,6 @@ def summarize(outcomes: list[Outcome]) -> dict:
     }
 
 
-def _result_keys(redis_url: str) -> int:
-    async def count() -> int:
-        client = create_redis(redis_url)
-        try:
-            return len([key async for key in client.scan_iter(match=f"sa:result{KEY_SCHEMA}:*", count=1000)])
-        finally:
-            await client.aclose()
-
-    return asyncio.run(count())
-
-
 def _stats(app: FaultApp) -> dict:
     return httpx.get(f"{app.base}/api/v1/stats", headers=ADMIN, timeout=10).json()
 
@@ -164,7 +152,9 @@ def test_redis_stop_and_restart_under_load_fails_no_request(app: FaultApp) -> No
         load.sent_since(stopped, 40)  # the outage lasts 40 requests
         app.redis.start()  # same port, empty: caching must start again by itself
         restarted = time.monotonic()
-        resumed = wait_for(lambda: _result_keys(app.redis.url) > 0 and time.monotonic(), timeout_s=30, interval_s=0.1)
+        resumed = wait_for(
+            lambda: result_cache_entries(app.redis.url) > 0 and time.monotonic(), timeout_s=30, interval_s=0.1
+        )
         load.sent_since(resumed, 10)
     during = [o for o in load.outcomes if stopped <= o.started < restarted]
     REPORT["redis_restart"] = summarize(load.outcomes) | {

@@ -33,6 +33,7 @@ from tests.serve_harness import (
     deploy,
     post_query,
     prepare_app_database,
+    running_valkey,
     scrape,
     serve_details,
     start_ray_serve,
@@ -81,10 +82,8 @@ def deploy_test_app(ingress_tunables: dict, ingress_autoscaling: dict = BASE_AUT
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("serve-redis"), port=free_port())
-    server.start()
-    yield server
-    server.stop()
+    with running_valkey(tmp_path_factory.mktemp("serve-redis")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

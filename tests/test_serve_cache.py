@@ -14,12 +14,17 @@ import httpx
 import pytest
 
 from serve_app.db.pool import create_pool
-from serve_app.db.redis_client import create_redis
 from serve_app.ops.embedded import EmbeddedRedis, free_port
-from serve_app.service.result_cache import KEY_SCHEMA
 from serve_app.service.tenants import KeyStore
 from tests.conftest import loaded_database
-from tests.serve_harness import SEED_CODE, deploy, start_ray_serve, stop_ray_serve
+from tests.serve_harness import (
+    SEED_CODE,
+    deploy,
+    result_cache_entries,
+    running_valkey,
+    start_ray_serve,
+    stop_ray_serve,
+)
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -44,10 +49,8 @@ async def _tenant_keys(database_url: str) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("cache-valkey"), port=free_port())
-    server.start()
-    yield server
-    server.stop()
+    with running_valkey(tmp_path_factory.mktemp("cache-valkey")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -78,17 +81,6 @@ def ask(app: dict, tenant: str, text: str) -> dict:
     return response.json()
 
 
-def shared_entries(valkey: EmbeddedRedis) -> int:
-    async def count() -> int:
-        client = create_redis(valkey.url)
-        try:
-            return len([key async for key in client.scan_iter(match=f"sa:result{KEY_SCHEMA}:*", count=1000)])
-        finally:
-            await client.aclose()
-
-    return asyncio.run(count())
-
-
 def verdict(answer: dict) -> tuple[str, str, list[str]]:
     return answer["verdict"], answer["reason"], [match["code"] for match in answer["matches"]]
 
@@ -99,7 +91,7 @@ def test_a_code_in_the_text_and_the_plain_name_never_share_an_answer(app: dict, 
     plain = ("match", "unique_fit", [CAOCHI])
     conflict = ("ambiguous", "code_conflict", [KONGGANG, CAOCHI])
 
-    entries = shared_entries(valkey)
+    entries = result_cache_entries(valkey.url)
     # The line with a code first, then the plain name; tenant A, then tenant B the other way round.
     first = ask(app, "a", with_code)
     assert (verdict(first), first["source"]) == (conflict, "rules")
@@ -108,7 +100,7 @@ def test_a_code_in_the_text_and_the_plain_name_never_share_an_answer(app: dict, 
     assert verdict(ask(app, "b", name)) == plain
     assert verdict(ask(app, "b", with_code)) == conflict
     assert ask(app, "b", with_code)["source"] == "cache"  # the cache is in play, and keeps them apart
-    assert shared_entries(valkey) == entries + 2  # one entry each in Valkey, shared by the tenants
+    assert result_cache_entries(valkey.url) == entries + 2  # one entry each in Valkey, shared by the tenants
 
 
 def test_the_plain_name_first_does_not_decide_the_lines_that_carry_codes(app: dict) -> None:

@@ -16,6 +16,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.db.errors import DIRECTORY, database_errors
+from serve_app.db.sql import escape_like
 from serve_app.normalize import normalize
 from serve_app.schemas import BranchRecordOut
 
@@ -60,10 +61,6 @@ class BankOut(BaseModel):
     branches: int = Field(description="Branches of this institution in the directory.")
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def browse_statements(query: BrowseQuery) -> tuple[str, str, list[str]]:
     """(page statement, count statement, arguments) for ``query``: built from the fixed clauses only."""
     clauses, arguments = [], []
@@ -71,7 +68,7 @@ def browse_statements(query: BrowseQuery) -> tuple[str, str, list[str]]:
         value = getattr(query, name)
         if name == "q" and value:
             value = normalize(value)
-            value = f"%{_escape_like(value)}%" if value else None
+            value = f"%{escape_like(value)}%" if value else None
         if value:
             arguments.append(value)
             clauses.append(clause.replace("{n}", str(len(arguments))))

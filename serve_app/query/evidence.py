@@ -44,6 +44,10 @@ class Fit:
     def strength(self) -> tuple[int, int, int]:
         return (_BRANCH_RANK[self.evidence.branch], _PLACE_RANK[self.place], _LEVEL_RANK[self.level])
 
+    def as_strong_as(self, other: Fit) -> bool:
+        """Whether this candidate fits the query at least as well as ``other`` on keyword, place and level."""
+        return all(mine >= theirs for mine, theirs in zip(self.strength, other.strength, strict=True))
+
     @property
     def payable(self) -> bool:
         """Whether the record takes payments: records marked 不对外 (not open for business) never do."""
@@ -199,14 +203,11 @@ def _place_agreement(read: str | None, recorded: str | None, candidate_branch: s
 
 
 def written_in(place: str | None, text: str) -> bool:
-    """Whether ``text`` (a record's name) spells the place ``place`` in any of its forms (成都市 → 成都)."""
+    """Whether ``text`` (a query, or a record's branch name) spells ``place`` in any of its forms (成都市 →
+    成都)."""
     return any(form in text for form in _place_forms(place))
 
 
 def rivals(fit: Fit, fits: list[Fit]) -> int:
     """How many other candidates fit at least as well on keyword, place and level (capped)."""
-    strength = fit.strength
-    count = sum(
-        1 for other in fits if other is not fit and all(o >= s for o, s in zip(other.strength, strength, strict=True))
-    )
-    return min(count, _RIVALS_CAP)
+    return min(sum(1 for other in fits if other is not fit and other.as_strong_as(fit)), _RIVALS_CAP)

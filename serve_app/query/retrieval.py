@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from serve_app.db.errors import DIRECTORY, database_errors
+from serve_app.db.sql import escape_like
 from serve_app.extraction.rules import LEVEL_AT_END
 from serve_app.normalize import normalize
 from serve_app.schemas import Entities
@@ -190,5 +191,4 @@ def _arguments(plan: str, entities: Entities, text: str, limit: int) -> tuple[ob
 
 def _prefix_pattern(entities: Entities, probe: str) -> str:
     """``LIKE`` pattern of the names that start with the bank and the keyword as written (wildcards escaped)."""
-    start = normalize(entities.bank or "") + probe
-    return start.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return escape_like(normalize(entities.bank or "") + probe) + "%"

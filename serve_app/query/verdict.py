@@ -159,7 +159,7 @@ def judge(
         return Judgement("ambiguous", "bank_unknown", matches)
     if other_bank is not None:
         return Judgement("ambiguous", "bank_uncertain", matches)
-    alone = len(fitting) == 1 or not _as_strong(fitting[1][0], best_fit)
+    alone = len(fitting) == 1 or not fitting[1][0].as_strong_as(best_fit)
     if (
         alone  # another branch the evidence cannot tell apart is a choice for a person, however probable
         and best >= weights.match_threshold
@@ -174,11 +174,6 @@ def judge(
     if not alone and best_fit.place != "conflict":
         return Judgement("ambiguous", "several_fit", matches)
     return Judgement("ambiguous", "uncertain_fit", matches)
-
-
-def _as_strong(other: Fit, best: Fit) -> bool:
-    """Whether ``other`` fits the query at least as well as ``best`` on every part of the evidence."""
-    return all(o >= b for o, b in zip(other.strength, best.strength, strict=True))
 
 
 def judge_code(
