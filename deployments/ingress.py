@@ -10,6 +10,7 @@ failures are turned into domain errors by ``deployments.handles`` and nothing el
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from ray import serve
@@ -20,9 +21,11 @@ from deployments.metrics import ExtractorMetrics, IngressMetrics
 from serve_app.api.app import build_http_app
 from serve_app.api.handlers import Api
 from serve_app.config import IngressConfig, IngressTunables
+from serve_app.db.announcements import Announcements
 from serve_app.db.pool import create_pool
 from serve_app.db.redis_client import create_redis
 from serve_app.directory.browse import DirectoryBrowser
+from serve_app.directory.loader import LOADED_CHANNEL
 from serve_app.jobs.store import JobStore
 from serve_app.models.board import ModelBoard
 from serve_app.models.paths import ModelPaths
@@ -71,6 +74,11 @@ class Ingress:
         self.jobs = JobStore(self.pool)
         self.keys = KeyStore(self.pool)
         self.service.query_log.start()
+        # A directory load is followed at once (cached answers keyed by the version before it stop being
+        # served); the poll in ``_refresh`` covers a listener that is down.
+        self.announcements = Announcements(settings.database_url, LOADED_CHANNEL, self.service.refresh_data_version)
+        with contextlib.suppress(Exception):
+            await self.announcements.ensure()
         self._refresh_task = asyncio.get_running_loop().create_task(self._refresh())
 
     def __serve_build_asgi_app__(self):
@@ -102,6 +110,7 @@ class Ingress:
             await asyncio.sleep(REFRESH_S)
             try:
                 async with asyncio.timeout(REFRESH_S):
+                    await self.announcements.ensure()
                     await self.service.refresh_data_version()
                 database_up = True
             except Exception as exc:  # noqa: BLE001 - keep the last version while the database is away
@@ -114,6 +123,7 @@ class Ingress:
 
     async def __del__(self) -> None:
         self._refresh_task.cancel()
+        await self.announcements.close()
         await self.service.query_log.close()  # graceful shutdown: nothing acknowledged is lost
         await self.pool.close()
         await self.redis.aclose()

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 
 class ServiceError(Exception):
-    """Base class. ``message`` is for the client; ``retry_after_s`` overrides the table's Retry-After."""
+    """Base class. ``message`` is for the client; ``retry_after_s`` overrides the table's Retry-After;
+    ``details`` (JSON-safe) are added to the error object the client gets."""
 
-    def __init__(self, message: str, retry_after_s: int | None = None):
+    def __init__(self, message: str, retry_after_s: int | None = None, details: dict | None = None):
         super().__init__(message)
         self.message = message
         self.retry_after_s = retry_after_s
+        self.details = details
 
     def __reduce__(self):
-        return type(self), (self.message, self.retry_after_s)
+        return type(self), (self.message, self.retry_after_s, self.details)
 
 
 # --- the request itself ---------------------------------------------------------------------------------
@@ -53,6 +55,10 @@ class InvalidCode(ServiceError):
 
 class UnknownCode(ServiceError):
     """A well-formed CNAPS code the directory does not hold."""
+
+
+class RetiredCode(ServiceError):
+    """A CNAPS code the directory held and has retired: ``details["branch"]`` is its last record."""
 
 
 class Forbidden(ServiceError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -77,6 +78,12 @@ class Branch(BaseModel):
     province: str
     city: str
     district: str | None = None
+    clearing_code: str | None = Field(
+        default=None, description="清算行号: the direct participant this branch settles through, when known."
+    )
+    retired_on: date | None = Field(
+        default=None, description="Set when the directory no longer has the code (as-of date of that snapshot)."
+    )
 
 
 class Match(Branch):
@@ -222,6 +229,13 @@ class QueryResult(BaseModel):
     entities_source: EntitiesSource = None
     model_overruled: ModelOverruled = None
     model_error: ModelError = None
+    successors: list[Branch] = Field(
+        default_factory=list,
+        description="For ``branch_retired``: active branches of the retired one's bank and city that may have "
+        "taken it over, for a person to choose from (never substituted).",
+    )
+    data_version: int | None = Field(default=None, description="The directory load this was answered from.")
+    directory_as_of: date | None = Field(default=None, description="The as-of date of that directory snapshot.")
     timings_ms: dict[str, float]
 
 

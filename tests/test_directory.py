@@ -99,7 +99,8 @@ async def test_loader_counts_equal_the_file_and_reload_is_idempotent(empty_datab
         "code": SEED_CODE, "bank_code": "304", "bank_name": "华夏银行",
         "name": "华夏银行股份有限公司江油西山支行", "search_name": "华夏银行江油西山支行",
         "branch": "江油西山支行", "province": "四川省", "city": "绵阳市", "district": "江油市",
-        "city_code": "6597", "source": "cnaps_sample",
+        "city_code": "6597", "source": "cnaps_sample", "clearing_code": "304100040000",
+        "retired_on": None, "retired_version": None, "added_version": report.data_version,
     }  # fmt: skip
     assert stats["banks"] == len({r.bank_name for r in read_cnaps(demo_cnaps_path())})
     assert stats["regions"] == len({r.key for r in Gazetteer.default().regions})

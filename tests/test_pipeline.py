@@ -85,8 +85,12 @@ def test_cli_query_json(monkeypatch: pytest.MonkeyPatch, sample_database_url: st
         "entities_source",
         "model_overruled",
         "model_error",
+        "successors",
+        "data_version",
+        "directory_as_of",
         "timings_ms",
     }
+    assert result["data_version"] >= 1 and result["directory_as_of"]  # the CLI says which snapshot answered
     assert (result["verdict"], result["reason"]) == ("match", "unique_fit")
 
 

@@ -333,7 +333,8 @@ async def test_http_answers_carry_a_verdict_and_branches_look_up_by_code(http_cl
     assert record.status_code == 200
     assert record.json() == {
         "code": SEED_CODE, "name": "华夏银行股份有限公司江油西山支行", "bank": "华夏银行", "bank_code": "304",
-        "province": "四川省", "city": "绵阳市", "district": "江油市",
+        "province": "四川省", "city": "绵阳市", "district": "江油市", "clearing_code": "304100040000",
+        "retired_on": None,
     }  # fmt: skip
     for code, status, error in [("304659715926", 422, "invalid_code"), ("30465971592x", 422, "invalid_code"),
                                 ("102100009998", 404, "unknown_code")]:  # fmt: skip

@@ -1,7 +1,8 @@
 """The one table from domain exceptions to what a client sees: HTTP status, stable code, Retry-After.
 
-Every error leaves as JSON ``{"error": {"code", "message"}}``. Anything not in the table is a 500 whose
-message says only that it was logged. The OpenAPI document lists each route's errors from this table.
+Every error leaves as JSON ``{"error": {"code", "message"}}`` (with an error's ``details`` beside them).
+Anything not in the table is a 500 whose message says only that it was logged. The OpenAPI document
+lists each route's errors from this table.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ ERRORS: dict[type[e.ServiceError], ErrorSpec] = {
     e.UnknownAdapter: ErrorSpec(404, "unknown_model"),
     e.UnknownJob: ErrorSpec(404, "unknown_job"),
     e.AdapterExists: ErrorSpec(409, "adapter_exists"),
+    e.RetiredCode: ErrorSpec(410, "retired_code"),
     e.JobNotDone: ErrorSpec(409, "job_not_done", 2),
     e.BodyTooLarge: ErrorSpec(413, "body_too_large"),
     e.TooManyRows: ErrorSpec(413, "too_many_rows"),
@@ -72,8 +74,8 @@ def statuses(*classes: type[e.ServiceError]) -> list[int]:
     return sorted({spec_for(cls).status for cls in classes})
 
 
-def error_body(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **(details or {})}}
 
 
 def render(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -83,7 +85,8 @@ def render(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
         return spec.status, error_body(spec.code, INTERNAL_MESSAGE), {}
     retry_after = getattr(exc, "retry_after_s", None) or spec.retry_after_s
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-    return spec.status, error_body(spec.code, getattr(exc, "message", str(exc))), headers
+    details = getattr(exc, "details", None)
+    return spec.status, error_body(spec.code, getattr(exc, "message", str(exc)), details), headers
 
 
 def error_response(exc: BaseException) -> JSONResponse:

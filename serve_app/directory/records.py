@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from serve_app.directory.banks import national_bank, parse_institution
+from serve_app.directory.codes import is_valid_code
 from serve_app.directory.gazetteer import Gazetteer, Region
 from serve_app.normalize import normalize
 
@@ -46,9 +47,12 @@ class BranchRecord:
     district: str | None
     city_code: str
     source: str
+    #: The direct participant this branch settles through (清算行号, the file's ``BankId``); None when the
+    #: file gives a placeholder or a number that fails its check digit.
+    clearing_code: str | None = None
 
     COLUMNS = ("code", "bank_code", "bank_name", "name", "search_name", "branch", "province", "city",
-               "district", "city_code", "source")  # fmt: skip
+               "district", "city_code", "source", "clearing_code")  # fmt: skip
 
     def as_row(self) -> tuple:
         return astuple(self)
@@ -111,7 +115,14 @@ class PlaceResolver:
 
 
 def make_record(
-    *, code: str, official_name: str, bank_hint: str, place: Place, city_code: str, source: str
+    *,
+    code: str,
+    official_name: str,
+    bank_hint: str,
+    place: Place,
+    city_code: str,
+    source: str,
+    clearing_code: str | None = None,
 ) -> BranchRecord:
     """Build a record; the institution comes from the code's class for national banks, else from the name,
     else from ``bank_hint``.
@@ -135,7 +146,20 @@ def make_record(
         district=place.district,
         city_code=city_code,
         source=source,
+        clearing_code=clearing_code_or_none(clearing_code),
     )
+
+
+def clearing_code_or_none(value: str | None) -> str | None:
+    """A ``BankId`` as a clearing code: kept when it is a valid CNAPS code, else None. The files fill the
+    column with placeholders (``999999999994``) where a branch has none; some fail their check digit."""
+    value = (value or "").strip()
+    if not is_valid_code(value) or value.startswith(_PLACEHOLDER_PREFIX):
+        return None
+    return value
+
+
+_PLACEHOLDER_PREFIX = "99999999"
 
 
 def read_cnaps(path: Path, resolver: PlaceResolver | None = None) -> Iterator[BranchRecord]:
@@ -158,4 +182,5 @@ def read_cnaps(path: Path, resolver: PlaceResolver | None = None) -> Iterator[Br
                 place=place,
                 city_code=row["CityCode"].strip(),
                 source="cnaps_sample",
+                clearing_code=row["BankId"],
             )

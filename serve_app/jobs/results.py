@@ -1,8 +1,10 @@
 """One input row's answer as result columns, and the output files (CSV, XLSX) that carry them.
 
 Every output row is the input row unchanged, then ``RESULT_COLUMNS``. ``code``, ``official_name``,
-``bank`` and ``city`` are filled only for a ``match``: a code in that column is one to pay to. An
-``ambiguous`` row lists its best candidates (``code name`` pairs) for a person to choose from. A row
+``bank``, ``city`` and ``clearing_code`` are filled only for a ``match``: a code in that column is one to
+pay to. An ``ambiguous`` row lists its best candidates (``code name`` pairs) for a person to choose from;
+a ``branch_retired`` row the retired branch and its possible successors. ``directory_as_of`` and
+``data_version`` say which directory snapshot the row was answered from. A row
 that could not be asked (empty, too long) has its ``error`` and no verdict. Used alike by bulk jobs and
 ``serve-app reconcile`` (``POST /api/v1/query/batch`` answers in JSON, not in these columns).
 """
@@ -13,6 +15,7 @@ import csv
 import io
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import astuple, dataclass, fields
+from datetime import date
 from functools import partial
 from pathlib import PurePath
 
@@ -37,10 +40,13 @@ class RowResult:
     official_name: str | None = None
     bank: str | None = None
     city: str | None = None
+    clearing_code: str | None = None
     verdict: str | None = None
     confidence: float | None = None
     reason: str | None = None
     candidates: str | None = None
+    directory_as_of: date | None = None
+    data_version: int | None = None
     error: str | None = None
 
     @classmethod
@@ -50,15 +56,22 @@ class RowResult:
         candidates = None
         if result.verdict == "ambiguous":
             candidates = "; ".join(f"{m.code} {m.name}" for m in result.matches[:CANDIDATES_SHOWN])
+        elif result.reason == "branch_retired" and best is not None:
+            retired = f"{best.code} {best.name} (retired as of {best.retired_on})"
+            shown = result.successors[: CANDIDATES_SHOWN - 1]
+            candidates = "; ".join([retired, *(f"{s.code} {s.name}" for s in shown)])
         return cls(
             code=matched.code if matched else None,
             official_name=matched.name if matched else None,
             bank=matched.bank if matched else None,
             city=matched.city if matched else None,
+            clearing_code=matched.clearing_code if matched else None,
             verdict=result.verdict,
             confidence=round(best.confidence, 4) if best else None,
             reason=result.reason,
             candidates=candidates,
+            directory_as_of=result.directory_as_of,
+            data_version=result.data_version,
         )
 
     def values(self) -> tuple:

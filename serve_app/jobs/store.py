@@ -117,11 +117,13 @@ class Chunk:
 # $3… are the columns of ``RowResult.values()``, in ``RESULT_COLUMNS`` order.
 _UPDATE_ROWS = """
 UPDATE job_rows SET done = true, verdict = r.verdict, code = r.code, official_name = r.official_name,
-       bank = r.bank, city = r.city, confidence = r.confidence, reason = r.reason, candidates = r.candidates,
-       error = r.error
-FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::real[], $9::text[],
-            $10::text[], $11::text[])
-     AS r(row_no, code, official_name, bank, city, verdict, confidence, reason, candidates, error)
+       bank = r.bank, city = r.city, clearing_code = r.clearing_code, confidence = r.confidence,
+       reason = r.reason, candidates = r.candidates, directory_as_of = r.directory_as_of,
+       data_version = r.data_version, error = r.error
+FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::real[],
+            $10::text[], $11::text[], $12::date[], $13::bigint[], $14::text[])
+     AS r(row_no, code, official_name, bank, city, clearing_code, verdict, confidence, reason, candidates,
+          directory_as_of, data_version, error)
 WHERE job_rows.job_id = $1 AND job_rows.row_no = r.row_no AND NOT job_rows.done
 """
 _UPDATE_COUNTS = """

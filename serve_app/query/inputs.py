@@ -14,6 +14,8 @@ so keeps tenants apart in the shared cache.
 
 from __future__ import annotations
 
+from datetime import date
+
 from pydantic import BaseModel, ConfigDict
 
 from serve_app.directory.codes import CodeInText, split_code
@@ -35,11 +37,15 @@ class AnswerInputs(BaseModel):
     #: The adapter to extract with: ``name@revision`` in the service, the request's name offline; None: rules.
     adapter: str | None
     top_k: int
-    #: The directory version the answer is computed and cached at; None offline (the vocabulary as loaded).
+    #: The directory version the answer is computed and cached at (None: the directory as it is), and the
+    #: as-of date of its snapshot (determined by the version; carried so the answer can say it).
     data_version: int | None
+    directory_as_of: date | None = None
 
 
-def read_inputs(request: QueryRequest, adapter: str | None, data_version: int | None) -> AnswerInputs:
+def read_inputs(
+    request: QueryRequest, adapter: str | None, data_version: int | None, directory_as_of: date | None = None
+) -> AnswerInputs:
     """The inputs of ``request``'s answer. ``adapter``: the adapter to ask, already resolved by the caller
     (the request's ``model``, or a job's adapter, as ``name@revision`` in the service)."""
     code, words = split_code(request.query)
@@ -49,4 +55,5 @@ def read_inputs(request: QueryRequest, adapter: str | None, data_version: int | 
         adapter=adapter,
         top_k=request.top_k,
         data_version=data_version,
+        directory_as_of=directory_as_of,
     )

@@ -12,12 +12,13 @@ import time
 import asyncpg
 
 from serve_app.config import ExtractorTunables
+from serve_app.directory.loader import read_directory_state
 from serve_app.extraction.rules import RulesExtractor
 from serve_app.extraction.service import ExtractEntities, ExtractionService, ModelReader
 from serve_app.query.inputs import AnswerInputs, read_inputs
 from serve_app.query.retrieval import BranchRepository, Retrieval
 from serve_app.query.verdict import Judgement, judge, judge_code
-from serve_app.schemas import Entities, ExtractionOutcome, QueryRequest, QueryResult
+from serve_app.schemas import Branch, Entities, ExtractionOutcome, QueryRequest, QueryResult
 from serve_app.timing import ms_since
 
 
@@ -35,7 +36,9 @@ class QueryPipeline:
 
     async def run(self, request: QueryRequest) -> QueryResult:
         started = time.perf_counter()
-        inputs = read_inputs(request, request.model, data_version=None)
+        async with self.repository.pool.acquire() as conn:
+            data_version, as_of = await read_directory_state(conn)
+        inputs = read_inputs(request, request.model, data_version, as_of)
         timings = {"normalize": ms_since(started)}
         result = await compute_answer(self.extraction.extract_entities, self.repository, inputs, request.query, timings)
         result.timings_ms["total"] = ms_since(started)
@@ -60,7 +63,8 @@ async def compute_answer(
 
     A query that is or carries a 12-digit code is answered by the code (checked, then looked up), the
     words beside it checked against it: words that name another branch, place or bank make it a conflict
-    for a person to resolve, with both branches shown.
+    for a person to resolve, with both branches shown. When the branch meant is retired, the answer lists
+    its possible successors.
     """
     mark = time.perf_counter()
     normalized, code = inputs.normalized, inputs.code
@@ -81,6 +85,9 @@ async def compute_answer(
     else:
         retrieval = await repository.search(outcome.entities, normalized, CANDIDATES) if normalized else Retrieval([])
         judgement = judge(outcome.entities, retrieval, inputs.top_k, outcome.other_bank, written=normalized)
+    successors = []
+    if judgement.reason == "branch_retired":
+        successors = [Branch.model_validate(c) for c in await repository.successors(judgement.retired)]
     timings["retrieve"] = ms_since(mark)
     return QueryResult(
         query=query,
@@ -94,6 +101,9 @@ async def compute_answer(
         entities_source=outcome.entities_source,
         model_overruled=outcome.model_overruled,
         model_error=outcome.model_error,
+        successors=successors,
+        data_version=inputs.data_version,
+        directory_as_of=inputs.directory_as_of,
         timings_ms=timings,
     )
 

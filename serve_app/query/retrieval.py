@@ -20,6 +20,7 @@ the query, and how sure that is, is decided afterwards by ``serve_app.query.verd
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 import asyncpg
 
@@ -39,7 +40,7 @@ KEYWORD_BONUS = 0.5
 # the text) + bonuses for the extracted city and district and for containing the probe verbatim (short
 # and truncated keywords such as 和平 have no trigrams inside a name); ties go to the shorter name (a
 # 营业部 or head office over its sub-branches), then to the code, so results are deterministic.
-_COLUMNS = "code, name, bank_name, bank_code, province, city, district, branch"
+_COLUMNS = "code, name, bank_name, bank_code, province, city, district, branch, clearing_code, retired_on"
 _SELECT = f"""
 SELECT {_COLUMNS},
        similarity(search_name, $1)
@@ -78,6 +79,19 @@ STATEMENTS = {name: _SELECT.format(where=where) for name, (where, _) in _WHERE.i
 
 
 _BY_CODE = f"SELECT {_COLUMNS}, 0.0 AS score FROM branches WHERE code = $1"  # noqa: S608 - constants only
+#: How alike (pg_trgm similarity of the branch keywords) an active branch must be named to be suggested
+#: as a retired one's successor when no load links them.
+SUCCESSOR_SIMILARITY = 0.3
+_SUCCESSORS = f"""
+SELECT {_COLUMNS}, similarity(branch, $4) AS score
+FROM branches
+WHERE bank_name = $1 AND city = $2 AND code <> $3 AND retired_on IS NULL
+  AND (added_version = (SELECT retired_version FROM branches WHERE code = $3)
+       OR similarity(branch, $4) >= {SUCCESSOR_SIMILARITY})
+ORDER BY added_version IS NOT DISTINCT FROM (SELECT retired_version FROM branches WHERE code = $3) DESC,
+         score DESC, code
+LIMIT $5
+"""  # noqa: S608 - constants only
 _BANK_HAS_BRANCHES = "SELECT EXISTS (SELECT 1 FROM branches WHERE bank_name = $1)"
 
 
@@ -94,6 +108,8 @@ class Candidate:
     district: str | None
     branch: str  # the record's branch keyword: its normalized name after the institution
     score: float
+    clearing_code: str | None = None
+    retired_on: date | None = None  # set when a snapshot no longer has the code: never payable
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Candidate:
@@ -107,6 +123,8 @@ class Candidate:
             district=row["district"],
             branch=row["branch"],
             score=round(float(row["score"]), 4),
+            clearing_code=row["clearing_code"],
+            retired_on=row["retired_on"],
         )
 
 
@@ -167,6 +185,15 @@ class BranchRepository:
             async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
                 row = await conn.fetchrow(_BY_CODE, code)
         return Candidate.from_row(row) if row else None
+
+    async def successors(self, retired: Candidate, limit: int = 3) -> list[Candidate]:
+        """Active branches of a retired one's bank and city that may have taken it over: added by the load
+        that retired it, or named like it (``SUCCESSOR_SIMILARITY``), most alike first. For a person to
+        choose from, never to pay to without one."""
+        with database_errors(DIRECTORY):
+            async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
+                rows = await conn.fetch(_SUCCESSORS, retired.bank, retired.city, retired.code, retired.branch, limit)
+        return [Candidate.from_row(row) for row in rows]
 
     async def explain(self, plan: str, entities: Entities, text: str, limit: int = 20) -> str:
         """EXPLAIN (ANALYZE) of one statement, for tests and the benchmark."""

@@ -14,8 +14,10 @@ steps, each a pure function:
    of that bank, its confidence reaches the model's ``match_threshold``, no place written contradicts it,
    no other candidate fits as well, and it takes payments; ``ambiguous`` when candidates fit but not
    surely; ``none`` when nothing in the directory fits what was written (branches of those words that lie
-   only elsewhere are listed, ``no_branch_in_place``). A code in the query is checked and
-   looked up instead (``judge_code``), and is a ``match`` only when nothing else written contradicts it.
+   only elsewhere are listed, ``no_branch_in_place``; a branch the directory has retired is ``none``,
+   ``branch_retired``, and never a ``match``). A code in the query is checked and looked up instead
+   (``judge_code``), and is a ``match`` only when its branch is active and nothing else written
+   contradicts it.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from serve_app.schemas import Branch, Entities, Match, Verdict
 
 #: Bumped whenever verdicts may change for the same candidates (rules here or the shipped model): cached
 #: results depend on it.
-VERDICT_VERSION = 3
+VERDICT_VERSION = 4
 #: The confidence shown for a code's own record when the words beside it contradict it.
 _CONFLICT_CONFIDENCE = 0.5
 
@@ -44,6 +46,8 @@ class Judgement:
     verdict: Verdict
     reason: str
     matches: list[Match]
+    #: For ``branch_retired``: the retired record the query means (its successors are looked up).
+    retired: Candidate | None = None
 
 
 class VerdictWeights:
@@ -149,6 +153,16 @@ def judge(
     fitting = [(fit, p) for fit, _, p in scored if fit.fits]  # the reason is decided on all, not on top_k
     if not fitting:
         return Judgement("none", "no_branch_fits", [])
+    if any(candidate.retired_on is not None for candidate in retrieval.candidates):
+        retired = _retired_meant(fitting)
+        if retired is not None:
+            return Judgement("none", "branch_retired", [_match(*retired)], retired[0].candidate)
+        # Not what the query means: judged without them, neither offered nor counted as rivals.
+        active = [candidate for candidate in retrieval.candidates if candidate.retired_on is None]
+        scored = assess(entities, active, other_bank is not None, weights, written)
+        fitting = [(fit, p) for fit, _, p in scored if fit.fits]
+        if not fitting:
+            return Judgement("none", "no_branch_fits", [])
     matches = [_match(fit, p) for fit, p in fitting[:top_k]]
     best_fit, best = fitting[0]
     if all(fit.place == "conflict" for fit, _ in fitting):
@@ -176,6 +190,19 @@ def judge(
     return Judgement("ambiguous", "uncertain_fit", matches)
 
 
+def _retired_meant(fitting: list[tuple[Fit, float]]) -> tuple[Fit, float] | None:
+    """The retired branch the query means, if it is one: the most probable fit is retired, its place does
+    not contradict the query, and no active branch fits as well (a code replaced under the same name, or
+    a namesake, is then what the query names)."""
+    best_fit, best = fitting[0]
+    if best_fit.candidate.retired_on is None or best_fit.place == "conflict":
+        return None
+    active = [fit for fit, _ in fitting if fit.candidate.retired_on is None]
+    if any(fit.as_strong_as(best_fit) for fit in active):
+        return None
+    return best_fit, best
+
+
 def judge_code(
     code: CodeInText,
     record: Candidate | None,
@@ -196,6 +223,8 @@ def judge_code(
     if record is None:
         return Judgement("none", "code_not_in_directory", [])
     fit = evidence(entities, query_keyword(entities), record, written)
+    if record.retired_on is not None:
+        return Judgement("none", "branch_retired", [_match(fit, 1.0)], record)
     if not fit.payable:
         return Judgement("ambiguous", "not_payable", [_match(fit, _CONFLICT_CONFIDENCE)])
     if _contradicts(fit, entities, words):

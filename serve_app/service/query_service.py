@@ -15,14 +15,15 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from datetime import date
 from typing import Any
 
 from serve_app.concurrency import map_bounded
 from serve_app.config import IngressTunables
 from serve_app.db.errors import ADAPTER_REGISTRY, database_errors
 from serve_app.directory.codes import is_code_shaped, is_valid_code
-from serve_app.directory.loader import read_data_version
-from serve_app.errors import InvalidCode, RateLimited, UnknownAdapter, UnknownCode
+from serve_app.directory.loader import read_directory_state
+from serve_app.errors import InvalidCode, RateLimited, RetiredCode, UnknownAdapter, UnknownCode
 from serve_app.extraction.service import ExtractEntities
 from serve_app.models.adapters import AdapterRegistry
 from serve_app.query.inputs import read_inputs
@@ -60,6 +61,8 @@ class QueryService:
         self.registry = registry
         self.on_result = on_result  # observer (metrics): (result, served from cache)
         self.data_version = 0
+        self.directory_as_of: date | None = None
+        self._refreshing = asyncio.Lock()
         self._adapter_refs: tuple[float, dict[str, str]] = (0.0, {})
 
     def reconfigure(self, tunables: IngressTunables) -> None:
@@ -84,12 +87,14 @@ class QueryService:
                 "failures": log.failures,
             },
             "data_version": self.data_version,
+            "directory_as_of": str(self.directory_as_of),
         }
 
     async def refresh_data_version(self) -> int:
-        """Read the directory's data version (the ingress does every few seconds; failures are the caller's)."""
-        async with self.repository.pool.acquire() as conn:
-            self.data_version = await read_data_version(conn)
+        """Read the directory's data version and as-of date (the ingress does whenever a load is announced,
+        and every few seconds; failures are the caller's)."""
+        async with self._refreshing, self.repository.pool.acquire() as conn:  # one read at a time: the last wins
+            self.data_version, self.directory_as_of = await read_directory_state(conn)
         return self.data_version
 
     async def query(
@@ -127,7 +132,7 @@ class QueryService:
         timings = {} if timings is None else timings
         name = request.model or adapter  # the one place that decides: the request's adapter wins a job's
         ref = None if name is None else await self.adapter_ref(name)
-        inputs = read_inputs(request, ref, self.data_version)
+        inputs = read_inputs(request, ref, self.data_version, self.directory_as_of)
         result, cached = await self.result_cache.get_or_compute(
             self.result_cache.key(inputs),
             lambda: compute_answer(self.extract_entities, self.repository, inputs, request.query, timings),
@@ -179,7 +184,8 @@ class QueryService:
         return refs[name]
 
     async def branch(self, code: str) -> BranchRecordOut:
-        """``GET /api/v1/branches/{code}``: the record, 422 for a malformed code, 404 for an unknown one."""
+        """``GET /api/v1/branches/{code}``: the record, 422 for a malformed code, 404 for an unknown one, 410
+        for a retired one (with its record)."""
         if not is_code_shaped(code):
             raise InvalidCode("a CNAPS code is 12 digits")
         if not is_valid_code(code):
@@ -187,7 +193,13 @@ class QueryService:
         record = await self.repository.by_code(code)
         if record is None:
             raise UnknownCode(f"no branch with code {code} is in the directory")
-        return BranchRecordOut.model_validate(record)
+        out = BranchRecordOut.model_validate(record)
+        if record.retired_on is not None:
+            raise RetiredCode(
+                f"{code} was retired from the directory as of {record.retired_on}: do not pay to it",
+                details={"branch": out.model_dump(mode="json")},
+            )
+        return out
 
     async def check_database(self, timeout_s: float = 2.0) -> None:
         """Readiness: the directory answers within ``timeout_s`` (504 past it, 503 when it is down, as
