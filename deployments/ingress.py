@@ -25,6 +25,7 @@ from serve_app.db.announcements import Announcements
 from serve_app.db.pool import create_pool
 from serve_app.db.redis_client import create_redis
 from serve_app.directory.browse import DirectoryBrowser
+from serve_app.directory.history import DirectoryHistory
 from serve_app.directory.loader import LOADED_CHANNEL
 from serve_app.jobs.store import JobStore
 from serve_app.models.board import ModelBoard
@@ -92,6 +93,7 @@ class Ingress:
             browser=self.browser,
             jobs=self.jobs,
             keys=self.keys,
+            history=DirectoryHistory(self.pool, self.settings.db_acquire_timeout_s),
         )
         return build_http_app(api, admission=(resources.max_ongoing_requests, resources.max_queued_requests))
 

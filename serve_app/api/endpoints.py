@@ -10,6 +10,8 @@ from pydantic import BaseModel
 
 from serve_app import errors as e
 from serve_app.directory.browse import BankOut, BranchPage, BrowseQuery
+from serve_app.directory.history import ChangePage, ChangeQuery, DirectoryInfo
+from serve_app.jobs.recheck import RecheckReport
 from serve_app.jobs.store import JobStatus
 from serve_app.models.adapters import AdapterIn, AdapterOut
 from serve_app.schemas import BatchRequest, BatchResponse, BranchRecordOut, JobParams, QueryRequest, QueryResult
@@ -46,8 +48,14 @@ ENDPOINTS = (
              tenant=True),
     Endpoint("GET", "/api/v1/branches", "browse", "Directory records by bank, place and name text, a page at a time.",
              response=BranchPage, query=BrowseQuery, errors=DEPENDENCY_ERRORS, tenant=True),
-    Endpoint("GET", "/api/v1/branches/{code}", "branch", "The directory record of a CNAPS code.",
-             response=BranchRecordOut, errors=(e.InvalidCode, e.UnknownCode, *DEPENDENCY_ERRORS), tenant=True),
+    Endpoint("GET", "/api/v1/branches/{code}", "branch", "The directory record of a CNAPS code (410 once retired).",
+             response=BranchRecordOut, errors=(e.InvalidCode, e.UnknownCode, e.RetiredCode, *DEPENDENCY_ERRORS),
+             tenant=True),
+    Endpoint("GET", "/api/v1/directory", "directory", "How current the directory is: as-of date, version, counts.",
+             response=DirectoryInfo, errors=DEPENDENCY_ERRORS, tenant=True),
+    Endpoint("GET", "/api/v1/directory/changes", "directory_changes",
+             "What loads changed, code by code: retired, returned, renamed, moved, changed, new.",
+             response=ChangePage, query=ChangeQuery, errors=DEPENDENCY_ERRORS, tenant=True),
     Endpoint("GET", "/api/v1/banks", "banks", "Institutions with their branch counts.", response=BankOut,
              response_list=True, errors=DEPENDENCY_ERRORS, tenant=True),
     Endpoint("POST", "/api/v1/jobs", "submit_job", "Reconcile a statement file (CSV, XLSX, JSON lines) in bulk.",
@@ -62,6 +70,9 @@ ENDPOINTS = (
              errors=(e.JobNotDone, *JOB_ERRORS), tenant=True, media_type="text/csv"),
     Endpoint("GET", "/api/v1/jobs/{job_id}/result.xlsx", "job_result_xlsx", "Every input row with its answer (XLSX).",
              errors=(e.JobNotDone, *JOB_ERRORS), tenant=True, media_type=XLSX_TYPE),
+    Endpoint("POST", "/api/v1/jobs/{job_id}/recheck", "recheck_job",
+             "The finished job's rows whose code was retired or changed since, answered again.",
+             response=RecheckReport, errors=(e.JobNotDone, e.RateLimited, *_MODEL_ERRORS, *JOB_ERRORS), tenant=True),
     Endpoint("DELETE", "/api/v1/jobs/{job_id}", "delete_job", "Delete a job and its rows.", status=204,
              errors=JOB_ERRORS, tenant=True),
     Endpoint("GET", "/api/v1/query/model-cache-stats", "model_cache_stats", "Per-replica model statistics.",

@@ -26,6 +26,8 @@ from serve_app.api.responses import Body, Reply, attachment
 from serve_app.config import IngressConfig
 from serve_app.db.errors import API_KEYS, JOB_STORE, database_errors
 from serve_app.directory.browse import BrowseQuery, DirectoryBrowser
+from serve_app.directory.history import ChangeQuery, DirectoryHistory
+from serve_app.jobs.recheck import recheck_job
 from serve_app.jobs.results import csv_text, result_filename, result_header, xlsx_bytes
 from serve_app.jobs.store import JobStatus, JobStore
 from serve_app.jobs.submission import JobSubmission
@@ -54,7 +56,7 @@ WEB_ROOT = Path(str(resources.files("serve_app") / "web"))
 
 @dataclass(frozen=True)
 class Api:
-    """What the routes stand on. ``browser``, ``jobs`` and ``keys`` may be absent in tests of other parts
+    """What the routes stand on. ``browser``, ``jobs``, ``keys`` and ``history`` may be absent in tests of other parts
     (their routes then fail as internal errors); ``keys`` is required when ``config.auth`` is ``keys``."""
 
     service: QueryService
@@ -65,6 +67,7 @@ class Api:
     browser: DirectoryBrowser | None = None
     jobs: JobStore | None = None
     keys: KeyStore | None = None
+    history: DirectoryHistory | None = None
 
 
 class Handlers:
@@ -149,6 +152,15 @@ class Handlers:
         await self.charged_caller(request)
         return await self.service.branch(request.path_params["code"])
 
+    async def directory(self, request: Request) -> Body:
+        await self.charged_caller(request)
+        return await _built_with(self.api.history, "a directory history").info()
+
+    async def directory_changes(self, request: Request) -> Body:
+        await self.charged_caller(request)
+        query = validate(ChangeQuery, dict(request.query_params))
+        return await _built_with(self.api.history, "a directory history").changes(query)
+
     async def banks(self, request: Request) -> Body:
         await self.charged_caller(request)
         return await self.browser.banks(self.service.data_version)
@@ -195,6 +207,19 @@ class Handlers:
         rows = [row async for page in pages for row in page]
         data = await asyncio.to_thread(xlsx_bytes, result_header(status.columns), rows)
         return Response(data, media_type=XLSX_TYPE, headers=attachment(result_filename(status.filename, "xlsx")))
+
+    async def recheck_job(self, request: Request) -> Body:
+        caller = await self.charged_caller(request)
+        service = self.service
+        with database_errors(JOB_STORE):
+            return await recheck_job(
+                self.jobs,
+                service.answer,
+                caller.tenant,
+                request.path_params["job_id"],
+                service.data_version,
+                service.directory_as_of,
+            )
 
     async def delete_job(self, request: Request) -> Body:
         caller = await self.charged_caller(request)

@@ -8,14 +8,16 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import date
 from pathlib import Path
 
 import asyncpg
 
 from serve_app.db.migrate import apply_migrations
 from serve_app.db.pool import check_trigram_locale, connect_admin
-from serve_app.directory.loader import directory_stats, load_directory
-from serve_app.directory.records import demo_cnaps_path
+from serve_app.directory.loader import LoadOptions, directory_stats, load_directory
+from serve_app.directory.records import demo_cnaps_path, read_cnaps
+from serve_app.directory.snapshots import DEFAULT_MAX_RETIRE_SHARE, diff_snapshots, snapshot_facts
 from serve_app.ops.embedded import EmbeddedPostgres
 from serve_app.settings import Settings
 
@@ -73,16 +75,40 @@ async def _db_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _db_load(settings: Settings, args: argparse.Namespace) -> int:
     path = None if args.no_sample else (args.file or demo_cnaps_path())
+    options = LoadOptions(
+        as_of=args.as_of,
+        partial=args.partial,
+        allow_mass_retire=args.allow_mass_retire,
+        max_retire_share=args.max_retire_share,
+    )
     started = time.perf_counter()
     async with admin_connection(settings) as conn:
         await prepare_database(conn)
-        report = await load_directory(conn, path, synthetic=args.synthetic)
+        report = await load_directory(conn, path, synthetic=args.synthetic, options=options)
     elapsed = time.perf_counter() - started
+    changes = ", ".join(f"{n} {kind}" for kind, n in report.counts.items() if n and kind != "unchanged")
     print(
         f"loaded {report.branches_loaded} branches from {path or 'no file'} "
         f"({report.rows_read} rows, {report.duplicates} duplicate codes merged), "
-        f"{report.synthetic_loaded} synthetic; data version {report.data_version}; {elapsed:.1f}s"
+        f"{report.synthetic_loaded} synthetic; as of {report.as_of}, data version {report.data_version}"
+        f"{'; ' + changes if changes else ''}; {elapsed:.1f}s"
     )
+    return 0
+
+
+def _db_diff(settings: Settings, args: argparse.Namespace) -> int:
+    """``db diff OLD NEW``: what loading NEW over OLD would change, without a database."""
+    diff = diff_snapshots(snapshot_facts(read_cnaps(args.old)), {}, snapshot_facts(read_cnaps(args.new)))
+    report = {"counts": diff.counts(), "retire_share": round(diff.retire_share, 4)}
+    if args.json:
+        report["changes"] = [vars(change) for change in diff.changes]
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return 0
+    print(" ".join(f"{kind}={n}" for kind, n in report["counts"].items()) + f" retire_share={diff.retire_share:.2%}")
+    for change in diff.changes[: args.limit]:
+        print(f"{change.kind:8} {change.code} {change.bank_name} {change.city} {change.old or ''} → {change.new or ''}")
+    if len(diff.changes) > args.limit:
+        print(f"… {len(diff.changes) - args.limit} more (--limit, or --json for all)")
     return 0
 
 
@@ -103,7 +129,34 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     load.add_argument("--no-sample", action="store_true", help="load no CNAPS file (gazetteer/synthetic only)")
     load.add_argument("--synthetic", type=_non_negative, default=0, metavar="N",
                       help="replace synthetic branches with N deterministic ones (scale tests)")  # fmt: skip
+    load.add_argument(
+        "--as-of",
+        type=date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="the date the file is the directory as of (default: today, UTC)",
+    )
+    load.add_argument(
+        "--partial", action="store_true", help="an update of some codes: add and change them, retire nothing"
+    )
+    load.add_argument(
+        "--allow-mass-retire",
+        action="store_true",
+        help="load a snapshot even if it retires more than --max-retire-share of the active codes",
+    )
+    load.add_argument(
+        "--max-retire-share",
+        type=float,
+        default=DEFAULT_MAX_RETIRE_SHARE,
+        metavar="SHARE",
+        help="refuse a snapshot that retires more than this share of active codes (default 0.05)",
+    )
     load.set_defaults(run=_db_load)
+    diff = db_commands.add_parser("diff", help="what loading one CNAPS file over another would change (no database)")
+    diff.add_argument("old", type=Path, help="CNAPS CSV: the directory before")
+    diff.add_argument("new", type=Path, help="CNAPS CSV: the directory after")
+    diff.add_argument("--json", action="store_true", help="the counts and every change as JSON")
+    diff.add_argument("--limit", type=_non_negative, default=50, help="changes printed (default 50)")
+    diff.set_defaults(run=_db_diff, blocking=True)
     db_commands.add_parser("stats", help="print directory statistics as JSON").set_defaults(run=_db_stats)
 
 

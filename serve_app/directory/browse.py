@@ -1,5 +1,6 @@
 """Browsing the directory: branches filtered by bank, province, city, district and name text, a page at a
-time with the total; the institutions with their branch counts.
+time with the total (active codes unless asked for retired ones); the institutions with their counts of
+active branches.
 
 Each filter adds one fixed clause (values are always bound, never spliced), so every combination has an
 indexed plan: ``(province, city)``, ``(city, district)``, ``(district)``, and the GIN index, whose
@@ -11,6 +12,7 @@ are ordered by code.
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,6 +33,8 @@ _CLAUSES = {
     "q": "search_name LIKE ${n} ESCAPE '\\'",
 }
 
+_STATUS = {"active": ["retired_on IS NULL"], "retired": ["retired_on IS NOT NULL"], "all": []}
+
 
 class BrowseQuery(BaseModel):
     """The query string of ``GET /api/v1/branches``; empty filters are ignored."""
@@ -42,6 +46,9 @@ class BrowseQuery(BaseModel):
     city: str | None = Field(default=None, max_length=32)
     district: str | None = Field(default=None, max_length=32)
     q: str | None = Field(default=None, max_length=64, description="Text the official name contains.")
+    status: Literal["active", "retired", "all"] = Field(
+        default="active", description="Active codes (payable), retired ones (left the directory), or both."
+    )
     page: int = Field(default=1, ge=1, le=100_000)
     page_size: int = Field(default=20, ge=1, le=MAX_PAGE_SIZE)
 
@@ -72,8 +79,9 @@ def browse_statements(query: BrowseQuery) -> tuple[str, str, list[str]]:
         if value:
             arguments.append(value)
             clauses.append(clause.replace("{n}", str(len(arguments))))
+    clauses += _STATUS[query.status]
     where = " AND ".join(clauses) or "true"
-    columns = "code, name, bank_name AS bank, bank_code, province, city, district"
+    columns = "code, name, bank_name AS bank, bank_code, province, city, district, clearing_code, retired_on"
     n = len(arguments)
     page = f"SELECT {columns} FROM branches WHERE {where} ORDER BY code LIMIT ${n + 1} OFFSET ${n + 2}"  # noqa: S608
     count = f"SELECT count(*) FROM branches WHERE {where}"  # noqa: S608 - fixed clauses, bound values
@@ -110,7 +118,8 @@ class DirectoryBrowser:
                 rows = await conn.fetch(
                     """SELECT b.name, b.category_code, b.category, b.aliases, coalesce(c.branches, 0) AS branches
                        FROM banks b
-                       LEFT JOIN (SELECT bank_name, count(*) AS branches FROM branches GROUP BY bank_name) c
+                       LEFT JOIN (SELECT bank_name, count(*) AS branches FROM branches WHERE retired_on IS NULL
+                                  GROUP BY bank_name) c
                             ON c.bank_name = b.name
                        ORDER BY branches DESC, b.name"""
                 )

@@ -133,6 +133,18 @@ UPDATE jobs SET done_rows = done_rows + $2, match_rows = match_rows + $3, ambigu
        finished_at = CASE WHEN done_rows + $2 >= total_rows THEN now() END
 WHERE id = $1
 """
+# A row's code changed when it is retired now, or a load after the row's answer changed it ('new' is
+# never a change of a code already paid to).
+_CHANGED_CODES = """
+SELECT r.row_no, r.cells[j.text_column + 1] AS text, r.code, r.directory_as_of, b.retired_on,
+       (SELECT array_agg(DISTINCT c.kind ORDER BY c.kind) FROM directory_changes c
+        WHERE c.code = r.code AND c.data_version > coalesce(r.data_version, 0) AND c.kind <> 'new') AS kinds
+FROM job_rows r JOIN jobs j ON j.id = r.job_id LEFT JOIN branches b ON b.code = r.code
+WHERE r.job_id = $1 AND r.code IS NOT NULL
+  AND (b.retired_on IS NOT NULL OR EXISTS (
+       SELECT 1 FROM directory_changes c
+       WHERE c.code = r.code AND c.data_version > coalesce(r.data_version, 0) AND c.kind <> 'new'))
+"""
 _ACTIVE_JOBS = """
 SELECT id FROM jobs WHERE state IN ('queued', 'running') ORDER BY last_claimed_at NULLS FIRST, created_at LIMIT 8
 """
@@ -234,6 +246,22 @@ class JobStore:
                 after = page[-1]["row_no"]
 
         return status, pages()
+
+    async def changed_codes(self, tenant: str, job_id: str, limit: int) -> tuple[JobStatus, int, list[asyncpg.Record]]:
+        """For a finished job: its status, how many rows named a code, and the first ``limit`` of those whose
+        code was retired or changed by a load after the row was answered (``row_no``, ``text``, ``code``,
+        ``directory_as_of``, ``retired_on``, ``kinds``). ``JobNotDone`` before its last row is done."""
+        status = await self.status(tenant, job_id)
+        if status.state != "done":
+            raise JobNotDone(f"job {job_id} has {status.done_rows} of {status.total_rows} rows done")
+        job = uuid.UUID(status.id)
+        async with self.pool.acquire() as conn:
+            matched = await conn.fetchval("SELECT count(*) FROM job_rows WHERE job_id = $1 AND code IS NOT NULL", job)
+            rows = await conn.fetch(_CHANGED_CODES + " ORDER BY r.row_no LIMIT $2", job, limit)
+        return status, matched, list(rows)
+
+    async def count_changed_codes(self, job_id: str) -> int:
+        return await self.pool.fetchval(f"SELECT count(*) FROM ({_CHANGED_CODES}) changed", uuid.UUID(job_id))  # noqa: S608
 
     @contextlib.asynccontextmanager
     async def claim(self, chunk_rows: int, hung_after_s: float) -> AsyncIterator[Chunk | None]:
