@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from serve_app.db.pool import create_pool
+from serve_app.db.pool import connect_admin, create_pool
+from serve_app.directory.churn import read_rows, write_rows
+from serve_app.directory.loader import load_directory
+from serve_app.directory.records import demo_cnaps_path
 from serve_app.ops.embedded import EmbeddedRedis, free_port
 from serve_app.service.tenants import KeyStore
 from tests.conftest import loaded_database
@@ -68,7 +72,7 @@ def app(embedded_postgres, valkey: EmbeddedRedis, tmp_path_factory: pytest.TempP
     start_ray_serve(env, port)
     try:
         deploy(APP_ARGS, [], name="cache")
-        yield {"base": f"http://127.0.0.1:{port}", "a": key_a, "b": key_b}
+        yield {"base": f"http://127.0.0.1:{port}", "a": key_a, "b": key_b, "database_url": database_url}
     finally:
         stop_ray_serve()
 
@@ -122,3 +126,32 @@ def test_the_plain_name_first_does_not_decide_the_lines_that_carry_codes(app: di
 def test_an_account_number_in_a_pasted_instruction_is_not_a_code(app: dict) -> None:
     answer = ask(app, "a", "账号：455765432109 开户行：华夏银行江油西山支行")
     assert verdict(answer) == ("match", "unique_fit", [SEED_CODE])
+
+
+async def _load(database_url: str, snapshot: Path) -> int:
+    conn = await connect_admin(database_url)
+    try:
+        return (await load_directory(conn, snapshot)).data_version
+    finally:
+        await conn.close()
+
+
+def test_a_cached_match_is_not_served_once_a_load_retires_its_code(app: dict, tmp_path: Path) -> None:
+    """The answer is cached in Valkey and in the ingress; the load that retires its code is followed at once
+    (the load's notification), not at the next poll: the very next request is answered from the new snapshot."""
+    name, code = "中国工商银行北京东铁匠营支行", "102100000048"
+    rows = read_rows(demo_cnaps_path())
+    without = write_rows(tmp_path / "b.csv", [row for row in rows if row["BankCode"] != code])
+    before = ask(app, "a", name)
+    assert verdict(before) == ("match", "unique_fit", [code])
+    assert ask(app, "a", name)["source"] == "cache"
+    try:
+        version = asyncio.run(_load(app["database_url"], without))
+        after = ask(app, "a", name)  # no wait: the first request after the load
+        assert verdict(after) == ("none", "branch_retired", [code]) and after["source"] == "rules"
+        assert after["data_version"] == version and after["matches"][0]["retired_on"] == after["directory_as_of"]
+        looked_up = httpx.get(f"{app['base']}/api/v1/branches/{code}", headers={"x-api-key": app["b"]}, timeout=60)
+        assert looked_up.status_code == 410 and looked_up.json()["error"]["code"] == "retired_code"
+    finally:
+        asyncio.run(_load(app["database_url"], demo_cnaps_path()))  # the code returns: other tests see A
+    assert verdict(ask(app, "b", name)) == ("match", "unique_fit", [code])
