@@ -74,6 +74,8 @@ class Ingress:
         self.browser = DirectoryBrowser(self.pool, settings.db_acquire_timeout_s)
         self.jobs = JobStore(self.pool)
         self.keys = KeyStore(self.pool)
+        self.history = DirectoryHistory(self.pool, settings.db_acquire_timeout_s)
+        self._exported_version = -1
         self.service.query_log.start()
         # A directory load is followed at once (cached answers keyed by the version before it stop being
         # served); the poll in ``_refresh`` covers a listener that is down.
@@ -93,7 +95,7 @@ class Ingress:
             browser=self.browser,
             jobs=self.jobs,
             keys=self.keys,
-            history=DirectoryHistory(self.pool, self.settings.db_acquire_timeout_s),
+            history=self.history,
         )
         return build_http_app(api, admission=(resources.max_ongoing_requests, resources.max_queued_requests))
 
@@ -114,6 +116,9 @@ class Ingress:
                 async with asyncio.timeout(REFRESH_S):
                     await self.announcements.ensure()
                     await self.service.refresh_data_version()
+                    if self.service.data_version != self._exported_version:  # counts read once per load
+                        self.metrics.export_directory(await self.history.info())
+                        self._exported_version = self.service.data_version
                 database_up = True
             except Exception as exc:  # noqa: BLE001 - keep the last version while the database is away
                 database_up = False

@@ -6,7 +6,11 @@ ingress turns their deltas into Ray counters, so the logic stays free of Ray.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, time
+
 from ray.serve import metrics
+
+from serve_app.directory.snapshots import CHANGE_KINDS
 
 LATENCY_MS_BOUNDARIES = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
 
@@ -47,7 +51,36 @@ class IngressMetrics:
             description="1 while this replica's last call to the dependency succeeded, else 0.",
             tag_keys=("dependency",),
         )
+        self.directory_branches = metrics.Gauge(
+            "serve_app_directory_branches",
+            description="Directory codes by state: active (payable) and retired (left a snapshot).",
+            tag_keys=("state",),
+        )
+        self.directory_as_of = metrics.Gauge(
+            "serve_app_directory_as_of_timestamp_seconds",
+            description="The date the directory is a snapshot of (midnight UTC, Unix seconds).",
+        )
+        self.directory_loaded = metrics.Gauge(
+            "serve_app_directory_last_load_timestamp_seconds", description="When the last directory load committed."
+        )
+        self.directory_changed = metrics.Gauge(
+            "serve_app_directory_last_load_changes",
+            description="Codes the last directory load changed, by kind (new, retired, returned, renamed, moved, …).",
+            tag_keys=("kind",),
+        )
         self._last: dict[tuple[str, str], float] = {}
+
+    def export_directory(self, info) -> None:
+        """The directory's gauges from a ``DirectoryInfo`` (read when its data version changes)."""
+        self.directory_branches.set(info.active, tags={"state": "active"})
+        self.directory_branches.set(info.retired, tags={"state": "retired"})
+        if info.as_of is not None:
+            self.directory_as_of.set(datetime.combine(info.as_of, time.min, UTC).timestamp())
+        if info.last_load is not None:
+            self.directory_loaded.set(info.last_load.loaded_at.timestamp())
+            for kind, count in info.last_load.counts.items():
+                if kind in CHANGE_KINDS:
+                    self.directory_changed.set(count, tags={"kind": kind})
 
     def observe(self, result, cached: bool) -> None:
         self.queries.inc(tags={"source": result.source, "verdict": result.verdict})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import http.server
 import json
 import os
@@ -21,7 +22,7 @@ from serve_app.db.pool import create_pool
 from serve_app.directory.records import demo_cnaps_path
 from serve_app.models.paths import ModelPaths
 from serve_app.models.tiny import make_tiny_model
-from serve_app.ops.bootstrap import bootstrap
+from serve_app.ops.bootstrap import DirectorySource, bootstrap
 from serve_app.query.pipeline import build_pipeline
 from serve_app.schemas import QueryRequest
 
@@ -90,12 +91,21 @@ async def test_a_directory_from_a_url_and_a_changed_file_reloads(empty_database_
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/cnaps.csv"
+    source = DirectorySource(url, allow_http=True)  # a trusted network: plain http only when told
     try:
-        first = await bootstrap(empty_database_url, url)
+        with pytest.raises(ValueError, match="plain http"):
+            await bootstrap(empty_database_url, DirectorySource(url))
+        first = await bootstrap(empty_database_url, source)
         assert first.directory == "loaded 2000 branches (data version 1)"
-        assert (await bootstrap(empty_database_url, url)).directory == "unchanged"
+        assert (await bootstrap(empty_database_url, source)).directory == "unchanged"
         (served / "cnaps.csv").write_text("\n".join(lines[:3001]) + "\n", encoding="utf-8")
-        assert (await bootstrap(empty_database_url, url)).directory == "loaded 3000 branches (data version 2)"
+        with pytest.raises(ValueError, match="SHA-256"):  # not the file the operator vouched for
+            await bootstrap(empty_database_url, DirectorySource(url, sha256="0" * 64, allow_http=True))
+        with pytest.raises(ValueError, match="over 100,000 bytes"):
+            await bootstrap(empty_database_url, DirectorySource(url, max_bytes=100_000, allow_http=True))
+        digest = hashlib.sha256((served / "cnaps.csv").read_bytes()).hexdigest()
+        second = await bootstrap(empty_database_url, DirectorySource(url, sha256=digest, allow_http=True))
+        assert second.directory == "loaded 3000 branches (data version 2)"
     finally:
         server.shutdown()
 

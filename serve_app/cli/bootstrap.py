@@ -12,7 +12,7 @@ import yaml
 from serve_app.cli.database import database_url
 from serve_app.config import AppConfig
 from serve_app.models.paths import ModelPaths
-from serve_app.ops.bootstrap import bootstrap, read_manifest
+from serve_app.ops.bootstrap import DEFAULT_MAX_DIRECTORY_BYTES, DirectorySource, bootstrap, read_manifest
 from serve_app.settings import Settings
 
 
@@ -29,7 +29,10 @@ async def _bootstrap(settings: Settings, args: argparse.Namespace) -> int:
     manifest = read_manifest(args.adapters) if args.adapters else None
     paths = model_paths(settings, args.config) if manifest else None
     async with database_url(settings) as url:
-        report = await bootstrap(url, args.directory, manifest, paths)
+        source = None
+        if args.directory:
+            source = DirectorySource(args.directory, args.directory_sha256, args.directory_max_bytes, args.allow_http)
+        report = await bootstrap(url, source, manifest, paths)
     print(json.dumps({"ok": report.ok, **vars(report)}, ensure_ascii=False))
     if not report.ok:
         print("serve-app bootstrap: some adapters were not registered (see above)", file=sys.stderr)
@@ -43,7 +46,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         description="Brings the configured database to a serving state. Run it before the first deploy and "
         "whenever the directory file or the adapter manifest changes; a second run changes nothing.",
     )
-    command.add_argument("--directory", help="CNAPS CSV: a path or an http(s) URL (default: the shipped sample)")
+    command.add_argument("--directory", help="CNAPS CSV: a path or an https URL (default: the shipped sample)")
+    command.add_argument("--directory-sha256", metavar="HEX", help="refuse the file unless it has this SHA-256")
+    command.add_argument(
+        "--directory-max-bytes",
+        type=int,
+        default=DEFAULT_MAX_DIRECTORY_BYTES,
+        metavar="N",
+        help=f"refuse a download over N bytes (default {DEFAULT_MAX_DIRECTORY_BYTES:,})",
+    )
+    command.add_argument("--allow-http", action="store_true", help="allow a plain http:// directory URL")
     command.add_argument("--adapters", type=Path, help="YAML manifest {name: folder under the adapter root}")
     command.add_argument("--config", type=Path, help="Serve config whose model section names the folders")
     command.set_defaults(run=_bootstrap)

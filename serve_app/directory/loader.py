@@ -185,7 +185,7 @@ async def load_directory(
             """INSERT INTO directory_loads (data_version, as_of, mode, source, sha256, rows_read, counts)
                VALUES ($1, $2, $3, $4, $5, $6, $7)""",
             version, as_of, mode, cnaps_path.name if cnaps_path else "synthetic",
-            _sha256(cnaps_path) if cnaps_path else None, rows_read, json.dumps(counts),
+            file_sha256(cnaps_path) if cnaps_path else None, rows_read, json.dumps(counts),
         )  # fmt: skip
         await _record_changes(conn, diff, version, as_of)
         await conn.execute(
@@ -249,7 +249,8 @@ async def _state_counts(conn: asyncpg.Connection) -> dict[str, int]:
     return {"active": row["active"], "retired_total": row["retired_total"]}
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of a file (read in blocks)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -5,8 +5,9 @@ Everything runs under one PostgreSQL advisory lock, so of two bootstraps started
 work and the other waits, then finds nothing left to do. Run again, it changes nothing:
 
 - migrations already applied are skipped (``db.migrate``);
-- the directory file (a path, or an ``http(s)://`` URL inside the cluster; default the shipped sample) is
-  loaded when the directory is empty or the file's SHA-256 differs from the one last loaded;
+- the directory file (a path, or an ``https://`` URL; default the shipped sample; optionally with its
+  expected SHA-256 and a size limit) is loaded as a snapshot when the directory is empty or the file's
+  SHA-256 differs from the one last loaded;
 - each adapter of the manifest (``{name: folder under the adapter root}``) is validated against the base
   model and registered when missing, re-registered (a new revision) when its folder, base or rank
   changed, and left alone otherwise. New weights in the same folder need a new revision of their own
@@ -16,7 +17,6 @@ work and the other waits, then finds nothing left to do. Run again, it changes n
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import urllib.request
 from dataclasses import dataclass, field
@@ -27,7 +27,7 @@ import yaml
 
 from serve_app.db.migrate import apply_migrations
 from serve_app.db.pool import check_trigram_locale
-from serve_app.directory.loader import load_directory
+from serve_app.directory.loader import file_sha256, load_directory
 from serve_app.directory.records import demo_cnaps_path
 from serve_app.errors import AdapterError
 from serve_app.models.adapters import AdapterRegistry
@@ -36,6 +36,8 @@ from serve_app.models.paths import ModelPaths
 #: Shared by every bootstrap of this project (the migrator has its own).
 BOOTSTRAP_LOCK_KEY = 0x5E_7E_A9_02
 DOWNLOAD_TIMEOUT_S = 120
+#: The national directory is about 25 MB; a download far past that is not a directory.
+DEFAULT_MAX_DIRECTORY_BYTES = 256 * 1024 * 1024
 
 
 @dataclass
@@ -59,32 +61,58 @@ def read_manifest(path: Path) -> dict[str, str]:
     return data
 
 
-def fetch_directory(source: str, folder: Path) -> Path:
-    """A local path as it is; an http(s) URL downloaded into ``folder``."""
-    if not source.startswith(("http://", "https://")):
-        return Path(source)
-    target = folder / "directory.csv"
-    with urllib.request.urlopen(source, timeout=DOWNLOAD_TIMEOUT_S) as response:  # noqa: S310 - http(s) only
-        target.write_bytes(response.read())
-    return target
+@dataclass(frozen=True)
+class DirectorySource:
+    """Where the directory file comes from, and what it must be: the source of truth for payments.
+
+    ``location`` is a path or an ``https://`` URL (plain ``http://`` only with ``allow_http``, for a
+    trusted network); a download stops past ``max_bytes``; with ``sha256`` the file must have that digest.
+    """
+
+    location: str
+    sha256: str | None = None
+    max_bytes: int = DEFAULT_MAX_DIRECTORY_BYTES
+    allow_http: bool = False
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def fetch_directory(source: DirectorySource, folder: Path) -> Path:
+    """The file, checked: a local path as it is, a URL downloaded into ``folder``. ``ValueError`` naming the
+    problem for a plain-http URL not allowed, a download over the size limit, or a digest that differs."""
+    location = source.location
+    if location.startswith("http://") and not source.allow_http:
+        raise ValueError(
+            f"refusing to download the directory over plain http ({location}): use https, or pass --allow-http "
+            "for a trusted network"
+        )
+    if location.startswith(("http://", "https://")):
+        path = folder / "directory.csv"
+        _download(location, path, source.max_bytes)
+    else:
+        path = Path(location)
+    if source.sha256 is not None:
+        digest = file_sha256(path)
+        if digest != source.sha256.lower():
+            raise ValueError(f"the directory file's SHA-256 is {digest}, not the expected {source.sha256}")
+    return path
+
+
+def _download(url: str, target: Path, max_bytes: int) -> None:
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, target.open("wb") as out:  # noqa: S310 - http(s) only
+        received = 0
+        while block := response.read(1 << 20):
+            received += len(block)
+            if received > max_bytes:
+                raise ValueError(f"the directory download is over {max_bytes:,} bytes (--directory-max-bytes)")
+            out.write(block)
 
 
 async def _directory(conn: asyncpg.Connection, source: Path) -> str:
-    digest = _sha256(source)
-    loaded = await conn.fetchval("SELECT value FROM directory_meta WHERE key = 'source_sha256'")
-    has_branches = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM branches)")
-    if has_branches and loaded == digest:
+    loaded = await conn.fetchval(
+        "SELECT sha256 FROM directory_loads WHERE mode = 'snapshot' ORDER BY data_version DESC LIMIT 1"
+    )
+    if loaded == file_sha256(source):
         return "unchanged"
     report = await load_directory(conn, source)
-    await conn.execute(
-        """INSERT INTO directory_meta (key, value) VALUES ('source_sha256', $1)
-           ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value""",
-        digest,
-    )
     return f"loaded {report.branches_loaded} branches (data version {report.data_version})"
 
 
@@ -110,7 +138,7 @@ async def _adapters(registry: AdapterRegistry, manifest: dict[str, str], paths: 
 
 async def bootstrap(
     database_url: str,
-    directory: str | None = None,
+    directory: DirectorySource | None = None,
     manifest: dict[str, str] | None = None,
     paths: ModelPaths | None = None,
 ) -> BootstrapReport:
