@@ -140,6 +140,30 @@ def result_cache_entries(redis_url: str) -> int:
     return asyncio.run(count())
 
 
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@contextmanager
+def headless_chromium(downloads: Path | None = None) -> Iterator:
+    """Debian's Chromium, headless, driven by Selenium (a ``webdriver.Chrome``); downloads go to ``downloads``."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        options.add_argument(argument)
+    if downloads is not None:
+        options.add_experimental_option(
+            "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+        )
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
 def wait_for(condition: Callable, timeout_s: float = 60, interval_s: float = 0.25):
     """Poll ``condition`` until it returns something truthy (returned) or the timeout passes (error)."""
     deadline = time.monotonic() + timeout_s

@@ -31,6 +31,7 @@ from tests.serve_harness import (
     HOT_QUERIES,
     SEED_CODE,
     deploy,
+    headless_chromium,
     post_query,
     prepare_app_database,
     running_valkey,
@@ -45,7 +46,6 @@ pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
 ADMIN = {"authorization": "Bearer test-admin-token"}
 #: Debian's browser and its driver (scripts/install puts them there).
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 APP_ARGS = {
     "ingress": {"resources": {"num_cpus": 0.1, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}},
     "extractor": {"resources": {"num_cpus": 0.1, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}},
@@ -177,22 +177,12 @@ def test_a_bulk_job_through_serve_survives_its_worker_replica_being_killed(serve
 def test_the_web_page_in_a_real_browser(serve_app: str, tmp_path: Path) -> None:
     """Debian's Chromium, headless, driven by Selenium: search, look a code up, browse, then reconcile a file and
     download the result."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
-        options.add_argument(argument)
-    options.add_experimental_option(
-        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
-    )
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    try:
+    with headless_chromium(downloads) as driver:
         wait = WebDriverWait(driver, 60)
         driver.get(f"{serve_app}/")
         driver.find_element(By.ID, "search").send_keys("华夏银行江油西山支行")
@@ -217,8 +207,7 @@ def test_the_web_page_in_a_real_browser(serve_app: str, tmp_path: Path) -> None:
             driver.save_screenshot(screenshot)
         driver.find_element(By.ID, "download-csv").click()
         saved = wait.until(lambda d: [p for p in downloads.glob("*.csv") if p.stat().st_size > 0])
-    finally:
-        driver.quit()
+        assert driver.find_element(By.ID, "directory-as-of").text.startswith("directory as of 20")
     table = list(csv.reader(io.StringIO(saved[0].read_text(encoding="utf-8-sig"))))
     assert saved[0].name == "对账单.result.csv" and len(table) == 301
     assert [row[0] for row in table[1:]] == [str(n) for n in range(300)]

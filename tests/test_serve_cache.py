@@ -24,6 +24,7 @@ from tests.conftest import loaded_database
 from tests.serve_harness import (
     SEED_CODE,
     deploy,
+    headless_chromium,
     result_cache_entries,
     running_valkey,
     start_ray_serve,
@@ -152,6 +153,27 @@ def test_a_cached_match_is_not_served_once_a_load_retires_its_code(app: dict, tm
         assert after["data_version"] == version and after["matches"][0]["retired_on"] == after["directory_as_of"]
         looked_up = httpx.get(f"{app['base']}/api/v1/branches/{code}", headers={"x-api-key": app["b"]}, timeout=60)
         assert looked_up.status_code == 410 and looked_up.json()["error"]["code"] == "retired_code"
+        page_shows_the_retired_branch(app, name, code, after["directory_as_of"])
     finally:
         asyncio.run(_load(app["database_url"], demo_cnaps_path()))  # the code returns: other tests see A
     assert verdict(ask(app, "b", name)) == ("match", "unique_fit", [code])
+
+
+def page_shows_the_retired_branch(app: dict, name: str, code: str, as_of: str) -> None:
+    """The page in a real browser: the directory's date, the answer marked retired, the change listed."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with headless_chromium() as driver:
+        wait = WebDriverWait(driver, 60)
+        driver.get(f"{app['base']}/")
+        driver.execute_script("localStorage.setItem('serve-app-key', arguments[0])", app["a"])  # as typed before
+        driver.refresh()
+        wait.until(lambda d: d.find_element(By.ID, "directory-as-of").text.startswith(f"directory as of {as_of}"))
+        wait.until(lambda d: code in d.find_element(By.ID, "changes").text)
+        assert "retired" in driver.find_element(By.ID, "changes").text
+        driver.find_element(By.ID, "search").send_keys(name)
+        wait.until(lambda d: code in d.find_element(By.ID, "matches").text)
+        assert driver.find_element(By.ID, "verdict").text == "none"
+        assert f"retired {as_of}" in driver.find_element(By.ID, "matches").text
+        assert driver.find_element(By.ID, "successors-box").is_displayed()

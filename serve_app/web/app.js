@@ -65,6 +65,12 @@ async function runSearch() {
       cell(row, match.city);
       cell(row, match.confidence.toFixed(3));
       const evidence = cell(row, "");
+      if (match.retired_on) {
+        const chip = document.createElement("span");
+        chip.className = "chip retired";
+        chip.textContent = "retired " + match.retired_on;
+        evidence.appendChild(chip);
+      }
       for (const [part, how] of Object.entries(match.evidence)) {
         if (how === "unstated") continue;
         const chip = document.createElement("span");
@@ -74,6 +80,14 @@ async function runSearch() {
       }
       body.appendChild(row);
     }
+    const successors = $("successors");
+    successors.replaceChildren();
+    for (const branch of result.successors || []) {
+      const row = document.createElement("tr");
+      cell(row, branch.code); cell(row, branch.name); cell(row, branch.city);
+      successors.appendChild(row);
+    }
+    show($("successors-box"), result.reason === "branch_retired");
     show($("answer"), true);
   } catch (error) {
     if (seq !== searchSeq) return;
@@ -81,6 +95,26 @@ async function runSearch() {
     show($("search-error"), true);
   }
 }
+
+// --- how current the directory is, and what changed --------------------------------------------------
+async function loadDirectory() {
+  try {
+    const info = await (await api("/api/v1/directory")).json();
+    $("directory-as-of").textContent = `directory as of ${info.as_of || "?"} · ${info.active} codes`
+      + (info.retired ? ` · ${info.retired} retired` : "");
+    const changes = await (await api("/api/v1/directory/changes?page_size=20")).json();
+    const body = $("changes");
+    body.replaceChildren();
+    for (const change of changes.items) {
+      const row = document.createElement("tr");
+      cell(row, change.as_of); cell(row, change.kind); cell(row, change.code);
+      cell(row, change.kind === "renamed" ? `${change.old.name} → ${change.new.name}` : `${change.bank} ${change.city}`);
+      body.appendChild(row);
+    }
+    if (!changes.items.length) cell(body.insertRow(), "no changes since the first load");
+  } catch (_) { /* the rest of the page works without it */ }
+}
+loadDirectory();
 
 // --- code lookup -------------------------------------------------------------------------------------
 $("code-form").addEventListener("submit", async (event) => {
