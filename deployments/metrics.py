@@ -65,7 +65,7 @@ class IngressMetrics:
         )
         self.directory_changed = metrics.Gauge(
             "serve_app_directory_last_load_changes",
-            description="Codes the last directory load changed, by kind (new, retired, returned, renamed, moved, changed).",
+            description="Codes the last directory load changed, by kind (new, retired, renamed, moved, ...).",
             tag_keys=("kind",),
         )
         self._last: dict[tuple[str, str], float] = {}

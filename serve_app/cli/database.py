@@ -99,12 +99,13 @@ async def _db_load(settings: Settings, args: argparse.Namespace) -> int:
 def _db_diff(settings: Settings, args: argparse.Namespace) -> int:
     """``db diff OLD NEW``: what loading NEW over OLD would change, without a database."""
     diff = diff_snapshots(snapshot_facts(read_cnaps(args.old)), {}, snapshot_facts(read_cnaps(args.new)))
-    report = {"counts": diff.counts(), "retire_share": round(diff.retire_share, 4)}
+    counts = diff.counts()
     if args.json:
-        report["changes"] = [vars(change) for change in diff.changes]
+        changes = [vars(change) for change in diff.changes]
+        report = {"counts": counts, "retire_share": round(diff.retire_share, 4), "changes": changes}
         print(json.dumps(report, ensure_ascii=False, indent=2))
         return 0
-    print(" ".join(f"{kind}={n}" for kind, n in report["counts"].items()) + f" retire_share={diff.retire_share:.2%}")
+    print(" ".join(f"{kind}={n}" for kind, n in counts.items()) + f" retire_share={diff.retire_share:.2%}")
     for change in diff.changes[: args.limit]:
         print(f"{change.kind:8} {change.code} {change.bank_name} {change.city} {change.old or ''} → {change.new or ''}")
     if len(diff.changes) > args.limit:

@@ -27,6 +27,7 @@ from serve_app.directory.records import BranchRecord, demo_cnaps_path, read_cnap
 from serve_app.directory.snapshots import (
     DEFAULT_MAX_RETIRE_SHARE,
     FACT_FIELDS,
+    Facts,
     SnapshotDiff,
     check_retire_share,
     diff_snapshots,
@@ -197,12 +198,13 @@ async def load_directory(
     return LoadReport(rows_read, duplicates, loaded, synthetic, version, as_of, diff.counts())
 
 
-async def _directory_facts(conn: asyncpg.Connection) -> tuple[dict, dict]:
+async def _directory_facts(conn: asyncpg.Connection) -> tuple[dict[str, Facts], dict[str, Facts]]:
     """The directory's codes (synthetic rows aside) with their tracked fields: (active, retired)."""
     rows = await conn.fetch(
         f"SELECT code, retired_on, {', '.join(FACT_FIELDS)} FROM branches WHERE source <> 'synthetic'"  # noqa: S608
     )
-    active, retired = {}, {}
+    active: dict[str, Facts] = {}
+    retired: dict[str, Facts] = {}
     for row in rows:
         facts = {name: row[name] for name in FACT_FIELDS}
         (retired if row["retired_on"] is not None else active)[row["code"]] = facts

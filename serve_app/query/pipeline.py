@@ -86,7 +86,7 @@ async def compute_answer(
         retrieval = await repository.search(outcome.entities, normalized, CANDIDATES) if normalized else Retrieval([])
         judgement = judge(outcome.entities, retrieval, inputs.top_k, outcome.other_bank, written=normalized)
     successors = []
-    if judgement.reason == "branch_retired":
+    if judgement.retired is not None:
         successors = [Branch.model_validate(c) for c in await repository.successors(judgement.retired)]
     timings["retrieve"] = ms_since(mark)
     return QueryResult(
