@@ -6,7 +6,10 @@ Queries are generated from the real directory sample with the noise operators of
 measured. Natural questions use different phrasings in each half. A share of each half's target records
 is deleted from a scratch copy of the directory before any query runs, so those queries ask for branches
 that are absent; a case's right answers are the records that fit it as well as its target and remain.
-Also measured: licensed banks with no branch in the directory (南京银行 …), and codes in queries.
+Also measured: licensed banks with no branch in the directory (南京银行 …), codes in queries, and *churn*:
+the sample as snapshot A, then snapshot B made from it (``serve_app.directory.churn``: 5 % of codes
+retired, 2 % renamed, 1 % moved, 3 % added), with eval-half queries for retired, renamed, moved, new and
+unchanged branches (the evaluation operators, in turn).
 
     python benchmarks/eval_verdict.py          # evaluate the shipped model
     python benchmarks/eval_verdict.py --fit    # refit serve_app/data/verdict_model.json, then evaluate
@@ -22,6 +25,7 @@ import asyncio
 import json
 import random
 import sys
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -33,8 +37,11 @@ from noise import build_index, generic_unit, place_swapped, right_answers, verdi
 from scratch import sample_directory
 
 from serve_app.db.pool import connect_admin, create_pool
+from serve_app.directory.churn import churn, read_rows, write_rows
 from serve_app.directory.codes import check_digit
 from serve_app.directory.institutions import licensed_institutions
+from serve_app.directory.loader import load_directory
+from serve_app.directory.records import demo_cnaps_path, read_cnaps
 from serve_app.normalize import normalize
 from serve_app.query.pipeline import CANDIDATES, build_pipeline
 from serve_app.query.verdict import VerdictWeights, assess, default_weights
@@ -393,6 +400,120 @@ async def _measure_codes(pipeline, cases: list[dict], deleted: set[str]) -> dict
     return {noise: {"n": len(v), "right": round(sum(v) / len(v), 4)} for noise, v in out.items()}
 
 
+CHURN_KINDS = ("retired", "renamed", "moved", "new", "unchanged")
+
+
+async def evaluate_churn(per_kind: int, seed: int) -> dict:
+    """Snapshot A (the sample), queries for retired branches asked on it, snapshot B loaded, every query
+    asked on B. A query's right answers on B are the records it fits as well as its target (as above)."""
+    changed = churn(read_rows(demo_cnaps_path()), seed=seed)
+    async with sample_directory("serve-app-churn-") as (url, records_a):
+        pool = await create_pool(url)
+        pipeline = await build_pipeline(pool)
+        with tempfile.TemporaryDirectory() as folder:
+            snapshot_b = write_rows(Path(folder) / "b.csv", changed.rows)
+            conn = await connect_admin(url)
+            records_b = [dict(r) for r in await conn.fetch("SELECT * FROM branches ORDER BY code")]  # A, for now
+            cases = _churn_cases(records_a, changed, per_kind, seed)
+            before = {c["query"]: await pipeline.run(QueryRequest(query=c["query"])) for c in cases
+                      if c["kind"] == "retired"}  # fmt: skip
+            await load_directory(conn, snapshot_b)
+            records_b = [dict(r) for r in await conn.fetch("SELECT * FROM branches WHERE retired_on IS NULL")]
+            await conn.close()
+        index = build_index(records_b, verdict_operators("eval"))
+        by_code_b = {r["code"]: r for r in records_b}
+        rows: dict[str, list[dict]] = defaultdict(list)
+        retired = set(changed.retired)
+        for case in cases:
+            result = await pipeline.run(QueryRequest(query=case["query"]))
+            top = result.matches[0].code if result.matches else None
+            matched = result.verdict == "match"
+            if case["kind"] == "retired":
+                was = before[case["query"]]
+                right = set()
+                paid_before = was.verdict == "match" and was.matches[0].code == case["code"]
+            else:
+                operator, gold = case["operator"], by_code_b[case["code"]]
+                right = right_answers(operator, gold, case["query"], records_b, index)
+                paid_before = False
+            rows[case["kind"]].append({
+                "match": matched,
+                "right_match": matched and top in right,
+                "wrong_match": matched and top not in right,
+                "match_on_retired": matched and top in retired,
+                "branch_retired": result.reason == "branch_retired" and top == case["code"],
+                "paid_before": paid_before,
+            })  # fmt: skip
+        await pool.close()
+    summary = {}
+    for kind in CHURN_KINDS:
+        kind_rows = rows[kind]
+        paid = [r for r in kind_rows if r["paid_before"]]
+        summary[kind] = {
+            "n": len(kind_rows),
+            "right_match": _share(kind_rows, "right_match"),
+            "wrong_match": _share(kind_rows, "wrong_match"),
+            "match_on_retired": _share(kind_rows, "match_on_retired"),
+            "branch_retired": _share(kind_rows, "branch_retired"),
+            "paid_before": len(paid),
+            "branch_retired_of_paid_before": _share(paid, "branch_retired"),
+        }
+    return {"changed": {k: len(getattr(changed, k)) for k in CHURN_KINDS[:4]}, "per_kind": per_kind, "by_kind": summary}
+
+
+def _churn_cases(records_a: list[dict], changed, per_kind: int, seed: int) -> list[dict]:
+    """Up to ``per_kind`` eval-half queries per kind of change, the evaluation operators taken in turn;
+    retired branches are asked by their record in A, the others by their record in B (read from the file)."""
+    rng = random.Random(f"{seed}:churn")
+    operators = verdict_operators("eval")
+    by_code_a = {r["code"]: r for r in records_a}
+    touched = set(changed.retired) | set(changed.renamed) | set(changed.moved) | set(changed.new)
+    codes = {
+        "retired": changed.retired, "renamed": changed.renamed, "moved": changed.moved, "new": changed.new,
+        "unchanged": [c for c in sorted(by_code_a) if c not in touched],
+    }  # fmt: skip
+    b_records = _records_of_rows(changed.rows)
+    cases = []
+    for kind in CHURN_KINDS:
+        pool = [c for c in codes[kind] if split_of(c) == "eval"]
+        rng.shuffle(pool)
+        for code in pool:
+            if sum(1 for c in cases if c["kind"] == kind) >= per_kind:
+                break
+            record = by_code_a[code] if kind == "retired" else b_records[code]
+            operator = operators[len(cases) % len(operators)]
+            query = operator.apply(record, rng)
+            if query is not None:
+                cases.append({"kind": kind, "code": code, "query": query, "operator": operator})
+    return cases
+
+
+def _records_of_rows(rows: list[dict]) -> dict[str, dict]:
+    """Directory records (as the loader makes them) of CNAPS rows, by code."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = write_rows(Path(folder) / "rows.csv", rows)
+        return {r.code: {**vars(r)} for r in read_cnaps(path)}
+
+
+def _share(rows: list[dict], key: str) -> float | None:
+    return round(sum(r[key] for r in rows) / len(rows), 4) if rows else None
+
+
+def print_churn(churn_report: dict) -> None:
+    def pct(value: float | None) -> str:
+        return "   n/a" if value is None else f"{value:6.1%}"
+
+    print(f"\nChurn: snapshot B from A with {churn_report['changed']} codes changed; eval-half queries per kind\n")
+    header = (f"{'kind':>10} {'n':>5} | {'right match':>11} {'wrong match':>11} {'match on retired':>16} "
+              f"{'branch_retired':>14} {'… of paid before':>16}")  # fmt: skip
+    print(header)
+    print("-" * len(header))
+    for kind, s in churn_report["by_kind"].items():
+        print(f"{kind:>10} {s['n']:>5} | {pct(s['right_match']):>11} {pct(s['wrong_match']):>11} "
+              f"{pct(s['match_on_retired']):>16} {pct(s['branch_retired']):>14} "
+              f"{pct(s['branch_retired_of_paid_before']):>16}")  # fmt: skip
+
+
 def print_table(report: dict) -> None:
     def pct(value: float | None) -> str:
         return "   n/a" if value is None else f"{value:6.1%}"
@@ -461,14 +582,27 @@ def main() -> None:
     parser.add_argument("--unknown-banks", type=int, default=300)
     parser.add_argument("--codes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--churn-per-kind", type=int, default=300, help="queries per kind of change (0: skip)")
+    parser.add_argument("--only-churn", action="store_true", help="run the churn condition alone")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "eval_verdict.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "results" / "verdict_reliability.png")
     args = parser.parse_args()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    churn_report = asyncio.run(evaluate_churn(args.churn_per_kind, args.seed)) if args.churn_per_kind else None
+    if args.only_churn:
+        assert churn_report is not None, "--only-churn needs --churn-per-kind > 0"
+        print_churn(churn_report)
+        path = args.json.with_name("eval_churn.json")
+        path.write_text(json.dumps(churn_report, ensure_ascii=False, indent=2))
+        print(f"wrote {path}")
+        return
     report = asyncio.run(
         evaluate(args.per_type, args.absent_share, args.seed, args.fit, args.unknown_banks, args.codes)
     )
+    report["churn"] = churn_report
     print_table(report)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
+    if churn_report is not None:
+        print_churn(churn_report)
     args.json.write_text(json.dumps(report, ensure_ascii=False, indent=2))
     plot_reliability(report, args.plot)
     print(f"wrote {args.json} and {args.plot}")

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from serve_app.concurrency import map_bounded
 from serve_app.errors import AdapterError, NoModelDeployment
-from serve_app.schemas import QueryRequest, QueryResult
+from serve_app.schemas import Branch, QueryRequest, QueryResult
 
 #: Candidates listed for an ambiguous row.
 CANDIDATES_SHOWN = 3
@@ -55,11 +55,9 @@ class RowResult:
         matched = best if result.verdict == "match" else None
         candidates = None
         if result.verdict == "ambiguous":
-            candidates = "; ".join(f"{m.code} {m.name}" for m in result.matches[:CANDIDATES_SHOWN])
+            candidates = "; ".join(_named(m) for m in result.matches[:CANDIDATES_SHOWN])
         elif result.reason == "branch_retired" and best is not None:
-            retired = f"{best.code} {best.name} (retired as of {best.retired_on})"
-            shown = result.successors[: CANDIDATES_SHOWN - 1]
-            candidates = "; ".join([retired, *(f"{s.code} {s.name}" for s in shown)])
+            candidates = "; ".join(_named(b) for b in [best, *result.successors[: CANDIDATES_SHOWN - 1]])
         return cls(
             code=matched.code if matched else None,
             official_name=matched.name if matched else None,
@@ -80,6 +78,12 @@ class RowResult:
 
     def cells(self) -> list[str]:
         return [_text(value) for value in self.values()]
+
+
+def _named(branch: Branch) -> str:
+    """A candidate as a result cell shows it: code and name, and when it left the directory if it did."""
+    retired = f" (retired as of {branch.retired_on})" if branch.retired_on else ""
+    return f"{branch.code} {branch.name}{retired}"
 
 
 #: The result columns, after a row's own: ``RowResult``'s fields, in order.

@@ -149,18 +149,17 @@ def judge(
         if entities.bank and retrieval.bank_in_directory is False:
             return Judgement("none", "bank_not_in_directory", [])
         return Judgement("none", "no_branch_fits" if entities.bank or entities.branch else "nothing_to_match", [])
-    scored = assess(entities, retrieval.candidates, other_bank is not None, weights, written)
+    candidates = _without_superseded(retrieval.candidates)
+    scored = assess(entities, candidates, other_bank is not None, weights, written)
     fitting = [(fit, p) for fit, _, p in scored if fit.fits]  # the reason is decided on all, not on top_k
     if not fitting:
         return Judgement("none", "no_branch_fits", [])
-    if any(candidate.retired_on is not None for candidate in retrieval.candidates):
-        retired = _retired_meant(fitting)
-        if retired is not None:
-            return Judgement("none", "branch_retired", [_match(*retired)], retired[0].candidate)
-        # Not what the query means: judged without them, neither offered nor counted as rivals.
-        active = [candidate for candidate in retrieval.candidates if candidate.retired_on is None]
-        scored = assess(entities, active, other_bank is not None, weights, written)
-        fitting = [(fit, p) for fit, _, p in scored if fit.fits]
+    retired = [(fit, p) for fit, p in fitting if fit.candidate.retired_on is not None]
+    if retired:
+        meant = _retired_meant(fitting)
+        if meant is not None:
+            return Judgement("none", "branch_retired", [_match(*meant)], meant[0].candidate)
+        fitting = [(fit, p) for fit, p in fitting if fit.candidate.retired_on is None]  # only these are offered
         if not fitting:
             return Judgement("none", "no_branch_fits", [])
     matches = [_match(fit, p) for fit, p in fitting[:top_k]]
@@ -173,7 +172,11 @@ def judge(
         return Judgement("ambiguous", "bank_unknown", matches)
     if other_bank is not None:
         return Judgement("ambiguous", "bank_uncertain", matches)
-    alone = len(fitting) == 1 or not fitting[1][0].as_strong_as(best_fit)
+    # A retired branch that fits as well is still a branch the query may mean: never pay the other one.
+    rivals = [fit for fit, _ in fitting[1:2] + retired if fit.as_strong_as(best_fit)]
+    alone = not rivals
+    if retired and not alone:
+        matches += [_match(fit, p) for fit, p in retired if fit.as_strong_as(best_fit)][: max(top_k - len(matches), 0)]
     if (
         alone  # another branch the evidence cannot tell apart is a choice for a person, however probable
         and best >= weights.match_threshold
@@ -188,6 +191,13 @@ def judge(
     if not alone and best_fit.place != "conflict":
         return Judgement("ambiguous", "several_fit", matches)
     return Judgement("ambiguous", "uncertain_fit", matches)
+
+
+def _without_superseded(candidates: list[Candidate]) -> list[Candidate]:
+    """The candidates without retired records whose bank, city and branch name an active candidate now has
+    (a code replaced under the same name: the query names the active one)."""
+    active = {(c.bank, c.city, c.branch) for c in candidates if c.retired_on is None}
+    return [c for c in candidates if c.retired_on is None or (c.bank, c.city, c.branch) not in active]
 
 
 def _retired_meant(fitting: list[tuple[Fit, float]]) -> tuple[Fit, float] | None:
