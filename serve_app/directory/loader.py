@@ -97,15 +97,23 @@ async def upsert_banks(conn: asyncpg.Connection, records: Iterable[BranchRecord]
     )
 
 
-async def upsert_branches(conn: asyncpg.Connection, records: list[BranchRecord]) -> None:
+async def upsert_branches(conn: asyncpg.Connection, records: list[BranchRecord], version: int | None = None) -> None:
+    """Insert new codes (``added_version`` = ``version``) and update the ones whose fields changed; rows
+    that are the same are not written (a reload rewrites nothing, and GIN indexes are costly to update)."""
     await upsert_banks(conn, records)
     await conn.execute("CREATE TEMPORARY TABLE branches_staging (LIKE branches) ON COMMIT DROP")
     await conn.copy_records_to_table(
         "branches_staging", records=[r.as_row() for r in records], columns=BranchRecord.COLUMNS
     )
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in BranchRecord.COLUMNS if c != "code")
+    columns = ", ".join(BranchRecord.COLUMNS)
+    fields = [c for c in BranchRecord.COLUMNS if c != "code"]
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in fields)
+    old = ", ".join(f"branches.{c}" for c in fields)
+    new = ", ".join(f"EXCLUDED.{c}" for c in fields)
     await conn.execute(
-        f"INSERT INTO branches SELECT * FROM branches_staging ON CONFLICT (code) DO UPDATE SET {updates}"  # noqa: S608 - column names are constants
+        f"""INSERT INTO branches ({columns}, added_version) SELECT {columns}, $1 FROM branches_staging
+            ON CONFLICT (code) DO UPDATE SET {updates} WHERE ({old}) IS DISTINCT FROM ({new})""",  # noqa: S608 - constants
+        version,
     )
     await conn.execute("DROP TABLE branches_staging")
 
@@ -173,13 +181,13 @@ async def load_directory(
             check_retire_share(diff, options.max_retire_share, options.allow_mass_retire)
         version = await bump_data_version(conn)
         if records:
-            await upsert_branches(conn, records)
+            await upsert_branches(conn, records, version)
             await _apply(conn, diff, version, as_of)
         if synthetic:
             await conn.execute("DELETE FROM branches WHERE source = 'synthetic'")
             taken = await conn.fetch("SELECT code, name FROM branches")
             generated = list(synthetic_branches(synthetic, {r["code"] for r in taken}, {r["name"] for r in taken}))
-            await upsert_branches(conn, generated)
+            await upsert_branches(conn, generated, version)
         mode = "synthetic" if cnaps_path is None else "partial" if options.partial else "snapshot"
         counts = diff.counts() | await _state_counts(conn)
         await conn.execute(
@@ -212,7 +220,7 @@ async def _directory_facts(conn: asyncpg.Connection) -> tuple[dict[str, Facts], 
 
 
 async def _apply(conn: asyncpg.Connection, diff: SnapshotDiff, version: int, as_of: date) -> None:
-    """Mark what the snapshot retired, returned and added (its rows are already upserted)."""
+    """Mark what the snapshot retired and returned (its rows are already upserted)."""
     await conn.execute(
         "UPDATE branches SET retired_on = $2, retired_version = $3 WHERE code = ANY($1::text[])",
         diff.codes("retired"), as_of, version,
@@ -220,9 +228,6 @@ async def _apply(conn: asyncpg.Connection, diff: SnapshotDiff, version: int, as_
     await conn.execute(
         "UPDATE branches SET retired_on = NULL, retired_version = NULL WHERE code = ANY($1::text[])",
         diff.codes("returned"),
-    )
-    await conn.execute(
-        "UPDATE branches SET added_version = $2 WHERE code = ANY($1::text[])", diff.codes("new"), version
     )
 
 
