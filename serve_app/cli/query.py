@@ -71,10 +71,14 @@ def _print_result(result: QueryResult, as_json: bool) -> None:
     print(f"  verdict:    {result.verdict} ({result.reason})")
     for rank, match in enumerate(result.matches, 1):
         agree = " ".join(f"{part}={how}" for part, how in match.evidence.model_dump().items() if how != "unstated")
+        retired = f"  RETIRED as of {match.retired_on}" if match.retired_on else ""
         print(
             f"  {rank}. {match.code}  {match.name}  ({match.province} {match.city})  "
-            f"confidence {match.confidence:.3f}  [{agree}]"
+            f"confidence {match.confidence:.3f}  [{agree}]{retired}"
         )
+    for successor in result.successors:
+        print(f"     possible successor: {successor.code}  {successor.name}")
+    print(f"  directory as of {result.directory_as_of} (data version {result.data_version})")
     print(f"  {result.timings_ms['total']:.1f} ms")
 
 
