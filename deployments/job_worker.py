@@ -37,7 +37,7 @@ class JobWorker:
             observer=ExtractorMetrics(),
         )
         self.runner = JobRunner(
-            JobStore(self.pool), self.service.answer, self.tunables, JobMetrics(), self.service.refresh_data_version
+            JobStore(self.pool), self.service.answer, self.tunables, JobMetrics(), self.service.refresh_for_chunk
         )
         self._task = asyncio.get_running_loop().create_task(self.runner.run_forever())
 

@@ -118,6 +118,21 @@ class IngressTunables(_Strict):
     )
 
 
+class UploadLimits(_Strict):
+    """Bounds on reading an uploaded file, checked as it is read and before any other work: a small file
+    must not cost much (a 1.5 kB XLSX can claim 20,000 rows of 16,384 columns; a 22 kB zip can unpack to
+    gigabytes). Past any of them the upload is a 422 naming the limit."""
+
+    max_uncompressed_bytes: int = Field(
+        default=128 * 2**20, ge=2**16, description="An XLSX's parts, unpacked, together."
+    )
+    max_columns: int = Field(default=64, ge=1, description="Columns of a row (or distinct keys of JSON lines).")
+    max_cells: int = Field(default=4_000_000, ge=1000, description="Rows × columns of the table, padded.")
+    max_cell_chars: int = Field(default=4096, ge=64, description="Characters of one cell or JSON value.")
+    max_line_chars: int = Field(default=65_536, ge=256, description="Characters of one line of text.")
+    parse_timeout_s: float = Field(default=10.0, gt=0, description="Longest a file may take to read.")
+
+
 class IngressConfig(_Strict):
     resources: Resources = Resources(max_ongoing_requests=64, max_queued_requests=256)
     tunables: IngressTunables = IngressTunables()
@@ -127,9 +142,23 @@ class IngressConfig(_Strict):
         description="open: anyone may call (one tenant, 'open'; rate limits per client address). keys: every "
         "API call needs a tenant's X-API-Key (serve-app keys create).",
     )
+    open_to_network: bool = Field(
+        default=False,
+        description="auth: open answers only its own machine (loopback) unless this is set: every caller of an "
+        "open service is one tenant, who may list, download and delete every job.",
+    )
     max_batch_lines: int = Field(default=1000, ge=1, description="Lines in one POST /api/v1/query/batch.")
     max_upload_bytes: int = Field(default=32 * 2**20, ge=1024, description="Size of one bulk job's file.")
+    body_grace_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A body may take this long, plus its bytes at min_body_bytes_per_s (408 past it).",
+    )
+    min_body_bytes_per_s: int = Field(
+        default=16_384, ge=1, description="The slowest a body may arrive after its grace: slow senders hold slots."
+    )
     max_job_rows: int = Field(default=200_000, ge=1, description="Rows in one bulk job.")
+    upload_limits: UploadLimits = UploadLimits()
 
 
 class JobTunables(_Strict):

@@ -33,6 +33,10 @@ class BodyTooLarge(ServiceError):
     """The body is over the configured limit."""
 
 
+class BodyTimeout(ServiceError):
+    """The body arrived too slowly (a client holding a slot open: slowloris)."""
+
+
 class InvalidRequest(ServiceError):
     """The body parsed but does not validate."""
 

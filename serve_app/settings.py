@@ -20,6 +20,12 @@ def default_home() -> Path:
     return Path(platformdirs.user_data_dir("serve-app", appauthor=False))
 
 
+#: The admin token guards adapters, model caches and every replica's counters.
+MIN_ADMIN_TOKEN_CHARS = 24
+PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "placeholder", "example", "your-token", "xxxxxxxx")
+TOKEN_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"  # noqa: S105 - a hint, not a token
+
+
 class Settings(BaseSettings):
     """Environment settings. Unknown ``SERVE_APP_*`` variables are ignored; bad values fail fast."""
 
@@ -48,6 +54,21 @@ class Settings(BaseSettings):
     def _postgres_scheme(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("SERVE_APP_DATABASE_URL must start with postgresql://")
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """A placeholder or short token is refused at start, not discovered after a breach."""
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        if any(word in token.casefold() for word in PLACEHOLDER_WORDS):
+            raise ValueError("SERVE_APP_ADMIN_TOKEN is a placeholder: set a random one (" + TOKEN_HINT + ")")
+        if len(token) < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(
+                f"SERVE_APP_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters (" + TOKEN_HINT + ")"
+            )
         return value
 
     @field_validator("redis_url")

@@ -65,7 +65,7 @@ async def build(pool, redis_client, **config) -> tuple[Api, JobRunner]:
 async def keyed(api_pool, redis_client) -> AsyncIterator[tuple[httpx.AsyncClient, JobRunner, KeyStore]]:
     api, runner = await build(api_pool, redis_client, auth="keys", max_upload_bytes=8192, max_job_rows=50)
     transport = httpx.ASGITransport(app=build_http_app(api))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         yield client, runner, api.keys  # type: ignore[misc]
     await api.service.query_log.close()
 
@@ -130,7 +130,7 @@ async def test_open_mode_buckets_by_address_whatever_key_is_sent(api_pool, redis
     api, _ = await build(api_pool, redis_client)
     api.service.rate_limiter.rate_per_s, api.service.rate_limiter.burst = 1, 2
     transport = httpx.ASGITransport(app=build_http_app(api))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         codes = [
             (
                 await client.post("/api/v1/query", json={"query": SEED}, headers={"x-api-key": uuid.uuid4().hex})

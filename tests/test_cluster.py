@@ -24,7 +24,7 @@ from tests.serve_harness import Load, deploy, post_query, prepare_app_database, 
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-ADMIN = {"authorization": "Bearer cluster-admin-token"}
+ADMIN = {"authorization": "Bearer cluster-admin-token-0123456789"}
 #: Each model node holds two replicas' worth, so one node can take both when the other is gone.
 MODEL_NODE = {"num_cpus": 1, "resources": {"model_node": 1.0}}
 APP_NODE = {"num_cpus": 2, "resources": {"app_node": 1.0}}
@@ -78,7 +78,7 @@ def cluster(embedded_postgres, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "SERVE_APP_DATABASE_URL": database_url,
         "SERVE_APP_REDIS_URL": redis.url,
         "SERVE_APP_HOME": str(home),
-        "SERVE_APP_ADMIN_TOKEN": "cluster-admin-token",
+        "SERVE_APP_ADMIN_TOKEN": "cluster-admin-token-0123456789",
         "RAY_AUTH_MODE": "disabled",
     }
     with mock.patch.dict(os.environ, environment):  # and later test modules do not

@@ -9,6 +9,7 @@ step — named as such — raises the domain error the real one would.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -122,9 +123,10 @@ async def app(embedded_postgres, embedded_redis, tmp_path_factory) -> AsyncItera
     keys = KeyStore(pool)
     key, _ = await keys.create("acme", ["job_22"], None)
     fresh_key, _ = await keys.create("thrifty", [], None)
-    config = IngressConfig(auth="keys", max_body_bytes=1024, max_batch_lines=3, max_upload_bytes=4096)
+    config = IngressConfig(auth="keys", max_body_bytes=1024, max_batch_lines=3, max_upload_bytes=4096, body_grace_s=0.5)
     api = Api(service, admin, dict, SecretStr("s3cret"), config, DirectoryBrowser(pool), JobStore(pool), keys)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_http_app(api)), base_url="http://t") as client:
+    transport = httpx.ASGITransport(app=build_http_app(api))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         holder["app"] = App(client, api, extraction, key, fresh_key)
         assert (
             await client.post("/api/v1/adapters", json={"name": "job_22", "path": "job_22"}, headers=ADMIN)
@@ -143,6 +145,17 @@ async def _with_failure(app: App, failure: e.ServiceError) -> httpx.Response:
         app.extraction.failure = None
 
 
+async def _slow_body(app: App) -> httpx.Response:
+    """A body sent a byte at a time, slower than the pace allows (the grace here is 0.5 s)."""
+
+    async def drip():
+        for byte in b'{"query": "x"}':
+            yield bytes([byte])
+            await asyncio.sleep(0.2)
+
+    return await app.client.post("/api/v1/query", content=drip(), headers={"x-api-key": app.key})
+
+
 async def _retired_code(app: App) -> httpx.Response:
     """A code retired in this module's own directory (as a snapshot without it would), then looked up."""
     code = "102100000056"  # 中国工商银行北京崇文门外大街支行: no other test here asks for it
@@ -154,7 +167,7 @@ async def _retired_code(app: App) -> httpx.Response:
 
 async def _admin_disabled(app: App) -> httpx.Response:
     unset = build_http_app(Api(app.api.service, app.api.admin, dict, admin_token=None))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=unset), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=unset), base_url="http://localhost") as client:
         return await client.get("/api/v1/adapters")
 
 
@@ -200,6 +213,7 @@ TRIGGERS: dict[str, Callable[[App], Awaitable[httpx.Response]]] = {
     "unknown_model": lambda app: app.client.delete("/api/v1/adapters/job_99", headers=ADMIN),
     "unknown_job": lambda app: app.get(f"/api/v1/jobs/{uuid.uuid4()}"),
     "retired_code": lambda app: _retired_code(app),
+    "body_timeout": lambda app: _slow_body(app),
     "not_found": lambda app: app.get("/no/such/route"),
     "method_not_allowed": lambda app: app.client.delete("/api/v1/query"),
     "adapter_exists": lambda app: app.client.post(

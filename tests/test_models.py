@@ -169,6 +169,11 @@ def test_validation_rejects_names_paths_and_foreign_bases(demo: DemoModel, adapt
         validate_adapter("foreign", "foreign", adapter_root, demo.base)
     with pytest.raises(AdapterError, match=r"no adapter_config\.json"):
         validate_adapter("missing", "missing", adapter_root, demo.base)
+    pickled = adapter_root / "pickled"  # weights as a pickle (adapter_model.bin) run code when loaded
+    shutil.copytree(demo.adapters["job_23"], pickled, dirs_exist_ok=True)
+    (pickled / "adapter_model.safetensors").rename(pickled / "adapter_model.bin")
+    with pytest.raises(AdapterError, match="is a pickle"):
+        validate_adapter("pickled", "pickled", adapter_root, demo.base)
     with pytest.raises(ValueError, match="adapter names"):
         AdapterIn(name="x;DROP TABLE adapters", path="x")
 

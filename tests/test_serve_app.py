@@ -44,7 +44,7 @@ from tests.serve_harness import (
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
-ADMIN = {"authorization": "Bearer test-admin-token"}
+ADMIN = {"authorization": "Bearer test-admin-token-0123456789"}
 #: Debian's browser and its driver (scripts/install puts them there).
 APP_ARGS = {
     "ingress": {"resources": {"num_cpus": 0.1, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}},
@@ -108,7 +108,7 @@ def serve_app(serve_home: tuple[str, Path], redis_server, metrics_port: int) -> 
         "SERVE_APP_DATABASE_URL": database_url,
         "SERVE_APP_REDIS_URL": redis_server.url,
         "SERVE_APP_HOME": str(home),
-        "SERVE_APP_ADMIN_TOKEN": "test-admin-token",
+        "SERVE_APP_ADMIN_TOKEN": "test-admin-token-0123456789",
     }
     port = free_port()
     start_ray_serve(env, port, metrics_port)

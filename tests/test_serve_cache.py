@@ -67,7 +67,7 @@ def app(embedded_postgres, valkey: EmbeddedRedis, tmp_path_factory: pytest.TempP
         "SERVE_APP_DATABASE_URL": database_url,
         "SERVE_APP_REDIS_URL": valkey.url,
         "SERVE_APP_HOME": str(tmp_path_factory.mktemp("cache-home")),
-        "SERVE_APP_ADMIN_TOKEN": "test-admin-token",
+        "SERVE_APP_ADMIN_TOKEN": "test-admin-token-0123456789",
     }
     port = free_port()
     start_ray_serve(env, port)
@@ -167,7 +167,7 @@ def page_shows_the_retired_branch(app: dict, name: str, code: str, as_of: str) -
     with headless_chromium() as driver:
         wait = WebDriverWait(driver, 60)
         driver.get(f"{app['base']}/")
-        driver.execute_script("localStorage.setItem('serve-app-key', arguments[0])", app["a"])  # as typed before
+        driver.execute_script("sessionStorage.setItem('serve-app-key', arguments[0])", app["a"])  # as typed before
         driver.refresh()
         wait.until(lambda d: d.find_element(By.ID, "directory-as-of").text.startswith(f"directory as of {as_of}"))
         wait.until(lambda d: code in d.find_element(By.ID, "changes").text)

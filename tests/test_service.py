@@ -308,7 +308,7 @@ async def http_client(sample_pool, redis_client):
     )
     await service.refresh_data_version()
     app = build_http_app(Api(service, admin_for(sample_pool, redis_client), dict, SecretStr("s3cret")))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
         yield client
     await service.query_log.close()
 
@@ -450,7 +450,7 @@ async def test_postgres_outage_is_a_503_and_recovery_is_automatic(tmp_path, redi
     )
     app = build_http_app(Api(service, admin_for(pool, redis_client), dict, None))
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
             assert (await client.post("/api/v1/query", json={"query": "华夏银行江油西山支行"})).status_code == 200
             server.stop()
             started = time.monotonic()
@@ -605,7 +605,7 @@ async def test_admission_answers_past_its_bounds_with_json_503_and_keeps_probes_
         registry=AdapterRegistry(sample_pool),
     )
     app = build_http_app(Api(service, admin_for(sample_pool, redis_client), dict, None), admission=(2, 1))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
         queries = [f"华夏银行江油西山支行{i}" for i in range(3)]
         admitted = [asyncio.create_task(client.post("/api/v1/query", json={"query": q})) for q in queries]
         await eventually(lambda: at_work == 2 and admission_of(app).waiting == 1)  # two at work, one waiting

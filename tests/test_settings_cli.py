@@ -21,11 +21,20 @@ def test_settings_reject_wrong_url_schemes(monkeypatch: pytest.MonkeyPatch) -> N
 def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setenv("SERVE_APP_HOME", str(tmp_path))
     monkeypatch.setenv("SERVE_APP_REDIS_URL", "redis://127.0.0.1:1/0")
-    monkeypatch.setenv("SERVE_APP_ADMIN_TOKEN", "s3cret")
+    token = "s3cret-0123456789-abcdefghij"
+    monkeypatch.setenv("SERVE_APP_ADMIN_TOKEN", token)
     settings = Settings()
     assert settings.home == tmp_path
-    assert settings.admin_token.get_secret_value() == "s3cret"
-    assert "s3cret" not in repr(settings)
+    assert settings.admin_token.get_secret_value() == token
+    assert token not in repr(settings)
+
+
+@pytest.mark.parametrize(("token", "why"), [("s3cret", "at least 24"), ("change-me", "placeholder"),
+                                            ("please-change-me-before-deploying", "placeholder")])  # fmt: skip
+def test_a_short_or_placeholder_admin_token_is_refused_at_start(monkeypatch: pytest.MonkeyPatch, token, why) -> None:
+    monkeypatch.setenv("SERVE_APP_ADMIN_TOKEN", token)
+    with pytest.raises(ValidationError, match=why):
+        Settings()
 
 
 def test_normalize_reads_messy_names() -> None:

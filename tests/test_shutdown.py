@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.serve, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = 25
 GRACE_PERIOD_S = 30  # Kubernetes' default terminationGracePeriodSeconds: SIGKILL follows after it
+ADMIN_TOKEN = "shutdown-admin-token-0123456789"
 
 
 def _rules_only_config(port: int) -> dict:
@@ -68,7 +69,7 @@ def test_a_stop_signal_flushes_every_acknowledged_query_log_row_in_time(
         "SERVE_APP_REDIS_URL": embedded_redis.url,
         "SERVE_APP_HOME": str(tmp_path / "home"),
         "RAY_AUTH_MODE": "disabled",
-        "SERVE_APP_ADMIN_TOKEN": "shutdown-admin",
+        "SERVE_APP_ADMIN_TOKEN": ADMIN_TOKEN,
         # HAProxy's own metrics and stats ports (Ray's defaults are the fixed 9101 and 8404): free ones, so
         # a run never collides with another on this machine or with one still stopping.
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
@@ -96,7 +97,8 @@ def test_a_stop_signal_flushes_every_acknowledged_query_log_row_in_time(
         malformed = httpx.post(f"{base}/api/v1/query", content=b"{not json", timeout=30)
         assert malformed.status_code == 400 and malformed.json()["error"]["code"] == "invalid_json"
         assert httpx.get(f"{base}/no/such/route", timeout=30).json()["error"]["code"] == "not_found"
-        stats = httpx.get(f"{base}/api/v1/stats", headers={"authorization": "Bearer shutdown-admin"}, timeout=10).json()
+        admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+        stats = httpx.get(f"{base}/api/v1/stats", headers=admin, timeout=10).json()
         pending = stats["query_log"]["pending"]
         assert pending >= 1, json.dumps(stats)  # acknowledged, and still only in the ingress's buffer
         assert fetch_value(database_url, "SELECT count(*) FROM query_log") == QUERIES + 1 - pending

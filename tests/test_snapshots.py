@@ -108,7 +108,8 @@ async def world(embedded_postgres, embedded_redis, snapshots) -> AsyncIterator[W
     runner = JobRunner(jobs, service.answer, JobTunables(chunk_rows=100))
     names = {row["BankCode"]: row["LName"] for row in read_rows(path_a)}
     names_b = {row["BankCode"]: row["LName"] for row in changed.rows}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_http_app(api)), base_url="http://t") as client:
+    transport = httpx.ASGITransport(app=build_http_app(api))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         # Before B: every retired code is a match, and that answer is in the cache.
         cached_before = {}
         for code in changed.retired[:PER_KIND]:

@@ -5,7 +5,9 @@ replica's life, as Serve's are). A request past both is answered at once with th
 and a Retry-After, like every other error. The ingress deployment's own Serve bounds are set above these
 (``Resources.ingress_options``), so its requests queue here, not in Serve's proxy — whose overflow answer
 is a plain-text 503 a client cannot parse. Probes (``/healthz``, ``/readyz``) are never queued: an
-overloaded service is still alive.
+overloaded service is still alive. A slot is held while a request is read and answered, and given back
+when its response starts: a client that reads a download slowly holds a connection, not a slot (and one
+that sends its body slowly is cut off by the body's pace, ``api.body``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app.api.errors import render
 from serve_app.errors import Overloaded
@@ -42,10 +44,23 @@ class Admission:
             await self._slots.acquire()
         finally:
             self.waiting -= 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._slots.release()
+
+        async def send_then_release(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                release()  # the answer is made: a slow reader of a download holds no slot
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_then_release)
         finally:
-            self._slots.release()
+            release()
 
 
 async def _reject(send: Send) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -14,23 +16,42 @@ from serve_app.schemas import validation_message
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body; ``BodyTooLarge`` as soon as it (or its declared length) passes ``limit`` bytes."""
+@dataclass(frozen=True)
+class BodyPace:
+    """How slowly a body may arrive: ``grace_s``, plus one second per ``min_bytes_per_s`` bytes received."""
+
+    grace_s: float = 10.0
+    min_bytes_per_s: int = 16_384
+
+
+async def read_body(request: Request, limit: int, pace: BodyPace | None = None) -> bytes:
+    """The whole body; ``BodyTooLarge`` as soon as it (or its declared length) passes ``limit`` bytes,
+    ``BodyTimeout`` as soon as it falls behind ``pace`` (a client sending a byte a second holds a slot)."""
+    pace = pace or BodyPace()
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise e.BodyTooLarge(f"request body is limited to {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise e.BodyTooLarge(f"request body is limited to {limit} bytes")
+    started = asyncio.get_running_loop().time()
+    try:
+        async with asyncio.timeout_at(started + pace.grace_s) as deadline:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise e.BodyTooLarge(f"request body is limited to {limit} bytes")
+                deadline.reschedule(started + pace.grace_s + len(body) / pace.min_bytes_per_s)
+    except TimeoutError as exc:
+        raise e.BodyTimeout(
+            f"the request body arrived too slowly ({len(body):,} bytes in {pace.grace_s:g} s and more); send it "
+            f"at {pace.min_bytes_per_s:,} bytes/s or faster"
+        ) from exc
     return bytes(body)
 
 
-async def read_json(request: Request, model: type[ModelT], limit: int) -> ModelT:
+async def read_json(request: Request, model: type[ModelT], limit: int, pace: BodyPace | None = None) -> ModelT:
     """The body as ``model``: ``MalformedBody`` for anything but UTF-8 JSON, ``InvalidRequest`` for a body
     that is not an object or does not validate."""
-    body = await read_body(request, limit)
+    body = await read_body(request, limit, pace)
     try:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

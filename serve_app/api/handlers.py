@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from serve_app import errors as e
-from serve_app.api.body import read_body, read_json, validate
+from serve_app.api.body import BodyPace, read_body, read_json, validate
 from serve_app.api.endpoints import XLSX_TYPE
 from serve_app.api.errors import render
 from serve_app.api.responses import Body, Reply, attachment
@@ -43,13 +43,23 @@ from serve_app.schemas import (
 )
 from serve_app.service.admin import AdminService
 from serve_app.service.query_service import QueryService
-from serve_app.service.tenants import Caller, KeyStore, open_caller
+from serve_app.service.tenants import Caller, KeyStore, is_loopback, open_caller
 from serve_app.timing import ms_since
 
 #: Room per line of a batch body: the longest query in UTF-8 (4 bytes a character at most), quoted.
 BATCH_BYTES_PER_LINE = MAX_QUERY_CHARS * 4 + 16
 #: A batch costs one rate-limit token per this many lines; every other request costs one.
 LINES_PER_TOKEN = 100
+#: Host names an open (loopback-only) service answers to: a web page elsewhere that rebinds its own name to
+#: 127.0.0.1 reaches the port, but not with these names.
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+#: The page loads nothing from elsewhere and runs no inline script; it cannot be framed.
+PAGE_HEADERS = {
+    "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
 #: The web page's files (no build step, nothing fetched at run time).
 WEB_ROOT = Path(str(resources.files("serve_app") / "web"))
 
@@ -77,8 +87,12 @@ class Handlers:
         self.api = api
         self.service, self.admin, self.config = api.service, api.admin, api.config
         self.openapi_document = openapi
+        config = self.config
+        self.pace = BodyPace(config.body_grace_s, config.min_body_bytes_per_s)
         self.submission = (
-            None if api.jobs is None else JobSubmission(api.jobs, self.service.adapter_ref, self.config.max_job_rows)
+            None
+            if api.jobs is None
+            else JobSubmission(api.jobs, self.service.adapter_ref, config.max_job_rows, config.upload_limits)
         )
 
     # --- who is calling, and what it costs ---------------------------------------------------------
@@ -98,7 +112,16 @@ class Handlers:
             assert self.api.keys is not None
             with database_errors(API_KEYS):
                 return await self.api.keys.caller(request.headers.get("x-api-key"))
-        return open_caller(request.client.host if request.client else "unknown")
+        host = request.client.host if request.client else "unknown"
+        if not self.config.open_to_network:
+            if not is_loopback(host):
+                raise e.Forbidden(
+                    "this service runs with auth: open, which answers only its own machine; "
+                    "use auth: keys (serve-app keys create) to serve other machines"
+                )
+            if (request.url.hostname or "") not in LOOPBACK_NAMES:  # a page elsewhere, rebinding its DNS to us
+                raise e.Forbidden("auth: open answers requests addressed to localhost or 127.0.0.1 only")
+        return open_caller(host)
 
     async def charged_caller(self, request: Request) -> Caller:
         """``caller``, charged the one token a request costs."""
@@ -118,7 +141,7 @@ class Handlers:
 
     async def query(self, request: Request) -> Body:
         caller = await self.caller(request)
-        body = await read_json(request, QueryRequest, self.config.max_body_bytes)
+        body = await read_json(request, QueryRequest, self.config.max_body_bytes, self.pace)
         caller.check_adapter(body.model)
         started = time.perf_counter()
         await self.service.take_tokens(caller, 1)
@@ -127,7 +150,7 @@ class Handlers:
     async def query_batch(self, request: Request) -> Body:
         caller = await self.caller(request)
         limit = self.config.max_batch_lines
-        body = await read_json(request, BatchRequest, limit * BATCH_BYTES_PER_LINE + 1024)
+        body = await read_json(request, BatchRequest, limit * BATCH_BYTES_PER_LINE + 1024, self.pace)
         if len(body.queries) > limit:
             raise e.TooManyRows(f"at most {limit} queries per batch; use POST /api/v1/jobs for files")
         caller.check_adapter(body.model)
@@ -172,7 +195,7 @@ class Handlers:
         params = validate(JobParams, dict(request.query_params))
         caller.check_adapter(params.model)
         submission = _built_with(self.submission, "a job store")
-        data = await read_body(request, self.config.max_upload_bytes)
+        data = await read_body(request, self.config.max_upload_bytes, self.pace)
         status = await submission.submit(caller.tenant, params, data, request.headers.get("content-type"))
         return Reply(status, headers={"location": f"/api/v1/jobs/{status.id}"})
 
@@ -239,7 +262,9 @@ class Handlers:
         return await self.admin.list_adapters()
 
     async def register_adapter(self, request: Request) -> Body:
-        return await self.admin.register_adapter(await read_json(request, AdapterIn, self.config.max_body_bytes))
+        return await self.admin.register_adapter(
+            await read_json(request, AdapterIn, self.config.max_body_bytes, self.pace)
+        )
 
     async def delete_adapter(self, request: Request) -> Body:
         await self.admin.delete_adapter(request.path_params["name"])
@@ -260,7 +285,7 @@ class Handlers:
         return self.openapi_document
 
     async def page(self, request: Request) -> Response:
-        return FileResponse(WEB_ROOT / "index.html", media_type="text/html")
+        return FileResponse(WEB_ROOT / "index.html", media_type="text/html", headers=PAGE_HEADERS)
 
 
 T = TypeVar("T")

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from serve_app.cli.query import query_pipeline
+from serve_app.config import UploadLimits
 from serve_app.jobs.files import read_table
 from serve_app.jobs.results import RowResult, answer_rows, csv_text, result_filename, result_header, xlsx_bytes
 from serve_app.schemas import QueryRequest, QueryResult
@@ -20,8 +21,9 @@ from serve_app.settings import Settings
 RECONCILE_CONCURRENCY = 8
 #: Rows between two progress-bar updates.
 RECONCILE_BLOCK = 200
-#: ``reconcile`` reads files of any length; this bounds only memory.
+#: ``reconcile`` reads files of any length; this bounds only memory (the other limits are the service's).
 RECONCILE_MAX_ROWS = 5_000_000
+RECONCILE_LIMITS = UploadLimits(max_cells=RECONCILE_MAX_ROWS * 16, parse_timeout_s=600)
 
 
 def output_path(source: Path, output: Path | None) -> Path:
@@ -45,6 +47,7 @@ async def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
         encoding=args.encoding,
         column=args.column,
         max_rows=RECONCILE_MAX_ROWS,
+        limits=RECONCILE_LIMITS,
     )
     print(
         f"{args.file}: {len(table.rows)} rows, looking up column {table.columns[table.text_column]!r}", file=sys.stderr
@@ -89,7 +92,7 @@ async def _work(settings: Settings, args: argparse.Namespace) -> int:
     try:
         service = await assemble_query_service(pool, redis, settings, IngressTunables())
         tunables = JobTunables(chunk_rows=args.chunk_rows, concurrency=args.concurrency)
-        runner = JobRunner(JobStore(pool), service.answer, tunables, refresh=service.refresh_data_version)
+        runner = JobRunner(JobStore(pool), service.answer, tunables, refresh=service.refresh_for_chunk)
         print(f"working bulk jobs: chunks of {tunables.chunk_rows} rows", file=sys.stderr, flush=True)
         # SIGTERM (an orchestrator) or SIGINT stop it between rows; a chunk in flight is rolled back, not lost.
         # Handlers of our own: a process started in the background inherits SIGINT ignored.

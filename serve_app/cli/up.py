@@ -20,9 +20,11 @@ from pathlib import Path
 
 from serve_app.cli.database import prepare_database
 from serve_app.cli.demo import register_demo_model
+from serve_app.config import AppConfig
 from serve_app.db.pool import connect_admin
 from serve_app.directory.loader import load_demo_if_empty
 from serve_app.ops.ingress_modes import INGRESS_MODES, ingress_environment
+from serve_app.service.tenants import is_loopback
 from serve_app.settings import Settings, redact_url
 
 
@@ -53,6 +55,19 @@ def _first_query(port: int) -> tuple[float, dict]:
     return time.perf_counter() - started, result
 
 
+def refuse_open_on_network(config: dict) -> None:
+    """``ValueError`` for a Serve config that binds beyond loopback with ``auth: open`` (anyone on the network
+    would be the one tenant, with every job) unless ``open_to_network`` says it is meant."""
+    host = str(config.get("http_options", {}).get("host", "127.0.0.1"))
+    for app in config.get("applications", []):
+        ingress = AppConfig.model_validate(app.get("args") or {}).ingress
+        if ingress.auth == "open" and not ingress.open_to_network and not is_loopback(host) and host != "localhost":
+            raise ValueError(
+                f"{app.get('name')}: auth: open on {host} would let anyone on the network list, download and delete "
+                "every job: bind 127.0.0.1, use auth: keys, or set ingress.open_to_network: true"
+            )
+
+
 def _up(settings: Settings, args: argparse.Namespace) -> int:
     """Blocking: start what is missing, deploy the Serve app from a config, serve until Ctrl-C."""
     import yaml
@@ -61,6 +76,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
 
     config = yaml.safe_load(args.config.read_text())
     port = int(config.get("http_options", {}).get("port", 8000))
+    refuse_open_on_network(config)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     # A shell starts background jobs with SIGINT ignored, and Python keeps an inherited "ignore": restore it,
     # so `kill -INT <pid>` stops the service too.

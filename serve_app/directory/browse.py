@@ -15,12 +15,12 @@ import time
 from typing import Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from serve_app.db.errors import DIRECTORY, database_errors
 from serve_app.db.sql import escape_like
 from serve_app.normalize import normalize
-from serve_app.schemas import BranchRecordOut
+from serve_app.schemas import BranchRecordOut, refuse_control_characters
 
 MAX_PAGE_SIZE = 100
 #: Seconds a replica reuses the bank list (it changes only with a directory load).
@@ -51,6 +51,11 @@ class BrowseQuery(BaseModel):
     )
     page: int = Field(default=1, ge=1, le=100_000)
     page_size: int = Field(default=20, ge=1, le=MAX_PAGE_SIZE)
+
+    @field_validator("bank", "province", "city", "district", "q")
+    @classmethod
+    def _no_control_characters(cls, value: str | None) -> str | None:
+        return None if value is None else refuse_control_characters(value, "a filter")
 
 
 class BranchPage(BaseModel):

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from serve_app.db.errors import DIRECTORY, database_errors
 from serve_app.directory.snapshots import ChangeKind
+from serve_app.schemas import refuse_control_characters
 
 MAX_PAGE_SIZE = 500
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -55,6 +56,11 @@ class ChangeQuery(BaseModel):
     kind: ChangeKind | None = None
     page: int = Field(default=1, ge=1, le=100_000)
     page_size: int = Field(default=100, ge=1, le=MAX_PAGE_SIZE)
+
+    @field_validator("bank", "city")
+    @classmethod
+    def _no_control_characters(cls, value: str | None) -> str | None:
+        return None if value is None else refuse_control_characters(value, "a filter")
 
     @field_validator("since")
     @classmethod

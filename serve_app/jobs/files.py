@@ -7,6 +7,12 @@ is what Chinese banking software writes). The text column is named (header) or n
 else the first header that names a bank (``对方行名``, ``开户行``, ``bank`` …). Everything wrong with a file
 is an ``UnreadableFile`` naming the problem; too many rows is ``TooManyRows``. No row is dropped: a short
 row is padded, a long one widens the header. A CSV blank line is no row.
+
+Files come from outside, so reading is bounded before and while it happens (``UploadLimits``): an XLSX's
+unpacked size and each part's compression ratio are checked before it is parsed, and its sheet's claimed
+dimensions are ignored; every row read counts (blank ones too), its width, its cells' lengths and NULs
+(which PostgreSQL cannot store) are checked as it is read; lines of text are bounded; and the whole read
+has a deadline. A file past a limit is refused with the limit named, before any work is done on its rows.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
+from serve_app.config import UploadLimits
 from serve_app.errors import TooManyRows, UnreadableFile
+from serve_app.jobs.read_limits import ReadBudget, check_archive, check_lines
 
 Format = Literal["csv", "xlsx", "jsonl"]
 FORMATS: tuple[Format, ...] = ("csv", "xlsx", "jsonl")
@@ -78,15 +86,18 @@ def read_table(
     encoding: str | None = None,
     column: str | None = None,
     max_rows: int,
+    limits: UploadLimits | None = None,
 ) -> InputTable:
-    """The table in ``data``; see the module docstring for how each choice is made."""
+    """The table in ``data``; see the module docstring for how each choice is made and bounded."""
+    budget = ReadBudget(limits or UploadLimits(), max_rows)
     kind = _format(data, format, content_type)
     if kind == "xlsx":
-        header, rows = _read_xlsx(data, max_rows)
+        header, rows = _read_xlsx(data, budget)
     else:
         text = _decode(data, encoding)
-        header, rows = _read_jsonl(text, max_rows) if kind == "jsonl" else _read_csv(text, max_rows)
-    columns, rows = _rectangular(header, rows)
+        check_lines(text, budget.limits)
+        header, rows = _read_jsonl(text, budget) if kind == "jsonl" else _read_csv(text, budget)
+    columns, rows = _rectangular(header, rows, budget.limits)
     return InputTable(kind, columns, rows, _text_column(columns, column))
 
 
@@ -123,7 +134,7 @@ def _decode(data: bytes, encoding: str | None) -> str:
     raise UnreadableFile("the file is neither UTF-8 nor GBK/GB18030 text: pass encoding=")
 
 
-def _read_csv(text: str, max_rows: int) -> tuple[list[str], list[list[str]]]:
+def _read_csv(text: str, budget: ReadBudget) -> tuple[list[str], list[list[str]]]:
     try:
         dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:8192], delimiters=",\t;|")
     except csv.Error:
@@ -134,20 +145,21 @@ def _read_csv(text: str, max_rows: int) -> tuple[list[str], list[list[str]]]:
         header = next(reader, None)
         if header is None:
             raise UnreadableFile("the file is empty: a header row is required")
+        budget.row(header, "the header")
         for row in reader:
             if not row:
                 continue
-            if len(rows) == max_rows:
-                raise TooManyRows(f"at most {max_rows} rows per job")
-            rows.append(row)
+            budget.data_row(len(rows))
+            rows.append(budget.row(row, f"row {len(rows) + 1}"))
     except csv.Error as exc:
         raise UnreadableFile(f"not a readable CSV file: {exc}") from exc
     return header, rows
 
 
-def _read_jsonl(text: str, max_rows: int) -> tuple[list[str], list[list[str]]]:
+def _read_jsonl(text: str, budget: ReadBudget) -> tuple[list[str], list[list[str]]]:
     objects: list[dict] = []
-    for number, line in enumerate(text.splitlines(), 1):
+    keys: dict[str, None] = {}
+    for number, line in enumerate(text.split("\n"), 1):  # only newlines end a line (not U+2028 in a value)
         if not line.strip():
             continue
         try:
@@ -158,22 +170,25 @@ def _read_jsonl(text: str, max_rows: int) -> tuple[list[str], list[list[str]]]:
             raise UnreadableFile(f"line {number} nests too deeply") from exc
         if not isinstance(value, dict):
             raise UnreadableFile(f"line {number} is not a JSON object")
-        if len(objects) == max_rows:
-            raise TooManyRows(f"at most {max_rows} rows per job")
+        budget.data_row(len(objects))
+        keys.update(dict.fromkeys(value))
+        budget.row(list(keys), "the keys of the lines")  # the header: distinct keys, bounded like columns
+        budget.row([_cell(cell) for cell in value.values()], f"line {number}")
         objects.append(value)
-    header = list(dict.fromkeys(key for value in objects for key in value))
+    header = list(keys)
     return header, [[_cell(value.get(key)) for key in header] for value in objects]
 
 
-def _read_xlsx(data: bytes, max_rows: int) -> tuple[list[str], list[list[str]]]:
+def _read_xlsx(data: bytes, budget: ReadBudget) -> tuple[list[str], list[list[str]]]:
     import openpyxl  # imported here: only uploads of spreadsheets pay for it
 
+    check_archive(data, budget.limits)
     try:
         workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception as exc:  # a parser of untrusted bytes: any failure means the same
         raise UnreadableFile("not a readable XLSX workbook") from exc
     try:
-        return _xlsx_rows(workbook, max_rows)
+        return _xlsx_rows(workbook, budget)
     except (TooManyRows, UnreadableFile):
         raise
     except Exception as exc:  # sheets are parsed lazily, so a broken one fails here
@@ -182,23 +197,25 @@ def _read_xlsx(data: bytes, max_rows: int) -> tuple[list[str], list[list[str]]]:
         workbook.close()
 
 
-def _xlsx_rows(workbook, max_rows: int) -> tuple[list[str], list[list[str]]]:
-    """The first sheet's header and rows; empty rows count only where a row with text follows them."""
+def _xlsx_rows(workbook, budget: ReadBudget) -> tuple[list[str], list[list[str]]]:
+    """The first sheet's header and rows; empty rows count only where a row with text follows them (and
+    every row read counts against the limit: a sheet can place one cell a million rows down)."""
     if not workbook.worksheets:
         raise UnreadableFile("the workbook has no worksheet")
+    sheet = workbook.worksheets[0]
+    sheet.reset_dimensions()  # the sheet's own claim of its size is not read: rows are as wide as they are
     rows: list[list[str]] = []
     header: list[str] | None = None
     blank_run: list[list[str]] = []
-    for values in workbook.worksheets[0].iter_rows(values_only=True):
-        cells = [_cell(value) for value in values]
+    for values in sheet.iter_rows(values_only=True):
         if header is None:
-            header = cells
+            header = budget.row([_cell(value) for value in values], "the header")
             continue
+        budget.data_row(len(rows) + len(blank_run))
+        cells = budget.row([_cell(value) for value in values], f"row {len(rows) + len(blank_run) + 1}")
         if not any(cells):
             blank_run.append(cells)
             continue
-        if len(rows) + len(blank_run) >= max_rows:
-            raise TooManyRows(f"at most {max_rows} rows per job")
         rows += [*blank_run, cells]
         blank_run = []
     if header is None:
@@ -215,8 +232,12 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def _rectangular(header: list[str], rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+def _rectangular(header: list[str], rows: list[list[str]], limits: UploadLimits) -> tuple[list[str], list[list[str]]]:
     width = max([len(header), *(len(row) for row in rows)])
+    if width * len(rows) > limits.max_cells:
+        raise UnreadableFile(
+            f"the table is {len(rows):,} rows of {width} columns; at most {limits.max_cells:,} cells are read"
+        )
     columns = [name.strip() or f"column_{i + 1}" for i, name in enumerate(header + [""] * (width - len(header)))]
     return columns, [row + [""] * (width - len(row)) for row in rows]
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import astuple, dataclass, fields
 from datetime import date
@@ -22,9 +24,18 @@ from pathlib import PurePath
 from pydantic import ValidationError
 
 from serve_app.concurrency import map_bounded
-from serve_app.errors import AdapterError, NoModelDeployment
+from serve_app.errors import (
+    AdapterError,
+    DependencyTimeout,
+    DependencyUnavailable,
+    ModelUnavailable,
+    NoModelDeployment,
+    NotReady,
+    Overloaded,
+)
 from serve_app.schemas import Branch, QueryRequest, QueryResult
 
+log = logging.getLogger(__name__)
 #: Candidates listed for an ambiguous row.
 CANDIDATES_SHOWN = 3
 #: ``top_k`` of the query each row asks.
@@ -98,10 +109,16 @@ def _text(value: object) -> str:
     return str(value)
 
 
+#: Failures of a dependency: the row is tried again later (its chunk rolls back), never marked.
+TRANSIENT = (DependencyUnavailable, DependencyTimeout, Overloaded, ModelUnavailable, NotReady)
+POISON_ROW_ERROR = "this row could not be answered (an internal error, logged); it was not retried"
+
+
 async def answer_row(answer: Answer, text: str) -> RowResult:
     """The result columns for one cell. Input the service refuses, and an adapter that cannot be used (or
-    no model to run it), are the row's ``error``; other service errors (a dependency down) are raised, so
-    that the row is tried again."""
+    no model to run it), are the row's ``error``; a dependency's failure is raised, so that the row is tried
+    again. Anything else the answer path raises on this text is a *poison row*: retrying it would fail
+    the same way and hold its job for ever, so it is the row's ``error`` at once (and logged)."""
     try:
         request = QueryRequest(query=text, top_k=ROW_TOP_K)
     except ValidationError as exc:
@@ -110,6 +127,11 @@ async def answer_row(answer: Answer, text: str) -> RowResult:
         return RowResult.of(await answer(request))
     except (AdapterError, NoModelDeployment) as exc:
         return RowResult(error=exc.message)
+    except TRANSIENT:
+        raise
+    except Exception:
+        log.exception("a row's answer failed; the row is marked: %r", text[:80])
+        return RowResult(error=POISON_ROW_ERROR)
 
 
 async def answer_rows(answer: Answer, texts: list[str], concurrency: int) -> list[RowResult]:
@@ -131,23 +153,46 @@ def result_filename(filename: str, extension: str) -> str:
     return f"{PurePath(filename).stem}.result.{extension}"
 
 
+#: What a spreadsheet program evaluates at the start of a cell (OWASP's CSV-injection list).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?\d[\d,]*(?:\.\d+)?")
+
+
+def inert(cell: str) -> str:
+    """A cell as a spreadsheet will show it and never evaluate: text that a program would read as a formula
+    (``=HYPERLINK(…)``, ``+1+1``, ``@SUM(…)``) is prefixed with ``'``; a plain number (``-12.50``) stays as it is.
+    Statement cells are written by third parties, and the people who download results open them in Excel."""
+    if cell.startswith(_FORMULA_START) and not _NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
+
+
 def csv_text(rows: Iterable[list[str]]) -> str:
-    """Rows as CSV text (RFC 4180: CRLF, quoted where needed). A file starts with a BOM and the header,
-    so spreadsheet programs read its Chinese as UTF-8: ``"\ufeff" + csv_text([header, *rows])``."""
+    """Rows as CSV text (RFC 4180: CRLF, quoted where needed), every cell ``inert``. A file starts with a BOM
+    and the header, so spreadsheet programs read its Chinese as UTF-8: ``"\ufeff" + csv_text([header, *rows])``."""
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    csv.writer(buffer, lineterminator="\r\n").writerows([inert(cell) for cell in row] for row in rows)
     return buffer.getvalue()
 
 
 def xlsx_bytes(header: list[str], rows: Iterable[list[str]]) -> bytes:
-    """An XLSX workbook with one sheet: the header, then the rows, every cell text (codes keep their digits)."""
+    """An XLSX workbook with one sheet: the header, then the rows, every cell a string (codes keep their
+    digits; text starting with ``=`` is stored as text, never as a formula)."""
     import openpyxl
-    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE  # control characters XLSX cannot hold
+    from openpyxl.cell.cell import (
+        ILLEGAL_CHARACTERS_RE,  # control characters XLSX cannot hold
+        WriteOnlyCell,
+    )
 
     workbook = openpyxl.Workbook(write_only=True)
     sheet = workbook.create_sheet("result")
     for row in (header, *rows):
-        sheet.append([ILLEGAL_CHARACTERS_RE.sub("\ufffd", cell) for cell in row])
+        cells = []
+        for value in row:
+            cell = WriteOnlyCell(sheet, value=ILLEGAL_CHARACTERS_RE.sub("\ufffd", value))
+            cell.data_type = "s"  # openpyxl would store a string starting with "=" as a live formula
+            cells.append(cell)
+        sheet.append(cells)
     out = io.BytesIO()
     workbook.save(out)
     return out.getvalue()

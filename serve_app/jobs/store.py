@@ -189,6 +189,7 @@ class JobStore:
                 "job_rows",
                 records=((job_id, number, cells) for number, cells in enumerate(table.rows)),
                 columns=("job_id", "row_no", "cells"),
+                timeout=SUBMIT_TIMEOUT_S,  # not the pool's per-command timeout, which is for serving queries
             )
         return JobStatus.from_row(row)
 
@@ -212,11 +213,15 @@ class JobStore:
         return [JobStatus.from_row(row) for row in rows]
 
     async def delete(self, tenant: str, job_id: str) -> None:
-        deleted = await self.pool.fetchval(
-            "DELETE FROM jobs WHERE id = $1 AND tenant = $2 RETURNING id", _job_uuid(job_id), tenant
-        )
-        if deleted is None:
-            raise UnknownJob(f"no job {job_id} for this tenant")
+        """The job and its rows, gone. Rows first, then the job: the order a worker locks them in (its
+        chunk's rows, then the job's counters), so deleting a running job waits for the chunk in hand
+        instead of deadlocking with it."""
+        job = _job_uuid(job_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND tenant = $2)", job, tenant):
+                raise UnknownJob(f"no job {job_id} for this tenant")
+            await conn.execute("DELETE FROM job_rows WHERE job_id = $1", job)
+            await conn.execute("DELETE FROM jobs WHERE id = $1", job)
 
     async def result_pages(
         self, tenant: str, job_id: str, page_rows: int = 2000

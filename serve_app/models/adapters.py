@@ -18,7 +18,8 @@ from serve_app.errors import AdapterExists, AdapterInvalid
 from serve_app.models.engine import AdapterSpec
 from serve_app.schemas import ADAPTER_NAME, ADAPTER_NAME_RULE, refuse_control_characters
 
-_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+#: Only safetensors: a ``.bin`` file is a pickle, which runs code when loaded.
+_WEIGHT_FILE = "adapter_model.safetensors"
 _COLUMNS = "name, base_model, path, rank, revision, created_at"
 
 
@@ -116,11 +117,12 @@ def validate_adapter(
     unknown = [t for t in target_list if modules and t not in modules]
     if unknown:
         raise AdapterInvalid(f"adapter {name!r} targets modules the base model lacks: {unknown}")
-    weights = next((folder / w for w in _WEIGHT_FILES if (folder / w).is_file()), None)
-    if weights is None:
-        raise AdapterInvalid(f"adapter {name!r}: no adapter weights in {folder.relative_to(root)}")
-    if weights.suffix == ".safetensors":
-        _check_shapes(name, weights, base_model, rank)
+    weights = folder / _WEIGHT_FILE
+    if not weights.is_file():
+        pickled = " (adapter_model.bin is a pickle, which runs code when loaded: save with safetensors)"
+        found = pickled if (folder / "adapter_model.bin").exists() else ""
+        raise AdapterInvalid(f"adapter {name!r}: no {_WEIGHT_FILE} in {folder.relative_to(root)}{found}")
+    _check_shapes(name, weights, base_model, rank)
     return AdapterSpec(name=name, path=folder, base_model=declared_base, rank=rank)
 
 

@@ -23,9 +23,9 @@ from serve_app.config import IngressTunables
 from serve_app.db.errors import ADAPTER_REGISTRY, database_errors
 from serve_app.directory.codes import is_code_shaped, is_valid_code
 from serve_app.directory.loader import read_directory_state
-from serve_app.errors import InvalidCode, RateLimited, RetiredCode, UnknownAdapter, UnknownCode
+from serve_app.errors import AdapterInvalid, InvalidCode, RateLimited, RetiredCode, UnknownAdapter, UnknownCode
 from serve_app.extraction.service import ExtractEntities
-from serve_app.models.adapters import AdapterRegistry
+from serve_app.models.adapters import AdapterRegistry, parse_adapter_ref
 from serve_app.query.inputs import read_inputs
 from serve_app.query.pipeline import compute_answer
 from serve_app.query.retrieval import BranchRepository
@@ -89,6 +89,12 @@ class QueryService:
             "data_version": self.data_version,
             "directory_as_of": str(self.directory_as_of),
         }
+
+    async def refresh_for_chunk(self) -> None:
+        """Before a bulk job's chunk: the directory's version, and the registry read afresh (a job's pinned
+        adapter is checked against it: a re-registration is seen by the next chunk, not 5 s later)."""
+        self._adapter_refs = (0.0, {})
+        await self.refresh_data_version()
 
     async def refresh_data_version(self) -> int:
         """Read the directory's data version and as-of date (the ingress does whenever a load is announced,
@@ -170,9 +176,21 @@ class QueryService:
             reason=result.reason,
         )
 
-    async def adapter_ref(self, name: str) -> str:
+    async def adapter_ref(self, adapter: str) -> str:
         """``name@revision`` of a registered adapter (the registry is read at most every few seconds);
-        ``UnknownAdapter`` for a name that is not registered."""
+        ``UnknownAdapter`` for a name that is not registered. ``adapter`` may be a ref pinned earlier (a
+        job's): ``AdapterInvalid`` when the name has been registered again since, so that one result file
+        never mixes two revisions' answers."""
+        name, pinned = parse_adapter_ref(adapter)
+        ref = await self._current_ref(name)
+        if pinned is not None and ref != adapter:
+            raise AdapterInvalid(
+                f"adapter {name!r} was registered again (now {ref}) after this job pinned {adapter}: "
+                "submit the file again to answer it with the new weights"
+            )
+        return ref
+
+    async def _current_ref(self, name: str) -> str:
         fetched_at, refs = self._adapter_refs
         if name not in refs or time.monotonic() - fetched_at >= _ADAPTER_NAMES_TTL_S:
             with database_errors(ADAPTER_REGISTRY):

@@ -11,6 +11,7 @@ adapter, and is rate-limited by its address — a header it makes up cannot buy 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import secrets
 import time
@@ -116,6 +117,14 @@ class KeyStore:
         if cached[1] is None:
             raise Unauthorized("unknown or revoked API key")
         return cached[1]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a client address is this machine (127.0.0.0/8, ::1); names and garbage are not."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def open_caller(client_address: str) -> Caller:

@@ -4,8 +4,9 @@
 
 const $ = (id) => document.getElementById(id);
 const keyInput = $("api-key");
-keyInput.value = localStorage.getItem("serve-app-key") || "";
-keyInput.addEventListener("change", () => localStorage.setItem("serve-app-key", keyInput.value.trim()));
+// Kept for this tab only (sessionStorage): a key is a tenant's credential, not a preference.
+keyInput.value = sessionStorage.getItem("serve-app-key") || "";
+keyInput.addEventListener("change", () => sessionStorage.setItem("serve-app-key", keyInput.value.trim()));
 
 function headers(extra) {
   const h = Object.assign({}, extra || {});
