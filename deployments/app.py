@@ -33,7 +33,7 @@ def build_app(args: dict) -> Application:
     if config.jobs is not None:
         job_worker = JobWorker.options(  # type: ignore[attr-defined]  # a Serve Deployment
             name="JobWorker", **config.jobs.deployment_options()
-        ).bind(extractor)
+        ).bind(extractor, config.jobs.retention.model_dump())
     ingress = config.ingress
     ingress_options = ingress.resources.ingress_options(ingress.tunables)
     return Ingress.options(name="Ingress", **ingress_options).bind(  # type: ignore[attr-defined]  # a Serve Deployment

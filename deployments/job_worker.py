@@ -5,6 +5,7 @@ the shared result cache). It takes no requests but ``stats``; replicas are a fix
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import asdict
 
 from ray import serve
@@ -12,19 +13,24 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.handles import ExtractorCall
 from deployments.metrics import ExtractorMetrics, JobMetrics
-from serve_app.config import IngressTunables, JobTunables
+from serve_app.config import IngressTunables, JobTunables, RetentionPolicy
 from serve_app.db.pool import create_pool
 from serve_app.db.redis_client import create_redis
 from serve_app.jobs.runner import JobRunner
 from serve_app.jobs.store import JobStore
+from serve_app.ops.retention import sweep
 from serve_app.service.assembly import assemble_query_service
 from serve_app.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @serve.deployment
 class JobWorker:
-    async def __init__(self, extractor: DeploymentHandle):  # type: ignore[misc]  # Serve awaits it
+    async def __init__(self, extractor: DeploymentHandle, retention: dict | None = None):  # type: ignore[misc]
         settings = Settings.for_replica()
+        self.retention = RetentionPolicy.model_validate(retention or {})
+        self.metrics = JobMetrics()
         self.tunables = JobTunables()
         self.pool = await create_pool(settings.database_url, settings)
         self.redis = create_redis(settings.redis_url, settings)
@@ -37,9 +43,22 @@ class JobWorker:
             observer=ExtractorMetrics(),
         )
         self.runner = JobRunner(
-            JobStore(self.pool), self.service.answer, self.tunables, JobMetrics(), self.service.refresh_for_chunk
+            JobStore(self.pool), self.service.answer, self.tunables, self.metrics, self.service.refresh_for_chunk
         )
-        self._task = asyncio.get_running_loop().create_task(self.runner.run_forever())
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self.runner.run_forever())
+        self._sweeper = loop.create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        """The retention sweep, now and every ``sweep_interval_s`` (one replica at a time does the work)."""
+        while True:
+            try:
+                deleted = await sweep(self.pool, self.retention)
+                if deleted is not None:
+                    self.metrics.on_sweep(deleted)
+            except Exception as exc:  # noqa: BLE001 - a failed sweep is tried again at the next interval
+                log.warning("retention sweep failed: %s", exc)
+            await asyncio.sleep(self.retention.sweep_interval_s)
 
     def reconfigure(self, user_config: dict) -> None:
         self.tunables = self.runner.tunables = JobTunables.model_validate(user_config)
@@ -53,5 +72,6 @@ class JobWorker:
 
     async def __del__(self) -> None:
         self._task.cancel()
+        self._sweeper.cancel()
         await self.pool.close()
         await self.redis.aclose()

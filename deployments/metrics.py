@@ -168,6 +168,15 @@ class JobMetrics:
         self.chunks = metrics.Counter(
             "serve_app_job_chunks_total", description="Bulk-job chunks by outcome.", tag_keys=("outcome",)
         )
+        self.swept = metrics.Gauge(
+            "serve_app_retention_last_sweep_deleted",
+            description="Rows the last retention sweep deleted, by table.",
+            tag_keys=("table",),
+        )
+
+    def on_sweep(self, deleted: dict[str, int]) -> None:
+        for table, count in deleted.items():
+            self.swept.set(count, tags={"table": table})
 
     def on_chunk(self, verdicts: dict[str, int] | None) -> None:
         if verdicts is None:

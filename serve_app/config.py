@@ -150,7 +150,7 @@ class IngressConfig(_Strict):
     max_batch_lines: int = Field(default=1000, ge=1, description="Lines in one POST /api/v1/query/batch.")
     max_upload_bytes: int = Field(default=32 * 2**20, ge=1024, description="Size of one bulk job's file.")
     body_grace_s: float = Field(
-        default=10.0,
+        default=2.0,
         gt=0,
         description="A body may take this long, plus its bytes at min_body_bytes_per_s (408 past it).",
     )
@@ -158,6 +158,10 @@ class IngressConfig(_Strict):
         default=16_384, ge=1, description="The slowest a body may arrive after its grace: slow senders hold slots."
     )
     max_job_rows: int = Field(default=200_000, ge=1, description="Rows in one bulk job.")
+    max_active_jobs_per_tenant: int = Field(default=20, ge=1, description="Jobs queued or running (429 past it).")
+    max_stored_rows_per_tenant: int = Field(
+        default=2_000_000, ge=1, description="Rows of a tenant's jobs kept (429 past it: delete finished jobs)."
+    )
     upload_limits: UploadLimits = UploadLimits()
 
 
@@ -173,12 +177,21 @@ class JobTunables(_Strict):
     )
 
 
+class RetentionPolicy(_Strict):
+    """How long what tenants send is kept: statement text is theirs, not ours to keep for ever."""
+
+    query_log_days: int = Field(default=90, ge=1, description="Query-log rows (query text, client address).")
+    job_days: int = Field(default=30, ge=1, description="Finished jobs, their rows and result files.")
+    sweep_interval_s: float = Field(default=3600, gt=0, description="How often a job worker sweeps.")
+
+
 class JobWorkerConfig(_Strict):
     """The bulk-job workers: a fixed number of replicas (they take work from PostgreSQL, not from requests)."""
 
     replicas: int = Field(default=1, ge=1)
     resources: Resources = Resources()
     tunables: JobTunables = JobTunables()
+    retention: RetentionPolicy = RetentionPolicy()
 
     def deployment_options(self) -> dict:
         options = self.resources.deployment_options(self.tunables)

@@ -53,6 +53,10 @@ class RateLimited(ServiceError):
     """The caller's token bucket is empty; ``retry_after_s`` says when it refills."""
 
 
+class QuotaExceeded(ServiceError):
+    """A tenant has as many jobs queued or running, or as many rows stored, as it may."""
+
+
 class InvalidCode(ServiceError):
     """A CNAPS code that is not 12 digits or fails its check digit."""
 

@@ -123,6 +123,13 @@ def test_only_the_serve_port_is_open_from_outside() -> None:
     assert open_to_all == [{"ports": [{"port": 8000, "protocol": "TCP"}]}]
     [service] = _documents(K8S / "serve-service.yaml")
     assert [p["port"] for p in service["spec"]["ports"]] == [8000]
+    # The KubeRay operator, from its own namespace, reaches the head's dashboard (a RayService needs it).
+    operator = [rule for rule in policy["spec"]["ingress"] if rule.get("ports") == [{"port": 8265, "protocol": "TCP"}]]
+    [peer] = operator[0]["from"]
+    assert peer == {
+        "namespaceSelector": {},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}},
+    }
 
 
 def test_probes_match_warm_up_and_the_bootstrap_job_runs_the_command_on_the_gpu_config() -> None:

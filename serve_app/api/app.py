@@ -27,7 +27,7 @@ def _route(handlers: Handlers, endpoint: Endpoint) -> Route:
 
     async def endpoint_route(request: Request) -> Response:
         if endpoint.admin:
-            handlers.require_admin(request)
+            await handlers.require_admin(request)
         return respond(endpoint.status, await handler(request))  # type: ignore[arg-type]
 
     return Route(endpoint.path, endpoint_route, methods=[endpoint.method], name=endpoint.name)

@@ -12,7 +12,7 @@ from serve_app import errors as e
 from serve_app.directory.browse import BankOut, BranchPage, BrowseQuery
 from serve_app.directory.history import ChangePage, ChangeQuery, DirectoryInfo
 from serve_app.jobs.recheck import RecheckReport
-from serve_app.jobs.store import JobStatus
+from serve_app.jobs.status import JobStatus
 from serve_app.models.adapters import AdapterIn, AdapterOut
 from serve_app.schemas import BatchRequest, BatchResponse, BranchRecordOut, JobParams, QueryRequest, QueryResult
 
@@ -42,9 +42,11 @@ _MODEL_ERRORS = (e.UnknownAdapter, e.AdapterInvalid, e.NoModelDeployment, e.Over
 JOB_ERRORS = (e.UnknownJob, *DEPENDENCY_ERRORS)
 ENDPOINTS = (
     Endpoint("POST", "/api/v1/query", "query", "Answer one free-text query with a verdict.",
-             QueryRequest, QueryResult, errors=(e.RateLimited, *_MODEL_ERRORS, *DEPENDENCY_ERRORS), tenant=True),
+             QueryRequest, QueryResult, errors=(e.BodyTimeout, e.RateLimited, *_MODEL_ERRORS, *DEPENDENCY_ERRORS),
+             tenant=True),
     Endpoint("POST", "/api/v1/query/batch", "query_batch", "Answer up to max_batch_lines queries, in order.",
-             BatchRequest, BatchResponse, errors=(e.TooManyRows, e.RateLimited, *_MODEL_ERRORS, *DEPENDENCY_ERRORS),
+             BatchRequest, BatchResponse,
+             errors=(e.TooManyRows, e.BodyTimeout, e.RateLimited, *_MODEL_ERRORS, *DEPENDENCY_ERRORS),
              tenant=True),
     Endpoint("GET", "/api/v1/branches", "browse", "Directory records by bank, place and name text, a page at a time.",
              response=BranchPage, query=BrowseQuery, errors=DEPENDENCY_ERRORS, tenant=True),
@@ -60,8 +62,8 @@ ENDPOINTS = (
              response_list=True, errors=DEPENDENCY_ERRORS, tenant=True),
     Endpoint("POST", "/api/v1/jobs", "submit_job", "Reconcile a statement file (CSV, XLSX, JSON lines) in bulk.",
              response=JobStatus, status=201, query=JobParams, upload=True,
-             errors=(e.BodyTooLarge, e.UnreadableFile, e.TooManyRows, e.UnknownAdapter, e.RateLimited,
-                     e.NoModelDeployment, *DEPENDENCY_ERRORS), tenant=True),
+             errors=(e.BodyTooLarge, e.BodyTimeout, e.UnreadableFile, e.TooManyRows, e.UnknownAdapter, e.RateLimited,
+                     e.QuotaExceeded, e.NoModelDeployment, *DEPENDENCY_ERRORS), tenant=True),
     Endpoint("GET", "/api/v1/jobs", "list_jobs", "The tenant's recent jobs.", response=JobStatus, response_list=True,
              errors=DEPENDENCY_ERRORS, tenant=True),
     Endpoint("GET", "/api/v1/jobs/{job_id}", "job", "A job's state and progress.", response=JobStatus,

@@ -46,6 +46,7 @@ ERRORS: dict[type[e.ServiceError], ErrorSpec] = {
     e.AdapterInvalid: ErrorSpec(422, "adapter_unusable"),
     e.NoModelDeployment: ErrorSpec(422, "no_model"),
     e.RateLimited: ErrorSpec(429, "rate_limited", 1),
+    e.QuotaExceeded: ErrorSpec(429, "quota_exceeded", 60),
     e.DependencyUnavailable: ErrorSpec(503, "unavailable", 1),
     e.Overloaded: ErrorSpec(503, "overloaded", 1),
     e.ModelUnavailable: ErrorSpec(503, "model_unavailable", 1),

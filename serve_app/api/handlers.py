@@ -4,7 +4,6 @@ what the answer is, in the services."""
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import math
 import time
@@ -28,9 +27,10 @@ from serve_app.db.errors import API_KEYS, JOB_STORE, database_errors
 from serve_app.directory.browse import BrowseQuery, DirectoryBrowser
 from serve_app.directory.history import ChangeQuery, DirectoryHistory
 from serve_app.jobs.recheck import recheck_job
-from serve_app.jobs.results import csv_text, result_filename, result_header, xlsx_bytes
-from serve_app.jobs.store import JobStatus, JobStore
+from serve_app.jobs.results import csv_text, result_filename, result_header
+from serve_app.jobs.store import JobQuota, JobStatus, JobStore
 from serve_app.jobs.submission import JobSubmission
+from serve_app.jobs.workbooks import result_workbook
 from serve_app.models.adapters import AdapterIn
 from serve_app.schemas import (
     MAX_QUERY_CHARS,
@@ -48,7 +48,7 @@ from serve_app.timing import ms_since
 
 #: Room per line of a batch body: the longest query in UTF-8 (4 bytes a character at most), quoted.
 BATCH_BYTES_PER_LINE = MAX_QUERY_CHARS * 4 + 16
-#: A batch costs one rate-limit token per this many lines; every other request costs one.
+#: A batch or a job costs one rate-limit token per this many lines (rows); every other request costs one.
 LINES_PER_TOKEN = 100
 #: Host names an open (loopback-only) service answers to: a web page elsewhere that rebinds its own name to
 #: 127.0.0.1 reaches the port, but not with these names.
@@ -89,29 +89,35 @@ class Handlers:
         self.openapi_document = openapi
         config = self.config
         self.pace = BodyPace(config.body_grace_s, config.min_body_bytes_per_s)
+        quota = JobQuota(config.max_active_jobs_per_tenant, config.max_stored_rows_per_tenant)
         self.submission = (
             None
             if api.jobs is None
-            else JobSubmission(api.jobs, self.service.adapter_ref, config.max_job_rows, config.upload_limits)
+            else JobSubmission(api.jobs, self.service.adapter_ref, config.max_job_rows, config.upload_limits, quota)
         )
 
     # --- who is calling, and what it costs ---------------------------------------------------------
 
-    def require_admin(self, request: Request) -> None:
+    async def require_admin(self, request: Request) -> None:
         token = self.api.admin_token
         if token is None:
             raise e.AdminDisabled("admin API disabled: set SERVE_APP_ADMIN_TOKEN")
         supplied = request.headers.get("authorization", "")
         expected = f"Bearer {token.get_secret_value()}"
         if not hmac.compare_digest(supplied.encode(), expected.encode()):
+            await self._failed_credential(request)
             raise e.Unauthorized("admin token required (Authorization: Bearer …)")
 
     async def caller(self, request: Request) -> Caller:
         """Who is calling: a key's tenant (``auth: keys``), else the open tenant keyed by client address."""
         if self.config.auth == "keys":
             assert self.api.keys is not None
-            with database_errors(API_KEYS):
-                return await self.api.keys.caller(request.headers.get("x-api-key"))
+            try:
+                with database_errors(API_KEYS):
+                    return await self.api.keys.caller(request.headers.get("x-api-key"))
+            except e.Unauthorized:
+                await self._failed_credential(request)
+                raise
         host = request.client.host if request.client else "unknown"
         if not self.config.open_to_network:
             if not is_loopback(host):
@@ -122,6 +128,12 @@ class Handlers:
             if (request.url.hostname or "") not in LOOPBACK_NAMES:  # a page elsewhere, rebinding its DNS to us
                 raise e.Forbidden("auth: open answers requests addressed to localhost or 127.0.0.1 only")
         return open_caller(host)
+
+    async def _failed_credential(self, request: Request) -> None:
+        """A wrong key or admin token costs its client address a token of its own bucket: guessing is
+        ``RateLimited`` (429) after a burst, and costs the database nothing more."""
+        host = request.client.host if request.client else "unknown"
+        await self.service.take_tokens(Caller(tenant="-", rate_key=f"failed-credentials:{host}"), 1)
 
     async def charged_caller(self, request: Request) -> Caller:
         """``caller``, charged the one token a request costs."""
@@ -195,8 +207,17 @@ class Handlers:
         params = validate(JobParams, dict(request.query_params))
         caller.check_adapter(params.model)
         submission = _built_with(self.submission, "a job store")
+        key = _idempotency_key(request)
+        if key is not None:  # a retry of a submission that was stored: the same job, nothing read or charged
+            with database_errors(JOB_STORE):
+                replayed = await submission.jobs.replayed(caller.tenant, key)
+            if replayed is not None:
+                return Reply(replayed, headers={"location": f"/api/v1/jobs/{replayed.id}"})
         data = await read_body(request, self.config.max_upload_bytes, self.pace)
-        status = await submission.submit(caller.tenant, params, data, request.headers.get("content-type"))
+        table = await submission.read(params, data, request.headers.get("content-type"))
+        # A job costs by its rows, as a batch does (the first token was charged on arrival).
+        await self.service.take_tokens(caller, max(math.ceil(len(table.rows) / LINES_PER_TOKEN) - 1, 0))
+        status = await submission.store(caller.tenant, params, table, key)
         return Reply(status, headers={"location": f"/api/v1/jobs/{status.id}"})
 
     async def list_jobs(self, request: Request) -> Body:
@@ -226,9 +247,9 @@ class Handlers:
         return StreamingResponse(body(), media_type="text/csv; charset=utf-8", headers=headers)
 
     async def job_result_xlsx(self, request: Request) -> Response:
-        status, pages = await self._result_pages(request)
-        rows = [row async for page in pages for row in page]
-        data = await asyncio.to_thread(xlsx_bytes, result_header(status.columns), rows)
+        caller = await self.charged_caller(request)
+        with database_errors(JOB_STORE):
+            status, data = await result_workbook(self.jobs, caller.tenant, request.path_params["job_id"])
         return Response(data, media_type=XLSX_TYPE, headers=attachment(result_filename(status.filename, "xlsx")))
 
     async def recheck_job(self, request: Request) -> Body:
@@ -286,6 +307,16 @@ class Handlers:
 
     async def page(self, request: Request) -> Response:
         return FileResponse(WEB_ROOT / "index.html", media_type="text/html", headers=PAGE_HEADERS)
+
+
+def _idempotency_key(request: Request) -> str | None:
+    """The ``Idempotency-Key`` header: 1-128 visible ASCII characters, or ``InvalidRequest``."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 128 or not all(33 <= ord(c) < 127 for c in key):
+        raise e.InvalidRequest("Idempotency-Key is 1-128 visible ASCII characters")
+    return key
 
 
 T = TypeVar("T")

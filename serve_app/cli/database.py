@@ -13,12 +13,14 @@ from pathlib import Path
 
 import asyncpg
 
+from serve_app.config import RetentionPolicy
 from serve_app.db.migrate import apply_migrations
-from serve_app.db.pool import check_trigram_locale, connect_admin
+from serve_app.db.pool import check_trigram_locale, connect_admin, create_pool
 from serve_app.directory.loader import LoadOptions, directory_stats, load_directory
 from serve_app.directory.records import demo_cnaps_path, read_cnaps
 from serve_app.directory.snapshots import DEFAULT_MAX_RETIRE_SHARE, diff_snapshots, snapshot_facts
 from serve_app.ops.embedded import EmbeddedPostgres
+from serve_app.ops.retention import sweep
 from serve_app.settings import Settings
 
 
@@ -96,6 +98,19 @@ async def _db_load(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _db_sweep(settings: Settings, args: argparse.Namespace) -> int:
+    """``db sweep``: the retention sweep now (job workers run it every hour)."""
+    policy = RetentionPolicy(query_log_days=args.query_log_days, job_days=args.job_days)
+    async with database_url(settings) as url:
+        pool = await create_pool(url, settings)
+        try:
+            deleted = await sweep(pool, policy)
+        finally:
+            await pool.close()
+    print("another sweep is running" if deleted is None else json.dumps(deleted))
+    return 0
+
+
 def _db_diff(settings: Settings, args: argparse.Namespace) -> int:
     """``db diff OLD NEW``: what loading NEW over OLD would change, without a database."""
     diff = diff_snapshots(snapshot_facts(read_cnaps(args.old)), {}, snapshot_facts(read_cnaps(args.new)))
@@ -159,6 +174,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     diff.add_argument("--limit", type=_non_negative, default=50, help="changes printed (default 50)")
     diff.set_defaults(run=_db_diff, blocking=True)
     db_commands.add_parser("stats", help="print directory statistics as JSON").set_defaults(run=_db_stats)
+    defaults = RetentionPolicy()
+    sweep_command = db_commands.add_parser("sweep", help="delete query-log rows and finished jobs past retention")
+    sweep_command.add_argument("--query-log-days", type=int, default=defaults.query_log_days)
+    sweep_command.add_argument("--job-days", type=int, default=defaults.job_days)
+    sweep_command.set_defaults(run=_db_sweep)
 
 
 def _non_negative(text: str) -> int:

@@ -9,15 +9,29 @@ change are only counted: they are answered as they were.
 
 from __future__ import annotations
 
+import uuid
 from datetime import date
 
 from pydantic import BaseModel, Field
 
+from serve_app.errors import JobNotDone
 from serve_app.jobs.results import RowResult, answer_rows
 from serve_app.jobs.runner import AnswerWith
 from serve_app.jobs.store import JobStore
 from serve_app.schemas import QueryRequest, QueryResult
 
+# A row's code changed when it is retired now, or a load after the row's answer changed it ('new' is
+# never a change of a code already paid to).
+_CHANGED_CODES = """
+SELECT r.row_no, r.cells[j.text_column + 1] AS text, r.code, r.directory_as_of, b.retired_on,
+       (SELECT array_agg(DISTINCT c.kind ORDER BY c.kind) FROM directory_changes c
+        WHERE c.code = r.code AND c.data_version > coalesce(r.data_version, 0) AND c.kind <> 'new') AS kinds
+FROM job_rows r JOIN jobs j ON j.id = r.job_id LEFT JOIN branches b ON b.code = r.code
+WHERE r.job_id = $1 AND r.code IS NOT NULL
+  AND (b.retired_on IS NOT NULL OR EXISTS (
+       SELECT 1 FROM directory_changes c
+       WHERE c.code = r.code AND c.data_version > coalesce(r.data_version, 0) AND c.kind <> 'new'))
+"""
 #: Rows re-answered (and listed) by one recheck; the report says how many more changed.
 MAX_RECHECK_ROWS = 1000
 #: Rows answered again at the same time.
@@ -57,7 +71,14 @@ async def recheck_job(
 ) -> RecheckReport:
     """The report for one of ``tenant``'s finished jobs (``UnknownJob``, ``JobNotDone`` otherwise); ``answer``
     answers a request with an adapter (``QueryService.answer``); ``data_version``/``as_of``: today's."""
-    status, matched, changed = await store.changed_codes(tenant, job_id, MAX_RECHECK_ROWS)
+    status = await store.status(tenant, job_id)
+    if status.state != "done":
+        raise JobNotDone(f"job {job_id} has {status.done_rows} of {status.total_rows} rows done")
+    job = uuid.UUID(status.id)
+    async with store.pool.acquire() as conn:
+        matched = await conn.fetchval("SELECT count(*) FROM job_rows WHERE job_id = $1 AND code IS NOT NULL", job)
+        changed = await conn.fetch(_CHANGED_CODES + " ORDER BY r.row_no LIMIT $2", job, MAX_RECHECK_ROWS)
+        changed_rows = await conn.fetchval(f"SELECT count(*) FROM ({_CHANGED_CODES}) changed", job)  # noqa: S608
 
     async def with_job_adapter(request: QueryRequest) -> QueryResult:
         return await answer(request, status.model)
@@ -80,7 +101,7 @@ async def recheck_job(
         directory_as_of=as_of,
         data_version=data_version,
         matched_rows=matched,
-        changed_rows=await store.count_changed_codes(status.id),
+        changed_rows=changed_rows,
         rows=rows,
     )
 

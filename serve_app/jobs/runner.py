@@ -20,6 +20,7 @@ from typing import Protocol
 from serve_app.config import JobTunables
 from serve_app.jobs.results import RowResult, answer_rows
 from serve_app.jobs.store import Chunk, JobStore
+from serve_app.jobs.workbooks import build_when_done
 from serve_app.schemas import QueryRequest, QueryResult
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,9 @@ class JobRunner:
                 return 0
             started = time.perf_counter()
             results = await self._answer_chunk(chunk)
-            await chunk.commit(results)
+            finished = await chunk.commit(results)
+        if finished:
+            await build_when_done(self.store, chunk.job_id)
         verdicts = Counter(result.verdict or "error" for result in results)
         stats = self.stats
         stats.chunks += 1

@@ -6,7 +6,8 @@ their results and the job's counters. A worker that dies mid-chunk loses its con
 the transaction back and releases the rows, and the next worker takes them: no row is lost, none is
 written twice, and at most one chunk per dead worker is computed again. A hung worker (a partition, not
 a death) is cut off by ``idle_in_transaction_session_timeout``. Several workers share one job chunk by
-chunk; the least recently served job goes first, so a small job is not stuck behind a large one.
+chunk; the tenant served least recently goes first, then its least recently served job, so neither a
+small job behind a large one nor a tenant behind another's many jobs waits.
 """
 
 from __future__ import annotations
@@ -15,76 +16,43 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import asyncpg
-from pydantic import BaseModel, Field
 
-from serve_app.errors import JobNotDone, UnknownJob
+from serve_app.errors import JobNotDone, QuotaExceeded, UnknownJob
 from serve_app.jobs.files import InputTable
 from serve_app.jobs.results import RESULT_COLUMNS, RowResult
+from serve_app.jobs.status import JOB_COLUMNS, JobStatus
 
 #: Statement timeout for copying a job's rows in (100k rows take about a second).
 SUBMIT_TIMEOUT_S = 120
-_JOB_COLUMNS = """id, tenant, state, filename, input_format, columns, text_column, model, total_rows, done_rows,
-                  match_rows, ambiguous_rows, none_rows, error_rows, created_at, started_at, finished_at"""
 
 
-class VerdictCounts(BaseModel):
-    match: int
-    ambiguous: int
-    none: int
-    error: int
+@dataclass(frozen=True)
+class JobQuota:
+    """What one tenant may hold: jobs queued or running, and rows stored (all its jobs')."""
+
+    max_active_jobs: int
+    max_stored_rows: int
 
 
-class JobStatus(BaseModel):
-    """``GET /api/v1/jobs/{id}``: where a job stands."""
-
-    id: str
-    state: str = Field(description="queued, running or done.")
-    filename: str
-    format: str
-    columns: list[str]
-    text_column: str = Field(description="The column whose text is looked up.")
-    model: str | None
-    total_rows: int
-    done_rows: int
-    progress: float = Field(description="done_rows / total_rows, 0 to 1.")
-    counts: VerdictCounts
-    rows_per_s: float | None = Field(description="Since the first chunk was taken.")
-    eta_s: float | None = Field(description="Seconds left at that rate.")
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> JobStatus:
-        total, done = row["total_rows"], row["done_rows"]
-        rate = eta = None
-        if row["started_at"] is not None and done:
-            end = row["finished_at"] or datetime.now(UTC)
-            seconds = max((end - row["started_at"]).total_seconds(), 1e-3)
-            rate = round(done / seconds, 1)
-            eta = round((total - done) / rate, 1)
-        return cls(
-            id=str(row["id"]),
-            state=row["state"],
-            filename=row["filename"],
-            format=row["input_format"],
-            columns=list(row["columns"]),
-            text_column=row["columns"][row["text_column"]],
-            model=row["model"],
-            total_rows=total,
-            done_rows=done,
-            progress=round(done / total, 4) if total else 1.0,
-            counts=VerdictCounts(
-                match=row["match_rows"], ambiguous=row["ambiguous_rows"], none=row["none_rows"], error=row["error_rows"]
-            ),
-            rows_per_s=rate,
-            eta_s=eta,
-            created_at=row["created_at"],
-            started_at=row["started_at"],
-            finished_at=row["finished_at"],
+async def _check_quota(conn: asyncpg.Connection, tenant: str, rows: int, quota: JobQuota) -> None:
+    held = await conn.fetchrow(
+        """SELECT count(*) FILTER (WHERE state IN ('queued', 'running')) AS active,
+                  coalesce(sum(total_rows), 0) AS stored
+           FROM jobs WHERE tenant = $1""",
+        tenant,
+    )
+    if held["active"] >= quota.max_active_jobs:
+        raise QuotaExceeded(
+            f"this tenant has {held['active']} jobs queued or running, the most it may: submit when one is done",
+            retry_after_s=30,
+        )
+    if held["stored"] + rows > quota.max_stored_rows:
+        raise QuotaExceeded(
+            f"this tenant's jobs hold {held['stored']:,} rows; with these {rows:,} it would pass its "
+            f"{quota.max_stored_rows:,}: delete finished jobs (DELETE /api/v1/jobs/{{id}}) first",
+            retry_after_s=3600,
         )
 
 
@@ -98,12 +66,13 @@ class Chunk:
     texts: list[str]
     _conn: asyncpg.Connection
 
-    async def commit(self, results: list[RowResult]) -> None:
-        """Write each row's result and the job's counters; the transaction commits when the claim closes."""
+    async def commit(self, results: list[RowResult]) -> bool:
+        """Write each row's result and the job's counters; the transaction commits when the claim closes.
+        True when these were the job's last rows."""
         columns = list(zip(*(result.values() for result in results), strict=True))
         await self._conn.execute(_UPDATE_ROWS, self.job_id, self.row_numbers, *columns)
         verdicts = [result.verdict for result in results]
-        await self._conn.execute(
+        return await self._conn.fetchval(
             _UPDATE_COUNTS,
             self.job_id,
             len(results),
@@ -132,21 +101,18 @@ UPDATE jobs SET done_rows = done_rows + $2, match_rows = match_rows + $3, ambigu
        state = CASE WHEN done_rows + $2 >= total_rows THEN 'done' ELSE 'running' END,
        finished_at = CASE WHEN done_rows + $2 >= total_rows THEN now() END
 WHERE id = $1
+RETURNING state = 'done'
 """
-# A row's code changed when it is retired now, or a load after the row's answer changed it ('new' is
-# never a change of a code already paid to).
-_CHANGED_CODES = """
-SELECT r.row_no, r.cells[j.text_column + 1] AS text, r.code, r.directory_as_of, b.retired_on,
-       (SELECT array_agg(DISTINCT c.kind ORDER BY c.kind) FROM directory_changes c
-        WHERE c.code = r.code AND c.data_version > coalesce(r.data_version, 0) AND c.kind <> 'new') AS kinds
-FROM job_rows r JOIN jobs j ON j.id = r.job_id LEFT JOIN branches b ON b.code = r.code
-WHERE r.job_id = $1 AND r.code IS NOT NULL
-  AND (b.retired_on IS NOT NULL OR EXISTS (
-       SELECT 1 FROM directory_changes c
-       WHERE c.code = r.code AND c.data_version > coalesce(r.data_version, 0) AND c.kind <> 'new'))
-"""
+# Fair between tenants first, then between a tenant's jobs: the tenant served least recently (a tenant
+# with a new job first), then its job served least recently. A tenant with fifty jobs and one with one
+# take turns chunk by chunk.
 _ACTIVE_JOBS = """
-SELECT id FROM jobs WHERE state IN ('queued', 'running') ORDER BY last_claimed_at NULLS FIRST, created_at LIMIT 8
+SELECT id FROM (
+    SELECT id, created_at, last_claimed_at, max(last_claimed_at) OVER (PARTITION BY tenant) AS tenant_served
+    FROM jobs WHERE state IN ('queued', 'running')
+) active
+ORDER BY tenant_served NULLS FIRST, last_claimed_at NULLS FIRST, created_at
+LIMIT 8
 """
 _MARK_CLAIMED = """
 UPDATE jobs SET last_claimed_at = clock_timestamp(), started_at = coalesce(started_at, clock_timestamp()),
@@ -164,18 +130,40 @@ class JobStore:
     def __init__(self, pool: asyncpg.Pool):
         self.pool = pool
 
-    async def submit(self, tenant: str, filename: str, table: InputTable, adapter: str | None) -> JobStatus:
-        """A new job over ``table``'s rows, queued, to be read with ``adapter`` (the API's ``model``; the
-        column keeps the API's name); every row is stored before this returns."""
+    async def submit(
+        self,
+        tenant: str,
+        filename: str,
+        table: InputTable,
+        adapter: str | None,
+        quota: JobQuota | None = None,
+        idempotency_key: str | None = None,
+    ) -> JobStatus:
+        """A new job over ``table``'s rows, queued, to be read with ``adapter`` (the API's ``model``, pinned
+        as ``name@revision``); every row is stored before this returns. ``QuotaExceeded`` when the tenant is
+        at its ``quota``. With an ``idempotency_key`` the tenant already used, that job is returned instead
+        (a client retrying after a commit it did not see creates no second job)."""
         job_id = uuid.uuid4()
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(f"SET LOCAL statement_timeout = '{SUBMIT_TIMEOUT_S}s'")
+            # One submission per tenant at a time: its quota and its idempotency keys are checked race-free.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('jobs:' || $1))", tenant)
+            if idempotency_key is not None:
+                again = await conn.fetchrow(
+                    f"SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = $1 AND idempotency_key = $2",  # noqa: S608
+                    tenant,
+                    idempotency_key,
+                )
+                if again is not None:
+                    return JobStatus.from_row(again)
+            if quota is not None:
+                await _check_quota(conn, tenant, len(table.rows), quota)
             row = await conn.fetchrow(
                 f"""INSERT INTO jobs (id, tenant, state, filename, input_format, columns, text_column, model,
-                                      total_rows, finished_at)
+                                      total_rows, finished_at, idempotency_key)
                     VALUES ($1, $2, CASE WHEN $8 = 0 THEN 'done' ELSE 'queued' END, $3, $4, $5, $6, $7, $8,
-                            CASE WHEN $8 = 0 THEN now() END)
-                    RETURNING {_JOB_COLUMNS}""",  # noqa: S608 - constants only
+                            CASE WHEN $8 = 0 THEN now() END, $9)
+                    RETURNING {JOB_COLUMNS}""",  # noqa: S608 - constants only
                 job_id,
                 tenant,
                 filename,
@@ -184,6 +172,7 @@ class JobStore:
                 table.text_column,
                 adapter,
                 len(table.rows),
+                idempotency_key,
             )
             await conn.copy_records_to_table(
                 "job_rows",
@@ -193,10 +182,19 @@ class JobStore:
             )
         return JobStatus.from_row(row)
 
+    async def replayed(self, tenant: str, idempotency_key: str) -> JobStatus | None:
+        """The tenant's job submitted with this idempotency key, if any."""
+        row = await self.pool.fetchrow(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = $1 AND idempotency_key = $2",  # noqa: S608
+            tenant,
+            idempotency_key,
+        )
+        return None if row is None else JobStatus.from_row(row)
+
     async def status(self, tenant: str, job_id: str) -> JobStatus:
         """``UnknownJob`` for an id that is not the tenant's (another tenant's jobs do not exist for it)."""
         row = await self.pool.fetchrow(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = $1 AND tenant = $2",  # noqa: S608 - constants only
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND tenant = $2",  # noqa: S608 - constants only
             _job_uuid(job_id),
             tenant,
         )
@@ -206,7 +204,7 @@ class JobStore:
 
     async def recent(self, tenant: str, limit: int = 50) -> list[JobStatus]:
         rows = await self.pool.fetch(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE tenant = $1 ORDER BY created_at DESC LIMIT $2",  # noqa: S608
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = $1 ORDER BY created_at DESC LIMIT $2",  # noqa: S608
             tenant,
             limit,
         )
@@ -251,22 +249,6 @@ class JobStore:
                 after = page[-1]["row_no"]
 
         return status, pages()
-
-    async def changed_codes(self, tenant: str, job_id: str, limit: int) -> tuple[JobStatus, int, list[asyncpg.Record]]:
-        """For a finished job: its status, how many rows named a code, and the first ``limit`` of those whose
-        code was retired or changed by a load after the row was answered (``row_no``, ``text``, ``code``,
-        ``directory_as_of``, ``retired_on``, ``kinds``). ``JobNotDone`` before its last row is done."""
-        status = await self.status(tenant, job_id)
-        if status.state != "done":
-            raise JobNotDone(f"job {job_id} has {status.done_rows} of {status.total_rows} rows done")
-        job = uuid.UUID(status.id)
-        async with self.pool.acquire() as conn:
-            matched = await conn.fetchval("SELECT count(*) FROM job_rows WHERE job_id = $1 AND code IS NOT NULL", job)
-            rows = await conn.fetch(_CHANGED_CODES + " ORDER BY r.row_no LIMIT $2", job, limit)
-        return status, matched, list(rows)
-
-    async def count_changed_codes(self, job_id: str) -> int:
-        return await self.pool.fetchval(f"SELECT count(*) FROM ({_CHANGED_CODES}) changed", uuid.UUID(job_id))  # noqa: S608
 
     @contextlib.asynccontextmanager
     async def claim(self, chunk_rows: int, hung_after_s: float) -> AsyncIterator[Chunk | None]:

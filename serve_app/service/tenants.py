@@ -15,6 +15,7 @@ import ipaddress
 import re
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,6 +26,9 @@ from serve_app.errors import Forbidden, Unauthorized
 
 KEY_CACHE_TTL_S = 2.0
 KEY_PREFIX = "sak_"
+#: Every key ``create`` makes: the prefix, 8 hex digits (its id), 43 URL-safe characters.
+KEY_SHAPE = re.compile(r"^sak_[0-9a-f]{8}_[A-Za-z0-9_-]{43}$")
+REFUSED_KEYS_REMEMBERED = 4096
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 OPEN_TENANT = "open"
 
@@ -61,7 +65,8 @@ class KeyStore:
     def __init__(self, pool: asyncpg.Pool, cache_ttl_s: float = KEY_CACHE_TTL_S):
         self.pool = pool
         self.cache_ttl_s = cache_ttl_s
-        self._cache: dict[str, tuple[float, Caller | None]] = {}
+        self._cache: dict[str, tuple[float, Caller]] = {}  # bounded by the keys that exist
+        self._refused: OrderedDict[str, float] = OrderedDict()
 
     async def create(self, tenant: str, adapters: list[str], rate_per_s: float | None) -> tuple[str, ApiKeyOut]:
         """A new key for ``tenant``: (the key, shown once; its record)."""
@@ -94,29 +99,40 @@ class KeyStore:
         return revoked is not None
 
     async def caller(self, key: str | None) -> Caller:
-        """The caller a key belongs to; ``Unauthorized`` for a missing, unknown or revoked key."""
+        """The caller a key belongs to; ``Unauthorized`` for a missing, malformed, unknown or revoked key.
+
+        A malformed key costs no query. Valid and refused keys are remembered apart (``cache_ttl_s``), and
+        refused ones in a bounded LRU: a flood of made-up keys never pushes a real one out of the cache."""
         if not key:
             raise Unauthorized("an API key is required (X-API-Key)")
-        digest = _hash(key)
-        cached = self._cache.get(digest)
-        if cached is None or time.monotonic() - cached[0] >= self.cache_ttl_s:
-            row = await self.pool.fetchrow(
-                "SELECT tenant, adapters, rate_per_s FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", digest
-            )
-            caller = None
-            if row is not None:
-                caller = Caller(
-                    tenant=row["tenant"],
-                    rate_key=f"tenant:{row['tenant']}",
-                    adapters=frozenset(row["adapters"]),
-                    rate_per_s=row["rate_per_s"],
-                )
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            cached = self._cache[digest] = (time.monotonic(), caller)
-        if cached[1] is None:
+        if not KEY_SHAPE.fullmatch(key):
             raise Unauthorized("unknown or revoked API key")
-        return cached[1]
+        digest = _hash(key)
+        now = time.monotonic()
+        known = self._cache.get(digest)
+        if known is not None and now - known[0] < self.cache_ttl_s:
+            return known[1]
+        refused = self._refused.get(digest)
+        if refused is not None and now - refused < self.cache_ttl_s:
+            raise Unauthorized("unknown or revoked API key")
+        row = await self.pool.fetchrow(
+            "SELECT tenant, adapters, rate_per_s FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", digest
+        )
+        if row is None:
+            self._refused[digest] = now
+            self._refused.move_to_end(digest)
+            while len(self._refused) > REFUSED_KEYS_REMEMBERED:
+                self._refused.popitem(last=False)
+            self._cache.pop(digest, None)
+            raise Unauthorized("unknown or revoked API key")
+        caller = Caller(
+            tenant=row["tenant"],
+            rate_key=f"tenant:{row['tenant']}",
+            adapters=frozenset(row["adapters"]),
+            rate_per_s=row["rate_per_s"],
+        )
+        self._cache[digest] = (now, caller)
+        return caller
 
 
 def is_loopback(host: str) -> bool:

@@ -1,0 +1,69 @@
+"""Where a bulk job stands (``GET /api/v1/jobs/{id}``), read from its ``jobs`` row."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import asyncpg
+from pydantic import BaseModel, Field
+
+JOB_COLUMNS = """id, tenant, state, filename, input_format, columns, text_column, model, total_rows, done_rows,
+                  match_rows, ambiguous_rows, none_rows, error_rows, created_at, started_at, finished_at"""
+
+
+class VerdictCounts(BaseModel):
+    match: int
+    ambiguous: int
+    none: int
+    error: int
+
+
+class JobStatus(BaseModel):
+    """``GET /api/v1/jobs/{id}``: where a job stands."""
+
+    id: str
+    state: str = Field(description="queued, running or done.")
+    filename: str
+    format: str
+    columns: list[str]
+    text_column: str = Field(description="The column whose text is looked up.")
+    model: str | None
+    total_rows: int
+    done_rows: int
+    progress: float = Field(description="done_rows / total_rows, 0 to 1.")
+    counts: VerdictCounts
+    rows_per_s: float | None = Field(description="Since the first chunk was taken.")
+    eta_s: float | None = Field(description="Seconds left at that rate.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> JobStatus:
+        total, done = row["total_rows"], row["done_rows"]
+        rate = eta = None
+        if row["started_at"] is not None and done:
+            end = row["finished_at"] or datetime.now(UTC)
+            seconds = max((end - row["started_at"]).total_seconds(), 1e-3)
+            rate = round(done / seconds, 1)
+            eta = round((total - done) / rate, 1)
+        return cls(
+            id=str(row["id"]),
+            state=row["state"],
+            filename=row["filename"],
+            format=row["input_format"],
+            columns=list(row["columns"]),
+            text_column=row["columns"][row["text_column"]],
+            model=row["model"],
+            total_rows=total,
+            done_rows=done,
+            progress=round(done / total, 4) if total else 1.0,
+            counts=VerdictCounts(
+                match=row["match_rows"], ambiguous=row["ambiguous_rows"], none=row["none_rows"], error=row["error_rows"]
+            ),
+            rows_per_s=rate,
+            eta_s=eta,
+            created_at=row["created_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+        )
