@@ -21,6 +21,7 @@ from serve_app import errors as e
 from serve_app.api.body import BodyPace, read_body, read_json, validate
 from serve_app.api.endpoints import XLSX_TYPE
 from serve_app.api.errors import render
+from serve_app.api.guards import PAGE_HEADERS, check_local, idempotency_key
 from serve_app.api.responses import Body, Reply, attachment
 from serve_app.config import IngressConfig
 from serve_app.db.errors import API_KEYS, JOB_STORE, database_errors
@@ -43,23 +44,13 @@ from serve_app.schemas import (
 )
 from serve_app.service.admin import AdminService
 from serve_app.service.query_service import QueryService
-from serve_app.service.tenants import Caller, KeyStore, is_loopback, open_caller
+from serve_app.service.tenants import Caller, KeyStore, open_caller
 from serve_app.timing import ms_since
 
 #: Room per line of a batch body: the longest query in UTF-8 (4 bytes a character at most), quoted.
 BATCH_BYTES_PER_LINE = MAX_QUERY_CHARS * 4 + 16
 #: A batch or a job costs one rate-limit token per this many lines (rows); every other request costs one.
 LINES_PER_TOKEN = 100
-#: Host names an open (loopback-only) service answers to: a web page elsewhere that rebinds its own name to
-#: 127.0.0.1 reaches the port, but not with these names.
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
-#: The page loads nothing from elsewhere and runs no inline script; it cannot be framed.
-PAGE_HEADERS = {
-    "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
-}
 #: The web page's files (no build step, nothing fetched at run time).
 WEB_ROOT = Path(str(resources.files("serve_app") / "web"))
 
@@ -118,16 +109,9 @@ class Handlers:
             except e.Unauthorized:
                 await self._failed_credential(request)
                 raise
-        host = request.client.host if request.client else "unknown"
         if not self.config.open_to_network:
-            if not is_loopback(host):
-                raise e.Forbidden(
-                    "this service runs with auth: open, which answers only its own machine; "
-                    "use auth: keys (serve-app keys create) to serve other machines"
-                )
-            if (request.url.hostname or "") not in LOOPBACK_NAMES:  # a page elsewhere, rebinding its DNS to us
-                raise e.Forbidden("auth: open answers requests addressed to localhost or 127.0.0.1 only")
-        return open_caller(host)
+            check_local(request)
+        return open_caller(request.client.host if request.client else "unknown")
 
     async def _failed_credential(self, request: Request) -> None:
         """A wrong key or admin token costs its client address a token of its own bucket: guessing is
@@ -207,12 +191,9 @@ class Handlers:
         params = validate(JobParams, dict(request.query_params))
         caller.check_adapter(params.model)
         submission = _built_with(self.submission, "a job store")
-        key = _idempotency_key(request)
-        if key is not None:  # a retry of a submission that was stored: the same job, nothing read or charged
-            with database_errors(JOB_STORE):
-                replayed = await submission.jobs.replayed(caller.tenant, key)
-            if replayed is not None:
-                return Reply(replayed, headers={"location": f"/api/v1/jobs/{replayed.id}"})
+        key = idempotency_key(request)
+        if key is not None and (replayed := await submission.replayed(caller.tenant, key)) is not None:
+            return Reply(replayed, headers={"location": f"/api/v1/jobs/{replayed.id}"})  # nothing read or charged
         data = await read_body(request, self.config.max_upload_bytes, self.pace)
         table = await submission.read(params, data, request.headers.get("content-type"))
         # A job costs by its rows, as a batch does (the first token was charged on arrival).
@@ -254,15 +235,10 @@ class Handlers:
 
     async def recheck_job(self, request: Request) -> Body:
         caller = await self.charged_caller(request)
-        service = self.service
+        job_id, service = request.path_params["job_id"], self.service
         with database_errors(JOB_STORE):
             return await recheck_job(
-                self.jobs,
-                service.answer,
-                caller.tenant,
-                request.path_params["job_id"],
-                service.data_version,
-                service.directory_as_of,
+                self.jobs, service.answer, caller.tenant, job_id, service.data_version, service.directory_as_of
             )
 
     async def delete_job(self, request: Request) -> Body:
@@ -307,16 +283,6 @@ class Handlers:
 
     async def page(self, request: Request) -> Response:
         return FileResponse(WEB_ROOT / "index.html", media_type="text/html", headers=PAGE_HEADERS)
-
-
-def _idempotency_key(request: Request) -> str | None:
-    """The ``Idempotency-Key`` header: 1-128 visible ASCII characters, or ``InvalidRequest``."""
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        return None
-    if not 1 <= len(key) <= 128 or not all(33 <= ord(c) < 127 for c in key):
-        raise e.InvalidRequest("Idempotency-Key is 1-128 visible ASCII characters")
-    return key
 
 
 T = TypeVar("T")

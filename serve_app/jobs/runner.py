@@ -75,8 +75,6 @@ class JobRunner:
             started = time.perf_counter()
             results = await self._answer_chunk(chunk)
             finished = await chunk.commit(results)
-        if finished:
-            await build_when_done(self.store, chunk.job_id)
         verdicts = Counter(result.verdict or "error" for result in results)
         stats = self.stats
         stats.chunks += 1
@@ -86,6 +84,8 @@ class JobRunner:
             stats.verdicts[verdict] = stats.verdicts.get(verdict, 0) + count
         if self.observer is not None:
             self.observer.on_chunk(dict(verdicts))
+        if finished:  # counted first: the job is done whatever becomes of its workbook
+            await build_when_done(self.store, chunk.job_id)
         return len(results)
 
     async def _answer_chunk(self, chunk: Chunk) -> list[RowResult]:

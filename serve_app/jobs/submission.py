@@ -32,6 +32,11 @@ class JobSubmission:
         self.limits = limits or UploadLimits()
         self.quota = quota
 
+    async def replayed(self, tenant: str, idempotency_key: str) -> JobStatus | None:
+        """The tenant's job stored under this idempotency key, if any (a client's retry)."""
+        with database_errors(JOB_STORE):
+            return await self.jobs.replayed(tenant, idempotency_key)
+
     async def read(self, params: JobParams, data: bytes, content_type: str | None) -> InputTable:
         """The file ``data`` as a table, read within ``limits`` (in a thread): ``UnreadableFile`` (422) for
         a file that cannot be read as a table with a bank column or passes a limit, ``TooManyRows`` (413)."""
