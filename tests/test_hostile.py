@@ -284,13 +284,14 @@ async def test_open_mode_answers_only_its_own_machine(hostile_pool, redis_client
 async def test_guessed_keys_are_limited_and_never_push_a_real_key_out(service: Service) -> None:
     real = await service.key("real")
     statuses = []
-    service.api.service.rate_limiter.burst = 20  # a small bucket, so that the test need not send thousands
+    limiter = service.api.service.rate_limiter
+    limiter.burst, limiter.rate_per_s = 20, 1.0  # a small, slow bucket: the test need not send thousands
     try:
         for n in range(60):  # made-up keys from one address: each costs its bucket a token, not a query
             guess = f"sak_{n:08x}_{'A' * 43}"
             statuses.append((await service.client.get("/api/v1/jobs", headers={"x-api-key": guess})).status_code)
     finally:
-        service.api.service.rate_limiter.burst = IngressTunables().rate_limit_burst
+        limiter.burst, limiter.rate_per_s = IngressTunables().rate_limit_burst, IngressTunables().rate_limit_per_s
     assert statuses[0] == 401 and statuses[-1] == 429  # past the burst, guessing is rate limited
     assert (await service.client.get("/api/v1/jobs", headers=real)).status_code == 200
 
