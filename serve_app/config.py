@@ -150,7 +150,7 @@ class IngressConfig(_Strict):
     max_batch_lines: int = Field(default=1000, ge=1, description="Lines in one POST /api/v1/query/batch.")
     max_upload_bytes: int = Field(default=32 * 2**20, ge=1024, description="Size of one bulk job's file.")
     body_grace_s: float = Field(
-        default=2.0,
+        default=1.5,
         gt=0,
         description="A body may take this long, plus its bytes at min_body_bytes_per_s (408 past it).",
     )

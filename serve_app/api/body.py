@@ -20,7 +20,7 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 class BodyPace:
     """How slowly a body may arrive: ``grace_s``, plus one second per ``min_bytes_per_s`` bytes received."""
 
-    grace_s: float = 2.0
+    grace_s: float = 1.5
     min_bytes_per_s: int = 16_384
 
 
