@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     def _postgres_scheme(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("SERVE_APP_DATABASE_URL must start with postgresql://")
+        if value is not None and any(f":{word}@" in value.casefold() for word in PLACEHOLDER_WORDS):
+            raise ValueError("SERVE_APP_DATABASE_URL carries a placeholder password: set the real one")
         return value
 
     @field_validator("admin_token")

@@ -105,3 +105,9 @@ def test_keys_commands_create_list_and_revoke(monkeypatch: pytest.MonkeyPatch, e
         asyncio.run(caller_of(key))
     assert main(["keys", "list"]) == 0
     assert " revoked " in capsys.readouterr().out
+
+
+def test_a_placeholder_database_password_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVE_APP_DATABASE_URL", "postgresql://serve_app:change-me@db:5432/serve_app")
+    with pytest.raises(ValidationError, match="placeholder password"):
+        Settings()
