@@ -181,7 +181,9 @@ class JobParams(BaseModel):
     column: str | None = Field(
         default=None, max_length=128, description="Header or 1-based number of the bank column; default: detected."
     )
-    encoding: str | None = Field(default=None, max_length=32, description="Text encoding; default: UTF-8, else GBK.")
+    encoding: str | None = Field(
+        default=None, max_length=32, description="Text encoding; default: UTF-16 with a BOM, UTF-8, else GB18030."
+    )
     format: Literal["csv", "xlsx", "jsonl"] | None = Field(default=None, description="Default: detected.")
     model: str | None = _MODEL_FIELD
 

@@ -9,6 +9,7 @@ import io
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from urllib.parse import quote
 
 import httpx
@@ -163,9 +164,11 @@ async def test_a_job_over_http_from_upload_to_both_downloads(keyed) -> None:
     assert job["id"] not in [j["id"] for j in listed]
 
     status = await finish(runner, client, job["id"], key)
-    assert status["counts"]["error"] == 1 and status["done_rows"] == 4
+    assert status["counts"]["skipped"] == 1 and status["counts"]["error"] == 0 and status["done_rows"] == 4
 
-    download = await client.get(f"/api/v1/jobs/{job['id']}/result.csv", headers={"x-api-key": key})
+    chinese = await client.get(f"/api/v1/jobs/{job['id']}/result.csv", headers={"x-api-key": key})
+    assert chinese.content.decode("utf-8-sig").startswith("序号,对方开户行,金额,联行号,行名,银行")  # the default
+    download = await client.get(f"/api/v1/jobs/{job['id']}/result.csv?lang=en", headers={"x-api-key": key})
     assert download.status_code == 200
     assert f"filename*=UTF-8''{quote('对账单.result.csv')}" in download.headers["content-disposition"]
     rows = list(csv.reader(io.StringIO(download.content.decode("utf-8-sig"))))
@@ -174,12 +177,16 @@ async def test_a_job_over_http_from_upload_to_both_downloads(keyed) -> None:
     assert [row[0] for row in body] == ["1", "2", "3", "4"]
     by_column = [dict(zip(header, row, strict=True)) for row in body]
     assert by_column[0]["code"] == SEED_CODE and by_column[0]["verdict"] == "match"
-    assert by_column[1]["error"] and not by_column[1]["verdict"]
+    assert (by_column[1]["verdict"], by_column[1]["reason"], by_column[1]["error"]) == ("skipped", "no_bank_name", "")
     assert by_column[2]["verdict"] == "none" and not by_column[2]["code"]
 
-    xlsx = await client.get(f"/api/v1/jobs/{job['id']}/result.xlsx", headers={"x-api-key": key})
+    xlsx = await client.get(f"/api/v1/jobs/{job['id']}/result.xlsx?lang=en", headers={"x-api-key": key})
     sheet = openpyxl.load_workbook(io.BytesIO(xlsx.content)).active
-    assert [[cell or "" for cell in row] for row in sheet.iter_rows(values_only=True)] == rows
+
+    def text(cell: object) -> str:  # dates come back as dates, numbers as numbers
+        return "" if cell is None else cell.strftime("%Y-%m-%d") if isinstance(cell, datetime) else str(cell)
+
+    assert [[text(cell) for cell in row] for row in sheet.iter_rows(values_only=True)] == rows
 
     assert (await client.delete(f"/api/v1/jobs/{job['id']}", headers={"x-api-key": other})).status_code == 404
     assert (await client.delete(f"/api/v1/jobs/{job['id']}", headers={"x-api-key": key})).status_code == 204
@@ -199,7 +206,7 @@ async def test_an_xlsx_job_over_http(keyed) -> None:
     await finish(runner, client, created.json()["id"], key)
     result = await client.get(f"/api/v1/jobs/{created.json()['id']}/result.xlsx", headers={"x-api-key": key})
     rows = list(openpyxl.load_workbook(io.BytesIO(result.content)).active.iter_rows(values_only=True))
-    assert rows[0][:3] == ("户名", "收款人开户行", "code") and rows[1][2] == SEED_CODE and len(rows) == 3
+    assert rows[0][:3] == ("户名", "收款人开户行", "联行号") and rows[1][2] == SEED_CODE and len(rows) == 3
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -24,7 +25,8 @@ from serve_app.db.pool import create_pool
 from serve_app.directory.records import demo_cnaps_path
 from serve_app.errors import DependencyUnavailable, TooManyRows, UnknownJob, UnreadableFile
 from serve_app.jobs.files import read_table
-from serve_app.jobs.results import RESULT_COLUMNS, RowResult, answer_row, csv_text, result_header, xlsx_bytes
+from serve_app.jobs.outputs import OUTPUT_COLUMNS, column_kinds, output_cells, output_header, workbook
+from serve_app.jobs.results import RowResult, answer_row, csv_text
 from serve_app.jobs.runner import JobRunner
 from serve_app.jobs.store import JobStore
 from serve_app.schemas import QueryRequest, QueryResult
@@ -80,11 +82,11 @@ def test_column_by_name_or_number_and_what_a_missing_column_says() -> None:
     data = b"a,b,c\n1,2,3\n"
     assert read_table(data, column="2", max_rows=5).text_column == 1
     assert read_table(data, column=" C ", max_rows=5).text_column == 2
-    with pytest.raises(UnreadableFile, match="no column named 'd'; the columns are: a, b, c"):
+    with pytest.raises(UnreadableFile, match=r"no column named 'd' in the header \(line 1\); its columns are: a, b, c"):
         read_table(data, column="d", max_rows=5)
     with pytest.raises(UnreadableFile, match="column 4 does not exist"):
         read_table(data, column="4", max_rows=5)
-    with pytest.raises(UnreadableFile, match="no column looks like a bank name"):
+    with pytest.raises(UnreadableFile, match=r"no column looks like a bank name.*--column in serve-app reconcile"):
         read_table(data, max_rows=5)
 
 
@@ -112,12 +114,34 @@ def test_ragged_rows_keep_every_cell_and_blank_lines_are_no_rows() -> None:
 
 
 def test_result_columns_and_writers() -> None:
-    header = result_header(["bank", "code"])
-    assert header == ["bank", "code", "result_code", "official_name", "result_bank", *RESULT_COLUMNS[3:]]
-    rows = [["华夏银行成都分行", "x", *RowResult(verdict="none", reason="no_candidates", confidence=0.25).cells()]]
+    assert output_header(["bank", "code"], "en")[:5] == ["bank", "code", "result_code", "official_name", "result_bank"]
+    header = output_header(["日期", "联行号", "金额"])  # Chinese by default, prefixed where the input has the name
+    assert header[:6] == ["日期", "联行号", "金额", "结果_联行号", "行名", "银行"]
+    ambiguous = RowResult(
+        verdict="ambiguous",
+        reason="several_fit",
+        confidence=0.5,
+        candidates="304659715925 华夏银行江油西山支行; 102100000021 工商银行新华支行 (retired as of 2026-12-01)",
+    )
+    cells = output_cells(ambiguous)
+    named = dict(zip([c.key for c in OUTPUT_COLUMNS], cells, strict=True))
+    assert (named["candidate_1_code"], named["candidate_1_name"]) == ("304659715925", "华夏银行江油西山支行")
+    assert (
+        named["candidate_2_name"] == "工商银行新华支行 (retired as of 2026-12-01)" and named["candidate_3_code"] == ""
+    )
+    rows = [["2025-11-01", "x", "1,234.50", *cells], ["2025-11-02 09:30", "y", "-12.00", *output_cells(RowResult())]]
     assert list(csv.reader(io.StringIO(csv_text([header, *rows])))) == [header, *rows]
-    sheet = openpyxl.load_workbook(io.BytesIO(xlsx_bytes(header, rows))).active
-    assert [[cell or "" for cell in row] for row in sheet.iter_rows(values_only=True)] == [header, *rows]
+    kinds = column_kinds([row[:3] for row in rows], 3)
+    assert kinds == ["date", "text", "number"]
+    book = openpyxl.load_workbook(io.BytesIO(workbook(header, rows, kinds)))
+    sheet = book["结果"]
+    first = [cell.value for cell in sheet[2]]
+    assert first[0] == datetime(2025, 11, 1) and first[2] == 1234.5 and first[1] == "x"  # types kept
+    assert sheet["A3"].value == datetime(2025, 11, 2, 9, 30) and sheet["C3"].value == -12.0
+    assert sheet.freeze_panes == "A2" and sheet.auto_filter.ref == "A1:T3"
+    assert sheet["A2"].fill.fgColor.rgb.endswith("FDF0C9")  # coloured by verdict (ambiguous)
+    summary = [[cell.value for cell in row if cell.value is not None] for row in book["汇总"].iter_rows()]
+    assert ["ambiguous", 1] in summary and ["error", 1] in summary
 
 
 async def test_a_row_the_service_refuses_carries_its_error() -> None:
@@ -192,7 +216,7 @@ async def test_a_20000_row_job_finishes_with_every_row_in_order(jobs_pool, query
     rows = [row async for page in pages for row in page]
     assert [row[0] for row in rows] == [str(n) for n in range(20_000)]  # every row, in input order
     assert all(row[2] == names[n % len(names)] for n, row in enumerate(rows))
-    column = dict(zip(result_header(table.columns), zip(*rows, strict=True), strict=False))
+    column = dict(zip(output_header(table.columns, "en"), zip(*rows, strict=True), strict=False))
     assert column["code"][names.index(SEED)] == SEED_CODE
     absent = names.index("火星银行奥林匹斯山支行")
     assert column["verdict"][absent] == "none" and column["code"][absent] == ""
@@ -245,7 +269,8 @@ async def test_two_workers_share_a_job_and_a_failed_chunk_loses_nothing(jobs_poo
     assert runners[0].stats.failed_chunks >= 1 and all(runner.stats.rows for runner in runners)
     assert len(refreshed) >= runners[0].stats.chunks + runners[0].stats.failed_chunks
     assert status.done_rows == 3_000 == sum(status.counts.model_dump().values())
-    assert sum(runner.stats.rows for runner in runners) == 3_000  # no chunk was committed twice
+    # No chunk was committed twice (the empty cells were skipped at submission: never asked).
+    assert sum(runner.stats.rows for runner in runners) == 3_000 - status.counts.skipped
     async with jobs_pool.acquire() as conn:
         done = await conn.fetchval("SELECT count(*) FROM job_rows WHERE job_id = $1 AND done", uuid.UUID(job.id))
     assert done == 3_000
@@ -312,7 +337,8 @@ async def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(jobs_databas
     _, pages = await store.result_pages("acme", job.id)
     rows = [row async for page in pages for row in page]
     assert [row[0] for row in rows] == [str(n) for n in range(6_000)]
-    assert sum(1 for row in rows if row[3 + RESULT_COLUMNS.index("verdict")] or row[-1]) == 6_000
+    verdict = 3 + [c.key for c in OUTPUT_COLUMNS].index("verdict")
+    assert sum(1 for row in rows if row[verdict] or row[-1]) == 6_000
 
 
 def test_reconcile_cli_writes_every_row_with_its_answer(jobs_database_url, tmp_path) -> None:
@@ -327,15 +353,17 @@ def test_reconcile_cli_writes_every_row_with_its_answer(jobs_database_url, tmp_p
             [serve_app, "reconcile", str(source), "-o", str(output), "-q"], env=env, capture_output=True, text=True
         )
         assert done.returncode == 0, done.stderr
-        assert "3 rows" in done.stdout and "match 1, ambiguous 0, none 1, error 1" in done.stdout
+        assert "3 rows" in done.stdout and "match 1, ambiguous 0, none 1, skipped 1, error 0" in done.stdout
         if output.suffix == ".csv":
             rows = list(csv.reader(io.StringIO(output.read_text(encoding="utf-8-sig"))))
         else:
             sheet = openpyxl.load_workbook(output).active
             rows = [[cell or "" for cell in row] for row in sheet.iter_rows(values_only=True)]
-        assert rows[0] == result_header(["日期", "对方开户行", "金额"])
+        assert rows[0] == output_header(["日期", "对方开户行", "金额"])
         assert [row[0] for row in rows[1:]] == ["1", "2", "3"] and rows[1][3] == SEED_CODE
-        assert rows[2][-1] and rows[3][rows[0].index("verdict")] == "none"
+        verdict, reason = rows[0].index("结论"), rows[0].index("原因")
+        assert (rows[2][verdict], rows[2][reason]) == ("skipped", "no_bank_name")  # kept in place, not asked
+        assert rows[3][verdict] == "none"
     missing = subprocess.run(
         [serve_app, "reconcile", str(source), "--column", "收款行"], env=env, capture_output=True, text=True
     )

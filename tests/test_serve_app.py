@@ -169,7 +169,7 @@ def test_a_bulk_job_through_serve_survives_its_worker_replica_being_killed(serve
     result = httpx.get(f"{serve_app}/api/v1/jobs/{job_id}/result.csv", timeout=60)
     table = list(csv.reader(io.StringIO(result.content.decode("utf-8-sig"))))
     assert [row[0] for row in table[1:]] == [str(n) for n in range(rows)]
-    code = table[0].index("code")
+    code = table[0].index("联行号")
     assert all(row[code] == SEED_CODE for row in table[1:] if row[1] == "华夏银行江油西山支行")
 
 

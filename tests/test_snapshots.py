@@ -237,7 +237,7 @@ async def test_recheck_reports_the_rows_whose_code_left_or_changed(world: World)
         assert code in retired or "renamed" in row["changes"], row
     assert report["changed_rows"] == len(report["rows"])
     # The result file says which snapshot each row was answered from.
-    result = (await world.client.get(f"/api/v1/jobs/{world.job_id}/result.csv")).text
+    result = (await world.client.get(f"/api/v1/jobs/{world.job_id}/result.csv?lang=en")).text
     assert f",{DAY_A}," in result and "directory_as_of" in result.splitlines()[0]
 
 

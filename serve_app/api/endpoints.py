@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from serve_app import errors as e
 from serve_app.directory.browse import BankOut, BranchPage, BrowseQuery
 from serve_app.directory.history import ChangePage, ChangeQuery, DirectoryInfo
+from serve_app.jobs.outputs import ResultQuery
 from serve_app.jobs.recheck import RecheckReport
 from serve_app.jobs.status import JobStatus
 from serve_app.models.adapters import AdapterIn, AdapterOut
@@ -69,9 +70,9 @@ ENDPOINTS = (
     Endpoint("GET", "/api/v1/jobs/{job_id}", "job", "A job's state and progress.", response=JobStatus,
              errors=JOB_ERRORS, tenant=True),
     Endpoint("GET", "/api/v1/jobs/{job_id}/result.csv", "job_result_csv", "Every input row with its answer (CSV).",
-             errors=(e.JobNotDone, *JOB_ERRORS), tenant=True, media_type="text/csv"),
+             query=ResultQuery, errors=(e.JobNotDone, *JOB_ERRORS), tenant=True, media_type="text/csv"),
     Endpoint("GET", "/api/v1/jobs/{job_id}/result.xlsx", "job_result_xlsx", "Every input row with its answer (XLSX).",
-             errors=(e.JobNotDone, *JOB_ERRORS), tenant=True, media_type=XLSX_TYPE),
+             query=ResultQuery, errors=(e.JobNotDone, *JOB_ERRORS), tenant=True, media_type=XLSX_TYPE),
     Endpoint("POST", "/api/v1/jobs/{job_id}/recheck", "recheck_job",
              "The finished job's rows whose code was retired or changed since, answered again.",
              response=RecheckReport, errors=(e.JobNotDone, e.RateLimited, *_MODEL_ERRORS, *JOB_ERRORS), tenant=True),

@@ -27,8 +27,9 @@ from serve_app.config import IngressConfig
 from serve_app.db.errors import API_KEYS, JOB_STORE, database_errors
 from serve_app.directory.browse import BrowseQuery, DirectoryBrowser
 from serve_app.directory.history import ChangeQuery, DirectoryHistory
+from serve_app.jobs.outputs import ResultQuery, output_header
 from serve_app.jobs.recheck import recheck_job
-from serve_app.jobs.results import csv_text, result_filename, result_header
+from serve_app.jobs.results import csv_text, result_filename
 from serve_app.jobs.store import JobQuota, JobStatus, JobStore
 from serve_app.jobs.submission import JobSubmission
 from serve_app.jobs.workbooks import result_workbook
@@ -217,10 +218,11 @@ class Handlers:
             return await self.jobs.result_pages(caller.tenant, request.path_params["job_id"])
 
     async def job_result_csv(self, request: Request) -> Response:
+        lang = validate(ResultQuery, dict(request.query_params)).lang
         status, pages = await self._result_pages(request)
 
         async def body() -> AsyncIterator[str]:
-            yield "\ufeff" + csv_text([result_header(status.columns)])  # the BOM: spreadsheets read it as UTF-8
+            yield "\ufeff" + csv_text([output_header(status.columns, lang)])  # the BOM: spreadsheets read UTF-8
             async for page in pages:
                 yield csv_text(page)
 
@@ -229,8 +231,9 @@ class Handlers:
 
     async def job_result_xlsx(self, request: Request) -> Response:
         caller = await self.charged_caller(request)
+        lang = validate(ResultQuery, dict(request.query_params)).lang
         with database_errors(JOB_STORE):
-            status, data = await result_workbook(self.jobs, caller.tenant, request.path_params["job_id"])
+            status, data = await result_workbook(self.jobs, caller.tenant, request.path_params["job_id"], lang)
         return Response(data, media_type=XLSX_TYPE, headers=attachment(result_filename(status.filename, "xlsx")))
 
     async def recheck_job(self, request: Request) -> Body:

@@ -17,6 +17,7 @@ import asyncpg
 from serve_app.cli import bootstrap, bulk, database, demo, keys, query, train, up
 from serve_app.cli.database import prepare_database
 from serve_app.cli.demo import register_demo_model
+from serve_app.errors import ServiceError
 from serve_app.settings import Settings
 
 __all__ = ["build_parser", "main", "prepare_database", "register_demo_model"]
@@ -39,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "blocking", False):
             return args.run(settings, args)
         return asyncio.run(args.run(settings, args))
-    except (OSError, RuntimeError, ValueError, asyncpg.PostgresError) as exc:
-        print(f"serve-app: error: {exc}", file=sys.stderr)
+    except (OSError, RuntimeError, ValueError, asyncpg.PostgresError, ServiceError) as exc:
+        print(f"serve-app: error: {exc}", file=sys.stderr)  # one line: the message says what to do
         return 1
     except KeyboardInterrupt:  # Ctrl-C ends a long-running command (a worker) without a traceback
         return 130

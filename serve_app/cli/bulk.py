@@ -8,12 +8,14 @@ import asyncio
 import signal
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from serve_app.cli.query import query_pipeline
 from serve_app.config import UploadLimits
 from serve_app.jobs.files import read_table
-from serve_app.jobs.results import RowResult, answer_rows, csv_text, result_filename, result_header, xlsx_bytes
+from serve_app.jobs.outputs import Lang, column_kinds, output_cells, output_header, workbook
+from serve_app.jobs.results import RowResult, answer_rows, csv_text, result_filename
 from serve_app.schemas import QueryRequest, QueryResult
 from serve_app.settings import Settings
 
@@ -30,10 +32,11 @@ def output_path(source: Path, output: Path | None) -> Path:
     return output or source.with_name(result_filename(source.name, "csv"))
 
 
-def write_output(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    """CSV (UTF-8 with a BOM) or, for a ``.xlsx`` path, a workbook: the same columns either way."""
+def write_output(path: Path, header: list[str], rows: list[list[str]], kinds: Sequence[str], lang: Lang) -> None:
+    """CSV (UTF-8 with a BOM) or, for a ``.xlsx`` path, a workbook: the same columns either way (the
+    service's files: ``jobs.outputs``)."""
     if path.suffix.lower() == ".xlsx":
-        path.write_bytes(xlsx_bytes(header, rows))
+        path.write_bytes(workbook(header, rows, kinds, lang))
     else:
         path.write_text("\ufeff" + csv_text([header, *rows]), encoding="utf-8")
 
@@ -49,8 +52,12 @@ async def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
         max_rows=RECONCILE_MAX_ROWS,
         limits=RECONCILE_LIMITS,
     )
+    skips = [table.skip_reason(row) for row in table.rows]
     print(
-        f"{args.file}: {len(table.rows)} rows, looking up column {table.columns[table.text_column]!r}", file=sys.stderr
+        f"{args.file}: header on line {table.header_line}, {len(table.rows)} rows "
+        f"({sum(r is not None for r in skips)} not transactions), looking up column "
+        f"{table.columns[table.text_column]!r}",
+        file=sys.stderr,
     )
     async with query_pipeline(settings, args.model) as pipeline:
 
@@ -59,18 +66,25 @@ async def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
 
         answered: dict[str, RowResult] = {}  # a text that repeats anywhere in the file is asked once
         texts = [table.text(row) for row in table.rows]
-        with tqdm(total=len(texts), unit="row", file=sys.stderr, disable=args.quiet) as progress:
-            for start in range(0, len(texts), RECONCILE_BLOCK):
-                block = texts[start : start + RECONCILE_BLOCK]
+        asked = [text for text, reason in zip(texts, skips, strict=True) if reason is None]
+        with tqdm(total=len(asked), unit="row", file=sys.stderr, disable=args.quiet) as progress:
+            for start in range(0, len(asked), RECONCILE_BLOCK):
+                block = asked[start : start + RECONCILE_BLOCK]
                 new = [text for text in dict.fromkeys(block) if text not in answered]
                 answered |= zip(new, await answer_rows(answer, new, RECONCILE_CONCURRENCY), strict=True)
                 progress.update(len(block))
-        done = [answered[text] for text in texts]
-    rows = [cells + result.cells() for cells, result in zip(table.rows, done, strict=True)]
+        done = [
+            RowResult(verdict="skipped", reason=reason) if reason else answered[text]
+            for text, reason in zip(texts, skips, strict=True)
+        ]
+    rows = [cells + output_cells(result) for cells, result in zip(table.rows, done, strict=True)]
     out = output_path(args.file, args.output)
-    write_output(out, result_header(table.columns), rows)
+    kinds = table.column_kinds or column_kinds(
+        [row for row, reason in zip(table.rows, skips, strict=True) if not reason], len(table.columns)
+    )
+    write_output(out, output_header(table.columns, args.lang), rows, kinds, args.lang)
     counts = Counter(result.verdict or "error" for result in done)
-    summary = ", ".join(f"{name} {counts.get(name, 0)}" for name in ("match", "ambiguous", "none", "error"))
+    summary = ", ".join(f"{name} {counts.get(name, 0)}" for name in ("match", "ambiguous", "none", "skipped", "error"))
     print(f"{len(rows)} rows → {out}\n{summary}")
     return 0
 
@@ -124,7 +138,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     reconcile.add_argument("--column", help="header or 1-based number of the bank column")
     reconcile.add_argument("-o", "--output", type=Path, help="output file (.csv or .xlsx); default FILE.result.csv")
     reconcile.add_argument("--model", help="extract with this registered adapter (loads the demo base locally)")
-    reconcile.add_argument("--encoding", help="text encoding of a CSV (default: UTF-8, else GBK)")
+    reconcile.add_argument("--encoding", help="text encoding (default: UTF-16 with a BOM, UTF-8, else GB18030)")
+    reconcile.add_argument("--lang", choices=("zh", "en"), default="zh", help="the answer columns' headers")
     reconcile.add_argument("--format", choices=("csv", "xlsx", "jsonl"), help="default: detected")
     reconcile.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     reconcile.set_defaults(run=_reconcile)

@@ -1,10 +1,11 @@
 """Reading an uploaded statement file into a table: CSV, XLSX or JSON lines, the header, the text column.
 
-Statement exports are CSV in UTF-8 or GBK, or XLSX; programs send JSON lines. The format is what the
-caller says, else what the bytes are (an XLSX is a zip; JSON lines start with ``{``), else CSV. Text
-without a stated encoding is read as UTF-8 (a BOM is dropped), else GB18030 (a superset of GBK, which
-is what Chinese banking software writes). The text column is named (header) or numbered (1-based), or
-else the first header that names a bank (``对方行名``, ``开户行``, ``bank`` …). Everything wrong with a file
+Statement exports are CSV in UTF-8, GBK or UTF-16 ("Unicode text"), or XLSX; programs send JSON lines.
+The format is what the caller says, else what the bytes are (an XLSX is a zip; JSON lines start with
+``{``), else CSV. Text without a stated encoding is UTF-16 when it starts with a UTF-16 BOM, else UTF-8 (a
+BOM is dropped), else GB18030 (a superset of GBK, which is what Chinese banking software writes). Where
+the header is (below any title lines), which column is looked up and which rows are not transactions is
+``jobs.exports``'s to say. Everything wrong with a file
 is an ``UnreadableFile`` naming the problem; too many rows is ``TooManyRows``. No row is dropped: a short
 row is padded, a long one widens the header. A CSV blank line is no row.
 
@@ -17,14 +18,17 @@ has a deadline. A file past a limit is refused with the limit named, before any 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Literal
 
 from serve_app.config import UploadLimits
 from serve_app.errors import TooManyRows, UnreadableFile
+from serve_app.jobs.exports import TYPED_SHARE, locate_header, skip_reason, text_column
 from serve_app.jobs.read_limits import ReadBudget, check_archive, check_lines
 
 Format = Literal["csv", "xlsx", "jsonl"]
@@ -38,29 +42,6 @@ CONTENT_TYPES: dict[str, Format] = {
     "application/jsonl": "jsonl",
     "application/json-lines": "jsonl",
 }
-#: Headers that hold the counterparty's bank, most specific first (compared case- and space-insensitively).
-BANK_COLUMN_NAMES = (
-    "对方行名",
-    "对方开户行",
-    "对方开户行名称",
-    "对方开户银行",
-    "收款人开户行",
-    "收款行",
-    "收款行名称",
-    "付款人开户行",
-    "付款行",
-    "开户行",
-    "开户行名称",
-    "开户银行",
-    "银行名称",
-    "行名",
-    "支行名称",
-    "bank name",
-    "bank_name",
-    "bank",
-    "branch",
-    "query",
-)
 _XLS_MAGIC = b"\xd0\xcf\x11\xe0"
 _ZIP_MAGIC = b"PK\x03\x04"
 
@@ -73,6 +54,16 @@ class InputTable:
     columns: list[str]
     rows: list[list[str]]
     text_column: int
+    #: Lines above the header (an export's title: 账户名称, 起止日期 …), kept as read.
+    title_lines: list[list[str]] = field(default_factory=list)
+    #: The header's line in the file, 1-based.
+    header_line: int = 1
+    #: Each column's type as an XLSX stores it (None for text files: inferred from the text, ``jobs.outputs``).
+    column_kinds: list[str] | None = None
+
+    def skip_reason(self, row: list[str]) -> str | None:
+        """Why ``row`` is not a transaction (a total, a footer, no bank name), or None."""
+        return skip_reason(row, self.text_column)
 
     def text(self, row: list[str]) -> str:
         return row[self.text_column]
@@ -91,14 +82,49 @@ def read_table(
     """The table in ``data``; see the module docstring for how each choice is made and bounded."""
     budget = ReadBudget(limits or UploadLimits(), max_rows)
     kind = _format(data, format, content_type)
-    if kind == "xlsx":
-        header, rows = _read_xlsx(data, budget)
+    types: list[list[str]] | None = None
+    if kind == "jsonl":
+        header, rows = _read_jsonl(_text(data, encoding, budget), budget)
+        title: list[list[str]] = []
     else:
-        text = _decode(data, encoding)
-        check_lines(text, budget.limits)
-        header, rows = _read_jsonl(text, budget) if kind == "jsonl" else _read_csv(text, budget)
+        if kind == "xlsx":
+            lines, types = _read_xlsx(data, budget)
+        else:
+            lines = _read_csv(_text(data, encoding, budget), budget)
+        if not lines:
+            raise UnreadableFile("the file is empty: a header row is required")
+        at = locate_header(lines, column)
+        title, header, rows = lines[:at], lines[at], lines[at + 1 :]
+        types = None if types is None else types[at + 1 :]
     columns, rows = _rectangular(header, rows, budget.limits)
-    return InputTable(kind, columns, rows, _text_column(columns, column))
+    header_line = len(title) + 1
+    at_column = text_column(columns, column, header_line)
+    kinds = None if types is None else _stored_kinds(rows, types, len(columns), at_column)
+    return InputTable(kind, columns, rows, at_column, title, header_line, kinds)
+
+
+def _stored_kinds(rows: list[list[str]], types: list[list[str]], width: int, at: int) -> list[str]:
+    """Each column's type as the workbook stored it in its transaction rows (nearly all of them)."""
+    counts = [{"number": 0, "date": 0, "cells": 0} for _ in range(width)]
+    for row, row_types in zip(rows, types, strict=True):
+        if skip_reason(row, at) is not None:
+            continue
+        for index, kind in enumerate(row_types[:width]):
+            if kind != "empty":
+                counts[index]["cells"] += 1
+                counts[index][kind] = counts[index].get(kind, 0) + 1
+    kinds = []
+    for column in counts:
+        cells = column["cells"]
+        kind = next((k for k in ("date", "number") if cells and column[k] >= TYPED_SHARE * cells), "text")
+        kinds.append(kind)
+    return kinds
+
+
+def _text(data: bytes, encoding: str | None, budget: ReadBudget) -> str:
+    text = _decode(data, encoding)
+    check_lines(text, budget.limits)
+    return text
 
 
 def _format(data: bytes, declared: str | None, content_type: str | None) -> Format:
@@ -117,7 +143,9 @@ def _format(data: bytes, declared: str | None, content_type: str | None) -> Form
 
 
 def _decode(data: bytes, encoding: str | None) -> str:
-    if b"\x00" in data[:65536]:
+    if encoding is None and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"  # Excel's "Unicode text" export: UTF-16 with a BOM (and tabs)
+    if encoding is None and b"\x00" in data[:65536]:
         raise UnreadableFile("the file is binary (it holds NUL bytes), not CSV or JSON lines text")
     if encoding:
         try:
@@ -131,29 +159,33 @@ def _decode(data: bytes, encoding: str | None) -> str:
             return data.decode(candidate)
         except UnicodeDecodeError:
             continue
-    raise UnreadableFile("the file is neither UTF-8 nor GBK/GB18030 text: pass encoding=")
+    raise UnreadableFile("the file is neither UTF-8 nor GB18030 (GBK) text: pass encoding=")
 
 
-def _read_csv(text: str, budget: ReadBudget) -> tuple[list[str], list[list[str]]]:
+def _read_csv(text: str, budget: ReadBudget) -> list[list[str]]:
+    """Every non-blank line's cells, the header's and any title lines' included."""
     try:
-        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:8192], delimiters=",\t;|")
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(_table_part(text), delimiters=",\t;|")
     except csv.Error:
         dialect = csv.excel
-    rows: list[list[str]] = []
+    lines: list[list[str]] = []
     try:
-        reader = csv.reader(io.StringIO(text, newline=""), dialect)
-        header = next(reader, None)
-        if header is None:
-            raise UnreadableFile("the file is empty: a header row is required")
-        budget.row(header, "the header")
-        for row in reader:
-            if not row:
+        for row in csv.reader(io.StringIO(text, newline=""), dialect):
+            if not row or not any(cell.strip() for cell in row):
                 continue
-            budget.data_row(len(rows))
-            rows.append(budget.row(row, f"row {len(rows) + 1}"))
+            budget.data_row(len(lines) - 1)
+            lines.append(budget.row(row, f"line {len(lines) + 1}"))
     except csv.Error as exc:
         raise UnreadableFile(f"not a readable CSV file: {exc}") from exc
-    return header, rows
+    return lines
+
+
+def _table_part(text: str) -> str:
+    """A sample for the delimiter sniffer: title lines hold no delimiters, so the sample starts at the first
+    line that has some."""
+    lines = text[:16384].splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if any(d in line for d in ",\t;|")), 0)
+    return "".join(lines[start:])[:8192]
 
 
 def _read_jsonl(text: str, budget: ReadBudget) -> tuple[list[str], list[list[str]]]:
@@ -179,7 +211,7 @@ def _read_jsonl(text: str, budget: ReadBudget) -> tuple[list[str], list[list[str
     return header, [[_cell(value.get(key)) for key in header] for value in objects]
 
 
-def _read_xlsx(data: bytes, budget: ReadBudget) -> tuple[list[str], list[list[str]]]:
+def _read_xlsx(data: bytes, budget: ReadBudget) -> tuple[list[list[str]], list[list[str]]]:
     import openpyxl  # imported here: only uploads of spreadsheets pay for it
 
     check_archive(data, budget.limits)
@@ -197,30 +229,39 @@ def _read_xlsx(data: bytes, budget: ReadBudget) -> tuple[list[str], list[list[st
         workbook.close()
 
 
-def _xlsx_rows(workbook, budget: ReadBudget) -> tuple[list[str], list[list[str]]]:
-    """The first sheet's header and rows; empty rows count only where a row with text follows them (and
-    every row read counts against the limit: a sheet can place one cell a million rows down)."""
+def _xlsx_rows(workbook, budget: ReadBudget) -> tuple[list[list[str]], list[list[str]]]:
+    """The first sheet's rows, from its first non-empty one, and each cell's stored type; empty rows count
+    only where a row with text follows them (and every row read counts against the limit: a sheet can
+    place one cell a million rows down). A merged title cell reads as its value in its first cell."""
     if not workbook.worksheets:
         raise UnreadableFile("the workbook has no worksheet")
     sheet = workbook.worksheets[0]
     sheet.reset_dimensions()  # the sheet's own claim of its size is not read: rows are as wide as they are
-    rows: list[list[str]] = []
-    header: list[str] | None = None
+    lines: list[list[str]] = []
+    types: list[list[str]] = []
     blank_run: list[list[str]] = []
     for values in sheet.iter_rows(values_only=True):
-        if header is None:
-            header = budget.row([_cell(value) for value in values], "the header")
-            continue
-        budget.data_row(len(rows) + len(blank_run))
-        cells = budget.row([_cell(value) for value in values], f"row {len(rows) + len(blank_run) + 1}")
+        budget.data_row(len(lines) + len(blank_run) - 1)
+        cells = budget.row([_cell(value) for value in values], f"row {len(lines) + len(blank_run) + 1}")
         if not any(cells):
-            blank_run.append(cells)
+            if lines:
+                blank_run.append(cells)
             continue
-        rows += [*blank_run, cells]
+        types += [[] for _ in blank_run] + [[_kind(value) for value in values]]
+        lines += [*blank_run, cells]
         blank_run = []
-    if header is None:
-        raise UnreadableFile("the workbook's first sheet is empty: a header row is required")
-    return header, rows
+    return lines, types
+
+
+def _kind(value: object) -> str:
+    """A cell's stored type: a date, a number (short enough to be an amount, not an account), text, empty."""
+    if value is None or value == "":
+        return "empty"
+    if isinstance(value, datetime | date):
+        return "date"
+    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e15:
+        return "number"
+    return "text"
 
 
 def _cell(value: object) -> str:
@@ -240,28 +281,3 @@ def _rectangular(header: list[str], rows: list[list[str]], limits: UploadLimits)
         )
     columns = [name.strip() or f"column_{i + 1}" for i, name in enumerate(header + [""] * (width - len(header)))]
     return columns, [row + [""] * (width - len(row)) for row in rows]
-
-
-def _text_column(columns: list[str], column: str | None) -> int:
-    if column is not None and column.strip():
-        wanted = column.strip()
-        if wanted.isdigit():
-            number = int(wanted)
-            if not 1 <= number <= len(columns):
-                raise UnreadableFile(f"column {number} does not exist: the file has {len(columns)} columns")
-            return number - 1
-        for index, name in enumerate(columns):
-            if _key(name) == _key(wanted):
-                return index
-        raise UnreadableFile(f"no column named {wanted!r}; the columns are: {', '.join(columns)}")
-    keys = [_key(name) for name in columns]
-    for candidate in BANK_COLUMN_NAMES:
-        if candidate in keys:
-            return keys.index(candidate)
-    raise UnreadableFile(
-        f"no column looks like a bank name; pass column= (a header or a 1-based number). Columns: {', '.join(columns)}"
-    )
-
-
-def _key(name: str) -> str:
-    return " ".join(name.split()).casefold()

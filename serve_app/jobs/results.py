@@ -1,6 +1,7 @@
 """One input row's answer as result columns, and the output files (CSV, XLSX) that carry them.
 
-Every output row is the input row unchanged, then ``RESULT_COLUMNS``. ``code``, ``official_name``,
+Every output row is the input row unchanged, then the answer's columns (``jobs.outputs``; stored as
+``RESULT_COLUMNS``). ``code``, ``official_name``,
 ``bank``, ``city`` and ``clearing_code`` are filled only for a ``match``: a code in that column is one to
 pay to. An ``ambiguous`` row lists its best candidates (``code name`` pairs) for a person to choose from;
 a ``branch_retired`` row the retired branch and its possible successors. ``directory_as_of`` and
@@ -142,12 +143,6 @@ async def answer_rows(answer: Answer, texts: list[str], concurrency: int) -> lis
     return [answered[text] for text in texts]
 
 
-def result_header(columns: list[str]) -> list[str]:
-    """The output header: the input's, then the result columns (renamed ``result_*`` where the input has one)."""
-    taken = set(columns)
-    return columns + [name if name not in taken else f"result_{name}" for name in RESULT_COLUMNS]
-
-
 def result_filename(filename: str, extension: str) -> str:
     """What a job's or a file's result is called: ``对账单.csv`` → ``对账单.result.xlsx``."""
     return f"{PurePath(filename).stem}.result.{extension}"
@@ -173,26 +168,3 @@ def csv_text(rows: Iterable[list[str]]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\r\n").writerows([inert(cell) for cell in row] for row in rows)
     return buffer.getvalue()
-
-
-def xlsx_bytes(header: list[str], rows: Iterable[list[str]]) -> bytes:
-    """An XLSX workbook with one sheet: the header, then the rows, every cell a string (codes keep their
-    digits; text starting with ``=`` is stored as text, never as a formula)."""
-    import openpyxl
-    from openpyxl.cell.cell import (
-        ILLEGAL_CHARACTERS_RE,  # control characters XLSX cannot hold
-        WriteOnlyCell,
-    )
-
-    workbook = openpyxl.Workbook(write_only=True)
-    sheet = workbook.create_sheet("result")
-    for row in (header, *rows):
-        cells = []
-        for value in row:
-            cell = WriteOnlyCell(sheet, value=ILLEGAL_CHARACTERS_RE.sub("\ufffd", value))
-            cell.data_type = "s"  # openpyxl would store a string starting with "=" as a live formula
-            cells.append(cell)
-        sheet.append(cells)
-    out = io.BytesIO()
-    workbook.save(out)
-    return out.getvalue()

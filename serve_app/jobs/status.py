@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import asyncpg
 from pydantic import BaseModel, Field
 
 JOB_COLUMNS = """id, tenant, state, filename, input_format, columns, text_column, model, total_rows, done_rows,
-                  match_rows, ambiguous_rows, none_rows, error_rows, created_at, started_at, finished_at"""
+                  match_rows, ambiguous_rows, none_rows, error_rows, skipped_rows, title_lines, header_line,
+                  created_at, started_at, finished_at"""
 
 
 class VerdictCounts(BaseModel):
@@ -16,6 +18,7 @@ class VerdictCounts(BaseModel):
     ambiguous: int
     none: int
     error: int
+    skipped: int = Field(description="Rows that are not transactions (totals, footers, no bank name): not asked.")
 
 
 class JobStatus(BaseModel):
@@ -27,6 +30,8 @@ class JobStatus(BaseModel):
     format: str
     columns: list[str]
     text_column: str = Field(description="The column whose text is looked up.")
+    header_line: int = Field(description="The header's line in the file (1-based): title lines come before it.")
+    title_lines: list[list[str]] = Field(description="The lines above the header, as read (an export's title).")
     model: str | None
     total_rows: int
     done_rows: int
@@ -42,10 +47,11 @@ class JobStatus(BaseModel):
     def from_row(cls, row: asyncpg.Record) -> JobStatus:
         total, done = row["total_rows"], row["done_rows"]
         rate = eta = None
-        if row["started_at"] is not None and done:
+        answered = done - row["skipped_rows"]  # skipped rows are done at submission
+        if row["started_at"] is not None and answered > 0:
             end = row["finished_at"] or datetime.now(UTC)
             seconds = max((end - row["started_at"]).total_seconds(), 1e-3)
-            rate = round(done / seconds, 1)
+            rate = round(answered / seconds, 1)
             eta = round((total - done) / rate, 1)
         return cls(
             id=str(row["id"]),
@@ -54,12 +60,18 @@ class JobStatus(BaseModel):
             format=row["input_format"],
             columns=list(row["columns"]),
             text_column=row["columns"][row["text_column"]],
+            header_line=row["header_line"],
+            title_lines=json.loads(row["title_lines"]),
             model=row["model"],
             total_rows=total,
             done_rows=done,
             progress=round(done / total, 4) if total else 1.0,
             counts=VerdictCounts(
-                match=row["match_rows"], ambiguous=row["ambiguous_rows"], none=row["none_rows"], error=row["error_rows"]
+                match=row["match_rows"],
+                ambiguous=row["ambiguous_rows"],
+                none=row["none_rows"],
+                error=row["error_rows"],
+                skipped=row["skipped_rows"],
             ),
             rows_per_s=rate,
             eta_s=eta,

@@ -13,6 +13,7 @@ small job behind a large one nor a tenant behind another's many jobs waits.
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import asyncpg
 
 from serve_app.errors import JobNotDone, QuotaExceeded, UnknownJob
 from serve_app.jobs.files import InputTable
+from serve_app.jobs.outputs import column_kinds, output_cells
 from serve_app.jobs.results import RESULT_COLUMNS, RowResult
 from serve_app.jobs.status import JOB_COLUMNS, JobStatus
 
@@ -158,11 +160,15 @@ class JobStore:
                     return JobStatus.from_row(again)
             if quota is not None:
                 await _check_quota(conn, tenant, len(table.rows), quota)
+            skips = [table.skip_reason(cells) for cells in table.rows]
+            skipped = sum(reason is not None for reason in skips)
             row = await conn.fetchrow(
                 f"""INSERT INTO jobs (id, tenant, state, filename, input_format, columns, text_column, model,
-                                      total_rows, finished_at, idempotency_key)
-                    VALUES ($1, $2, CASE WHEN $8 = 0 THEN 'done' ELSE 'queued' END, $3, $4, $5, $6, $7, $8,
-                            CASE WHEN $8 = 0 THEN now() END, $9)
+                                      total_rows, done_rows, skipped_rows, finished_at, idempotency_key,
+                                      title_lines, header_line, column_kinds)
+                    VALUES ($1, $2, CASE WHEN $8::int = $9::int THEN 'done' ELSE 'queued' END,
+                            $3, $4, $5, $6, $7, $8, $9, $9,
+                            CASE WHEN $8::int = $9::int THEN now() END, $10, $11::jsonb, $12, $13)
                     RETURNING {JOB_COLUMNS}""",  # noqa: S608 - constants only
                 job_id,
                 tenant,
@@ -172,12 +178,21 @@ class JobStore:
                 table.text_column,
                 adapter,
                 len(table.rows),
+                skipped,
                 idempotency_key,
-            )
+                json.dumps(table.title_lines, ensure_ascii=False),
+                table.header_line,
+                table.column_kinds
+                or column_kinds([cells for cells, reason in zip(table.rows, skips, strict=True) if reason is None],
+                                len(table.columns)),
+            )  # fmt: skip
             await conn.copy_records_to_table(
                 "job_rows",
-                records=((job_id, number, cells) for number, cells in enumerate(table.rows)),
-                columns=("job_id", "row_no", "cells"),
+                records=(
+                    (job_id, number, cells, reason is not None, "skipped" if reason else None, reason)
+                    for number, (cells, reason) in enumerate(zip(table.rows, skips, strict=True))
+                ),
+                columns=("job_id", "row_no", "cells", "done", "verdict", "reason"),
                 timeout=SUBMIT_TIMEOUT_S,  # not the pool's per-command timeout, which is for serving queries
             )
         return JobStatus.from_row(row)
@@ -241,7 +256,7 @@ class JobStore:
                     page_rows,
                 )
                 yield [
-                    list(row["cells"]) + RowResult(**{name: row[name] for name in RESULT_COLUMNS}).cells()
+                    list(row["cells"]) + output_cells(RowResult(**{name: row[name] for name in RESULT_COLUMNS}))
                     for row in page
                 ]
                 if len(page) < page_rows:

@@ -7,23 +7,26 @@ import asyncio
 import logging
 import uuid
 
-from serve_app.jobs.results import result_header, xlsx_bytes
+from serve_app.jobs.outputs import Lang, output_header, workbook
 from serve_app.jobs.status import JobStatus
 from serve_app.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 
 
-async def result_workbook(store: JobStore, tenant: str, job_id: str) -> tuple[JobStatus, bytes]:
-    """The job's status and its workbook (``UnknownJob``, ``JobNotDone`` as for its rows)."""
+async def result_workbook(store: JobStore, tenant: str, job_id: str, lang: Lang = "zh") -> tuple[JobStatus, bytes]:
+    """The job's status and its workbook (``UnknownJob``, ``JobNotDone`` as for its rows). The Chinese one is
+    kept; another language is built each time."""
     status, pages = await store.result_pages(tenant, job_id)
     job = uuid.UUID(status.id)
-    stored = await store.pool.fetchval("SELECT result_xlsx FROM jobs WHERE id = $1", job)
-    if stored is not None:
+    stored, kinds = await store.pool.fetchrow("SELECT result_xlsx, column_kinds FROM jobs WHERE id = $1", job)
+    if stored is not None and lang == "zh":
         return status, stored
     rows = [row async for page in pages for row in page]
-    data = await asyncio.to_thread(xlsx_bytes, result_header(status.columns), rows)
-    await store.pool.execute("UPDATE jobs SET result_xlsx = $2 WHERE id = $1 AND result_xlsx IS NULL", job, data)
+    kinds = list(kinds) or ["text"] * len(status.columns)  # jobs stored before columns had kinds
+    data = await asyncio.to_thread(workbook, output_header(status.columns, lang), rows, kinds, lang)
+    if lang == "zh":
+        await store.pool.execute("UPDATE jobs SET result_xlsx = $2 WHERE id = $1 AND result_xlsx IS NULL", job, data)
     return status, data
 
 

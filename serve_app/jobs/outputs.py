@@ -1,0 +1,222 @@
+"""Result files a clerk can act on: the input's columns with their types, then the answer's columns, with
+headers in Chinese (English with ``lang=en``), each candidate's code and name in columns of their own.
+
+``result.csv`` is plain text with those columns (every cell ``inert``). ``result.xlsx`` keeps dates as
+dates and amounts as numbers where the input had them (a column is typed when nearly all its transaction
+rows hold that type; a cell that does not parse stays text), colours each row by its verdict, freezes and
+filters the header, sizes the columns, and adds a sheet that counts verdicts and reasons.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app.jobs.exports import TYPED_SHARE
+from serve_app.jobs.results import CANDIDATES_SHOWN, RowResult
+
+Lang = Literal["zh", "en"]
+Kind = Literal["text", "number", "date"]
+
+
+class ResultQuery(BaseModel):
+    """The query string of a job's result downloads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lang: Lang = Field(default="zh", description="The answer columns' headers: zh (default) or en.")
+
+
+@dataclass(frozen=True)
+class OutputColumn:
+    key: str
+    zh: str
+    en: str
+    kind: Kind = "text"
+
+
+OUTPUT_COLUMNS: tuple[OutputColumn, ...] = (
+    OutputColumn("code", "联行号", "code"),
+    OutputColumn("official_name", "行名", "official_name"),
+    OutputColumn("bank", "银行", "bank"),
+    OutputColumn("city", "城市", "city"),
+    OutputColumn("clearing_code", "清算行号", "clearing_code"),
+    OutputColumn("verdict", "结论", "verdict"),
+    OutputColumn("confidence", "置信度", "confidence", "number"),
+    OutputColumn("reason", "原因", "reason"),
+    *(
+        column
+        for n in range(1, CANDIDATES_SHOWN + 1)
+        for column in (
+            OutputColumn(f"candidate_{n}_code", f"候选{n}联行号", f"candidate_{n}_code"),
+            OutputColumn(f"candidate_{n}_name", f"候选{n}行名", f"candidate_{n}_name"),
+        )
+    ),
+    OutputColumn("directory_as_of", "行号目录日期", "directory_as_of", "date"),
+    OutputColumn("data_version", "目录版本", "data_version", "number"),
+    OutputColumn("error", "错误", "error"),
+)
+_CANDIDATE = re.compile(r"(\d{12}) (.+)")
+#: Row colours by verdict (pale, so that text stays readable).
+FILLS = {"match": "D6F0DC", "ambiguous": "FDF0C9", "none": "E5E7EB", "skipped": "F3F4F6", "error": "F8D7D7"}
+_DATE = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
+#: An amount: a decimal point or thousands separators (a bare integer may be an account number or a code).
+_AMOUNT = re.compile(r"^[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)\.\d+$|^[+-]?\d{1,3}(?:,\d{3})+$")
+
+
+def output_header(columns: list[str], lang: Lang = "zh") -> list[str]:
+    """The input's header, then the answer's columns in ``lang`` (prefixed where the input has that name)."""
+    taken = set(columns)
+    prefix = "结果_" if lang == "zh" else "result_"
+    names = [getattr(column, lang) for column in OUTPUT_COLUMNS]
+    return columns + [name if name not in taken else prefix + name for name in names]
+
+
+def output_cells(result: RowResult) -> list[str]:
+    """A row's answer as the output columns' text: the stored fields, the candidates spread over columns."""
+    stored = dict(zip((f for f in RowResult.__dataclass_fields__), result.cells(), strict=True))
+    candidates = _candidates(stored.pop("candidates"))
+    spread = {f"candidate_{n}_{part}": value for n, (code, name) in enumerate(candidates, 1)
+              for part, value in (("code", code), ("name", name))}  # fmt: skip
+    return [stored.get(column.key, spread.get(column.key, "")) for column in OUTPUT_COLUMNS]
+
+
+def _candidates(text: str) -> list[tuple[str, str]]:
+    """``code name; code name (retired as of …)`` as (code, name) pairs."""
+    pairs = []
+    for part in filter(None, (piece.strip() for piece in text.split("; "))):
+        found = _CANDIDATE.fullmatch(part)
+        pairs.append((found.group(1), found.group(2)) if found else ("", part))
+    return pairs[:CANDIDATES_SHOWN]
+
+
+def column_kinds(rows: Iterable[list[str]], width: int) -> list[Kind]:
+    """Each input column's type, from its transaction rows: ``date`` or ``number`` when nearly all its
+    non-empty cells parse so, else ``text``."""
+    parsed: list[Counter[str]] = [Counter() for _ in range(width)]
+    for row in rows:
+        for index, cell in enumerate(row[:width]):
+            if cell.strip():
+                parsed[index]["cells"] += 1
+                parsed[index]["date"] += _date(cell) is not None
+                parsed[index]["number"] += _number(cell) is not None
+    kinds: list[Kind] = []
+    for counts in parsed:
+        cells = counts["cells"]
+        if cells and counts["date"] >= TYPED_SHARE * cells:
+            kinds.append("date")
+        elif cells and counts["number"] >= TYPED_SHARE * cells:
+            kinds.append("number")
+        else:
+            kinds.append("text")
+    return kinds
+
+
+def _date(cell: str) -> datetime | None:
+    found = _DATE.match(cell.strip())
+    if not found:
+        return None
+    year, month, day, hour, minute, second = (int(part) for part in found.groups(default="0"))
+    try:
+        return datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        return None
+
+
+def _number(cell: str) -> float | None:
+    text = cell.strip()
+    if not _AMOUNT.match(text):
+        return None
+    value = float(text.replace(",", ""))
+    return value if abs(value) < 1e15 else None
+
+
+def workbook(header: list[str], rows: list[list[str]], kinds: Sequence[str], lang: Lang = "zh") -> bytes:
+    """The result workbook: ``header`` over ``rows`` (input cells, then ``output_cells``), the input's
+    columns typed by ``kinds``; a summary sheet after it."""
+    import openpyxl
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, WriteOnlyCell
+    from openpyxl.styles import Font, PatternFill
+    from openpyxl.utils import get_column_letter
+
+    book = openpyxl.Workbook(write_only=True)
+    sheet = book.create_sheet("结果" if lang == "zh" else "result")
+    all_kinds = [*kinds, *(column.kind for column in OUTPUT_COLUMNS)]
+    verdict_at = len(kinds) + [column.key for column in OUTPUT_COLUMNS].index("verdict")
+    error_at = len(header) - 1
+    sheet.freeze_panes = "A2"
+    sheet.auto_filter.ref = f"A1:{get_column_letter(len(header))}{len(rows) + 1}"
+    for index, name in enumerate(header):
+        widest = max([_width(name), *(_width(row[index]) for row in rows[:200])])
+        sheet.column_dimensions[get_column_letter(index + 1)].width = min(max(widest + 2, 8), 60)
+    bold = Font(bold=True)
+    sheet.append([_cell(WriteOnlyCell(sheet, value=name), font=bold) for name in header])
+    fills = {verdict: PatternFill("solid", fgColor=colour) for verdict, colour in FILLS.items()}
+    for row in rows:
+        verdict = row[verdict_at] or ("error" if row[error_at] else "")
+        fill = fills.get(verdict)
+        cells = []
+        for value, kind in zip(row, all_kinds, strict=True):
+            typed = _typed(value, kind)
+            cell = WriteOnlyCell(
+                sheet, value=typed if typed is not None else ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)
+            )
+            if typed is None:
+                cell.data_type = "s"  # text stays text: never a formula, codes keep their digits
+            elif isinstance(typed, datetime):
+                cell.number_format = "yyyy-mm-dd hh:mm" if typed.hour or typed.minute else "yyyy-mm-dd"
+            cells.append(_cell(cell, fill=fill))
+        sheet.append(cells)
+    _summary(book, rows, verdict_at, lang)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def _typed(value: str, kind: str) -> datetime | float | None:
+    if not value.strip() or kind == "text":
+        return None
+    return _date(value) if kind == "date" else _number(value) if "," in value or "." in value else _plain(value)
+
+
+def _plain(value: str) -> float | None:
+    """A number column's cell without separators (``12``): a number too, if it is one."""
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if abs(number) < 1e15 else None
+
+
+def _cell(cell, *, font=None, fill=None):
+    if font is not None:
+        cell.font = font
+    if fill is not None:
+        cell.fill = fill
+    return cell
+
+
+def _width(text: str) -> int:
+    return sum(2 if ord(char) > 0x2E80 else 1 for char in text)
+
+
+def _summary(book, rows: list[list[str]], verdict_at: int, lang: Lang) -> None:
+    """Counts by verdict and by reason, on a sheet of their own."""
+    sheet = book.create_sheet("汇总" if lang == "zh" else "summary")
+    reason_at = verdict_at + 2
+    verdicts = Counter(row[verdict_at] or "error" for row in rows)
+    reasons = Counter((row[verdict_at] or "error", row[reason_at]) for row in rows)
+    sheet.append(["结论", "行数"] if lang == "zh" else ["verdict", "rows"])
+    for verdict in ("match", "ambiguous", "none", "skipped", "error"):
+        sheet.append([verdict, verdicts.get(verdict, 0)])
+    sheet.append([])
+    sheet.append(["结论", "原因", "行数"] if lang == "zh" else ["verdict", "reason", "rows"])
+    for (verdict, reason), count in sorted(reasons.items()):
+        sheet.append([verdict, reason, count])
