@@ -54,6 +54,12 @@ class Entities(BaseModel):
 #: exports cut it: 江油西 of 江油西山支行); close (contained, similar); not at all; or the query does not say.
 Agreement = Literal["exact", "prefix", "partial", "none", "unstated"]
 Verdict = Literal["match", "ambiguous", "none"]
+#: Why a verdict was given (docs/verdicts.md has each one's meaning): stable codes a client may branch on.
+Reason = Literal[
+    "code_lookup", "unique_fit", "several_fit", "uncertain_fit", "not_payable", "bank_unknown", "bank_uncertain",
+    "code_conflict", "bank_not_in_directory", "no_branch_fits", "no_branch_in_place", "no_branch_named",
+    "invalid_code", "code_not_in_directory", "branch_retired", "nothing_to_match",
+]  # fmt: skip
 
 
 class Evidence(BaseModel):
@@ -224,7 +230,7 @@ class QueryResult(BaseModel):
     normalized: str
     entities: Entities
     verdict: Verdict
-    reason: str
+    reason: Reason
     matches: list[Match]
     source: Literal["cache", "rules", "model"]
     model: str | None = Field(default=None, description="The adapter asked, if any.")

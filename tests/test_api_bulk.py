@@ -268,6 +268,18 @@ async def test_browse_filters_pages_and_totals(keyed) -> None:
     counts = {bank["name"]: bank["branches"] for bank in banks}
     icbc = (await client.get("/api/v1/branches?bank=中国工商银行&page_size=1", headers=headers)).json()["total"]
     assert counts["中国工商银行"] == icbc and banks[0]["branches"] >= banks[-1]["branches"]
+    # Places as queries write them (成都, 四川, 江油) browse as the directory names them (成都市, 四川省, 江油市).
+    for short, full in (
+        ("city=成都", "city=成都市"),
+        ("province=四川", "province=四川省"),
+        ("district=江油", "district=江油市"),
+    ):
+        a = (await client.get(f"/api/v1/branches?{short}&page_size=3", headers=headers)).json()
+        b = (await client.get(f"/api/v1/branches?{full}&page_size=3", headers=headers)).json()
+        assert a == b and a["total"] > 0, short
+    for pasted in ("3046 5971 5925", "304-659-715-925", "３０４６５９７１５９２５"):  # as people paste codes
+        record = await client.get(f"/api/v1/branches/{quote(pasted)}", headers=headers)
+        assert record.status_code == 200 and record.json()["code"] == SEED_CODE, pasted
 
 
 @pytest.mark.parametrize(

@@ -189,6 +189,9 @@ def test_the_web_page_in_a_real_browser(serve_app: str, tmp_path: Path) -> None:
         wait.until(lambda d: SEED_CODE in d.find_element(By.ID, "matches").text)
         assert driver.find_element(By.ID, "verdict").text == "match"
         assert "bank: exact" in driver.find_element(By.ID, "matches").text
+        use = driver.find_element(By.CSS_SELECTOR, "#matches .use-code")  # a candidate's code, ready to copy
+        use.click()
+        wait.until(lambda d: SEED_CODE in d.find_element(By.CSS_SELECTOR, "#matches .use-code").text)
         driver.find_element(By.ID, "code").send_keys(SEED_CODE + "\n")
         wait.until(lambda d: "华夏银行股份有限公司江油西山支行" in d.find_element(By.ID, "code-result").text)
         driver.find_element(By.ID, "browse-bank").send_keys("华夏银行")
@@ -202,6 +205,8 @@ def test_the_web_page_in_a_real_browser(serve_app: str, tmp_path: Path) -> None:
         driver.find_element(By.ID, "upload-button").click()
         wait.until(lambda d: d.find_element(By.ID, "job-progress").text.startswith("100 %"))
         assert "300 / 300 rows" in driver.find_element(By.ID, "job-progress").text
+        assert driver.find_element(By.ID, "job-state").text.startswith("完成")
+        wait.until(lambda d: "对账单.csv" in d.find_element(By.ID, "recent-jobs").text)  # listed, to reopen later
         screenshot = os.environ.get("SERVE_APP_SCREENSHOT")
         if screenshot:
             driver.save_screenshot(screenshot)
@@ -412,7 +417,7 @@ def test_a_running_ingress_follows_a_directory_reload_and_an_adapter_re_registra
     serve_app: str, serve_home: tuple[str, Path], tmp_path: Path
 ) -> None:
     from serve_app.db.pool import connect_admin
-    from serve_app.directory.loader import load_directory
+    from serve_app.directory.loader import LoadOptions, load_directory
     from serve_app.models.tiny import build_adapter
 
     database_url, home = serve_home
@@ -428,7 +433,7 @@ def test_a_running_ingress_follows_a_directory_reload_and_an_adapter_re_registra
     async def load() -> None:
         conn = await connect_admin(database_url)
         try:
-            await load_directory(conn, cnaps)  # an update: upserts by code, bumps the data version
+            await load_directory(conn, cnaps, options=LoadOptions(partial=True))  # an update of one code
         finally:
             await conn.close()
 
@@ -503,7 +508,17 @@ def test_every_listed_metric_is_exported_and_the_dashboard_and_alerts_read_only_
         return None
 
     url = f"http://127.0.0.1:{metrics_port}/metrics"
-    samples = wait_for(lambda: (s := scrape(url)) and all(exported(n, s) is not None for n in listed) and s, 90, 2)
+    missing: list[str] = []
+
+    def all_exported() -> dict | None:
+        samples = scrape(url)
+        missing[:] = [name for name in listed if exported(name, samples) is None]
+        return None if missing else samples
+
+    try:
+        samples = wait_for(all_exported, 90, 2)
+    except AssertionError as exc:
+        raise AssertionError(f"not exported: {missing}") from exc
     for name, tags in listed.items():
         assert tags <= exported(name, samples), (name, tags, exported(name, samples))
 

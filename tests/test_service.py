@@ -674,6 +674,13 @@ def test_openapi_lists_every_route_and_the_errors_each_can_give() -> None:
     assert {"201", "409", "422", "503", "504"} <= set(adapters["post"]["responses"])
     assert {"503"} <= set(adapters["get"]["responses"])
     assert "404" in document["paths"]["/api/v1/adapters/{name}"]["delete"]["responses"]
+    # The stable codes a client branches on are enumerated: every reason, every error code.
+    schemas = document["components"]["schemas"]
+    assert {"unique_fit", "branch_retired", "no_branch_in_place"} <= set(
+        schemas["QueryResult"]["properties"]["reason"]["enum"]
+    )
+    codes = set(schemas["Error"]["properties"]["error"]["properties"]["code"]["enum"])
+    assert {"retired_code", "quota_exceeded", "body_timeout", "not_found", "internal_error"} <= codes
 
 
 @pytest.mark.slow

@@ -16,15 +16,18 @@ from pydantic.json_schema import models_json_schema
 from serve_app import errors as e
 from serve_app.api.admission import PROBES
 from serve_app.api.endpoints import Endpoint
-from serve_app.api.errors import statuses
+from serve_app.api.errors import ERRORS, HTTP_ERROR_CODES, INTERNAL, statuses
 
+#: Every code a client can get, from the one error table (and Starlette's own, and the internal one).
+_ERROR_CODES = sorted({spec.code for spec in ERRORS.values()} | set(HTTP_ERROR_CODES.values()) | {INTERNAL.code})
 _ERROR_SCHEMA = {
     "type": "object",
     "properties": {
         "error": {
             "type": "object",
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            "properties": {"code": {"type": "string", "enum": _ERROR_CODES}, "message": {"type": "string"}},
             "required": ["code", "message"],
+            "additionalProperties": True,  # an error's details (a retired code's record)
         }
     },
     "required": ["error"],

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from serve_app.db.errors import DIRECTORY, database_errors
 from serve_app.db.sql import escape_like
+from serve_app.directory.gazetteer import Gazetteer
 from serve_app.normalize import normalize
 from serve_app.schemas import BranchRecordOut, refuse_control_characters
 
@@ -73,8 +74,25 @@ class BankOut(BaseModel):
     branches: int = Field(description="Branches of this institution in the directory.")
 
 
+def full_place_names(query: BrowseQuery) -> BrowseQuery:
+    """``query`` with its places as the directory names them: 成都 → 成都市, 四川 → 四川省, 江油 → 江油市 (the
+    short forms queries accept); a name the gazetteer does not know is kept as written."""
+    gazetteer = Gazetteer.default()
+    province = gazetteer.province_named(query.province) if query.province else None
+    city = gazetteer.resolve(query.city, province, prefer="city") if query.city else None
+    district = gazetteer.resolve(query.district, province, prefer="district") if query.district else None
+    return query.model_copy(
+        update={
+            "province": province.name if province else query.province,
+            "city": city.name if city and city.level == "city" else query.city,
+            "district": district.name if district and district.level == "district" else query.district,
+        }
+    )
+
+
 def browse_statements(query: BrowseQuery) -> tuple[str, str, list[str]]:
     """(page statement, count statement, arguments) for ``query``: built from the fixed clauses only."""
+    query = full_place_names(query)
     clauses, arguments = [], []
     for name, clause in _CLAUSES.items():
         value = getattr(query, name)

@@ -37,6 +37,14 @@ def check_digit(first_eleven: str) -> int:
     return (11 - product) % 10
 
 
+def pasted_code(text: str) -> str:
+    """A code as people paste it, as 12 digits: full-width digits folded, spaces, hyphens and dots between
+    groups removed (``3046 5971 5925``, ``304-659-715-925``). Anything else is left for the check to refuse."""
+    folded = unicodedata.normalize("NFKC", text).strip()
+    squeezed = re.sub(r"(?<=\d)[\s.\-]+(?=\d)", "", folded)
+    return squeezed if squeezed.isdigit() else folded
+
+
 def is_code_shaped(code: str) -> bool:
     """Whether ``code`` is 12 ASCII digits (its check digit unexamined)."""
     return len(code) == CODE_LENGTH and code.isascii() and code.isdigit()

@@ -32,7 +32,7 @@ from typing import Any
 from serve_app.directory.codes import CodeInText
 from serve_app.query.evidence import Fit, evidence, query_keyword, rivals
 from serve_app.query.retrieval import Candidate, Retrieval
-from serve_app.schemas import Branch, Entities, Match, Verdict
+from serve_app.schemas import Branch, Entities, Match, Reason, Verdict
 
 #: Bumped whenever verdicts may change for the same candidates (rules here or the shipped model): cached
 #: results depend on it.
@@ -44,7 +44,7 @@ _CONFLICT_CONFIDENCE = 0.5
 @dataclass(frozen=True)
 class Judgement:
     verdict: Verdict
-    reason: str
+    reason: Reason
     matches: list[Match]
     #: For ``branch_retired``: the retired record the query means (its successors are looked up).
     retired: Candidate | None = None

@@ -21,7 +21,7 @@ from typing import Any
 from serve_app.concurrency import map_bounded
 from serve_app.config import IngressTunables
 from serve_app.db.errors import ADAPTER_REGISTRY, database_errors
-from serve_app.directory.codes import is_code_shaped, is_valid_code
+from serve_app.directory.codes import is_code_shaped, is_valid_code, pasted_code
 from serve_app.directory.loader import read_directory_state
 from serve_app.errors import AdapterInvalid, InvalidCode, RateLimited, RetiredCode, UnknownAdapter, UnknownCode
 from serve_app.extraction.service import ExtractEntities
@@ -204,6 +204,7 @@ class QueryService:
     async def branch(self, code: str) -> BranchRecordOut:
         """``GET /api/v1/branches/{code}``: the record, 422 for a malformed code, 404 for an unknown one, 410
         for a retired one (with its record)."""
+        code = pasted_code(code)
         if not is_code_shaped(code):
             raise InvalidCode("a CNAPS code is 12 digits")
         if not is_valid_code(code):

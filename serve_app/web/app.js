@@ -18,7 +18,10 @@ async function api(path, options) {
   const response = await fetch(path, Object.assign({}, options, { headers: headers(options && options.headers) }));
   if (!response.ok) {
     let message = response.status + " " + response.statusText;
-    try { message = (await response.json()).error.message; } catch (_) { /* not JSON */ }
+    try {
+      const error = (await response.json()).error;
+      message = (ERROR_ADVICE[error.code] || "") + error.message;
+    } catch (_) { /* not JSON */ }
     throw new Error(message);
   }
   return response;
@@ -72,6 +75,7 @@ async function runSearch() {
         chip.textContent = "retired " + match.retired_on;
         evidence.appendChild(chip);
       }
+      if (!match.retired_on) row.appendChild(useCodeButton(match.code));
       for (const [part, how] of Object.entries(match.evidence)) {
         if (how === "unstated") continue;
         const chip = document.createElement("span");
@@ -96,6 +100,32 @@ async function runSearch() {
     show($("search-error"), true);
   }
 }
+
+// A candidate's code, copied for the clerk's payment form (never for a retired branch).
+function useCodeButton(code) {
+  const td = document.createElement("td");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "use-code";
+  button.textContent = "使用此行号";
+  button.addEventListener("click", async () => {
+    try { await navigator.clipboard.writeText(code); button.textContent = "已复制 " + code; }
+    catch (_) { button.textContent = code; }  // no clipboard (plain http elsewhere): show it to copy by hand
+  });
+  td.appendChild(button);
+  return td;
+}
+
+// What went wrong, in the clerk's words, then the service's own message.
+const ERROR_ADVICE = {
+  unreadable_file: "无法读取此文件：",
+  too_many_rows: "文件行数超过上限：",
+  body_too_large: "文件太大：",
+  body_timeout: "上传太慢，请重试：",
+  quota_exceeded: "已达到上限，请等待或删除已完成的对账：",
+  rate_limited: "请求太频繁，请稍后再试：",
+  unauthorized: "请填写有效的 API 密钥：",
+};
 
 // --- how current the directory is, and what changed --------------------------------------------------
 async function loadDirectory() {
@@ -206,10 +236,15 @@ async function follow(jobId) {
     show($("upload-error"), true);
     return;
   }
+  const states = { queued: "排队中 · queued", running: "处理中 · running", done: "完成 · done" };
+  $("job-state").textContent = states[job.state] || job.state;
+  $("job-file").textContent = job.filename + (job.header_line > 1
+    ? ` — 在第 ${job.header_line} 行找到表头（上方 ${job.header_line - 1} 行为标题）` : "");
   $("job-bar").value = job.progress;
   $("job-progress").textContent = `${Math.floor(job.progress * 100)} % (${job.done_rows} / ${job.total_rows} rows)`;
   const c = job.counts;
-  $("job-counts").textContent = `match ${c.match} · ambiguous ${c.ambiguous} · none ${c.none} · error ${c.error}`
+  $("job-counts").textContent = `match ${c.match} · ambiguous ${c.ambiguous} · none ${c.none}`
+    + ` · skipped ${c.skipped} · error ${c.error}`
     + (job.eta_s && job.state !== "done" ? ` · about ${Math.ceil(job.eta_s)} s left` : "");
   if (job.state === "done") {
     const stem = job.filename.replace(/\.[^.]*$/, "");
@@ -219,10 +254,34 @@ async function follow(jobId) {
       link.onclick = (event) => { event.preventDefault(); download(`/api/v1/jobs/${jobId}/result.${kind}`, link.textContent); };
     }
     show($("job-downloads"), true);
+    loadRecentJobs();
     return;
   }
   setTimeout(() => follow(jobId), 500);
 }
+
+// The tenant's recent files: reopened with a click (a reload of the page forgets nothing).
+async function loadRecentJobs() {
+  try {
+    const jobs = await (await api("/api/v1/jobs")).json();
+    const body = $("recent-jobs");
+    body.replaceChildren();
+    for (const job of jobs.slice(0, 10)) {
+      const row = document.createElement("tr");
+      const open = document.createElement("a");
+      open.href = "#";
+      open.textContent = job.filename;
+      open.addEventListener("click", (event) => { event.preventDefault(); show($("job"), true); follow(job.id); });
+      row.appendChild(document.createElement("td")).appendChild(open);
+      cell(row, job.state);
+      cell(row, `${job.done_rows} / ${job.total_rows}`);
+      cell(row, new Date(job.created_at).toLocaleString("zh-CN"));
+      body.appendChild(row);
+    }
+  } catch (_) { /* without a key (keys mode) there is nothing to list yet */ }
+}
+loadRecentJobs();
+keyInput.addEventListener("change", loadRecentJobs);
 
 async function download(path, filename) {
   try {
