@@ -43,6 +43,7 @@ from tests.serve_harness import (
 )
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[1]
 
 ADMIN = {"authorization": "Bearer test-admin-token-0123456789"}
 #: Debian's browser and its driver (scripts/install puts them there).
@@ -216,6 +217,58 @@ def test_the_web_page_in_a_real_browser(serve_app: str, tmp_path: Path) -> None:
     table = list(csv.reader(io.StringIO(saved[0].read_text(encoding="utf-8-sig"))))
     assert saved[0].name == "对账单.result.csv" and len(table) == 301
     assert [row[0] for row in table[1:]] == [str(n) for n in range(300)]
+
+
+@pytest.mark.browser
+def test_bank_exports_through_the_page(serve_app: str, tmp_path: Path) -> None:
+    """The eight export shapes of ``tests/export_shapes.py``, each uploaded on the page as a clerk would: the
+    job finishes with its non-transactions skipped, and the page says where it found the header."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from serve_app.jobs.files import read_table
+    from tests.export_shapes import shapes
+
+    with headless_chromium() as driver:
+        wait = WebDriverWait(driver, 90)
+        driver.get(f"{serve_app}/")
+        for shape in shapes():
+            path = tmp_path / shape.filename
+            path.write_bytes(shape.data)
+            driver.find_element(By.ID, "upload-file").send_keys(str(path))
+            driver.find_element(By.ID, "upload-button").click()
+            wait.until(lambda d, name=shape.filename: d.find_element(By.ID, "job-file").text.startswith(name))
+            wait.until(lambda d: d.find_element(By.ID, "job-state").text.startswith("完成"))
+            counts = driver.find_element(By.ID, "job-counts").text
+            assert f"skipped {shape.not_transactions}" in counts and "error 0" in counts, (shape.name, counts)
+            header_line = read_table(shape.data, max_rows=1000).header_line
+            said = driver.find_element(By.ID, "job-file").text
+            assert (f"在第 {header_line} 行找到表头" in said) == (header_line > 1), (shape.name, said)
+
+
+def documented_examples() -> list[str]:
+    """The commands the docs show against a local service: README's ``$ curl`` lines and docs/bulk.md's
+    ``bash`` blocks."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    examples = [line[2:] for line in readme.splitlines() if line.startswith("$ curl ")]
+    bulk = (ROOT / "docs" / "bulk.md").read_text(encoding="utf-8")
+    return examples + [block for block in re.findall(r"```bash\n(.*?)```", bulk, re.S) if "localhost:8000" in block]
+
+
+def test_every_curl_example_in_the_docs_runs_as_written(serve_app: str, tmp_path: Path) -> None:
+    """Each example, its host's port aside, in bash with ``set -euo pipefail`` and curl failing on any
+    HTTP error (``fail-with-body``): the docs' commands work on the service as it is."""
+    port = serve_app.rsplit(":", 1)[1]
+    (tmp_path / "对账单.csv").write_bytes(statement_csv(20))
+    (tmp_path / ".curlrc").write_text("fail-with-body\n")
+    examples = documented_examples()
+    assert len(examples) >= 2
+    for example in examples:
+        script = example.replace("localhost:8000", f"localhost:{port}")
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                              env=os.environ | {"CURL_HOME": str(tmp_path)}, timeout=120)  # fmt: skip
+        assert done.returncode == 0, (example, done.stdout[-600:], done.stderr[-600:])
+    assert (tmp_path / "对账单.result.xlsx").stat().st_size > 0
 
 
 def clear_model_cache(base: str) -> dict:
