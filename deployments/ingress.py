@@ -25,7 +25,7 @@ from serve_app.db.announcements import Announcements
 from serve_app.db.pool import create_pool
 from serve_app.db.redis_client import create_redis
 from serve_app.directory.browse import DirectoryBrowser
-from serve_app.directory.history import DirectoryHistory
+from serve_app.directory.history import DirectoryHistory, DirectoryInfo
 from serve_app.directory.loader import LOADED_CHANNEL
 from serve_app.jobs.store import JobStore
 from serve_app.models.board import ModelBoard
@@ -76,6 +76,7 @@ class Ingress:
         self.keys = KeyStore(self.pool)
         self.history = DirectoryHistory(self.pool, settings.db_acquire_timeout_s)
         self._exported_version = -1
+        self._directory: DirectoryInfo | None = None
         self.service.query_log.start()
         # A directory load is followed at once (cached answers keyed by the version before it stop being
         # served); the poll in ``_refresh`` covers a listener that is down.
@@ -117,13 +118,15 @@ class Ingress:
                     await self.announcements.ensure()
                     await self.service.refresh_data_version()
                     if self.service.data_version != self._exported_version:  # counts read once per load
-                        self.metrics.export_directory(await self.history.info())
+                        self._directory = await self.history.info()
                         self._exported_version = self.service.data_version
                 database_up = True
             except Exception as exc:  # noqa: BLE001 - keep the last version while the database is away
                 database_up = False
                 log.debug("data version refresh failed: %s", exc)
             self.metrics.export(self.service, database_up)
+            if self._directory is not None:  # set every tick: Ray drops a gauge no one has set for a while
+                self.metrics.export_directory(self._directory)
 
     def replica_stats(self) -> dict:
         return {"replica": self.replica_id, "tunables": self.tunables.model_dump()} | self.service.stats()

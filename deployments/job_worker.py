@@ -23,6 +23,7 @@ from serve_app.service.assembly import assemble_query_service
 from serve_app.settings import Settings
 
 log = logging.getLogger(__name__)
+METRICS_REFRESH_S = 5.0
 
 
 @serve.deployment
@@ -50,15 +51,20 @@ class JobWorker:
         self._sweeper = loop.create_task(self._sweep_forever())
 
     async def _sweep_forever(self) -> None:
-        """The retention sweep, now and every ``sweep_interval_s`` (one replica at a time does the work)."""
+        """The retention sweep, now and every ``sweep_interval_s`` (one replica at a time does the work); its
+        gauge is set again every few seconds (Ray drops a gauge no one has set for a while)."""
+        last: dict[str, int] = {"query_log": 0, "jobs": 0, "job_rows": 0}
+        next_sweep = 0.0
+        loop = asyncio.get_running_loop()
         while True:
-            try:
-                deleted = await sweep(self.pool, self.retention)
-                if deleted is not None:
-                    self.metrics.on_sweep(deleted)
-            except Exception as exc:  # noqa: BLE001 - a failed sweep is tried again at the next interval
-                log.warning("retention sweep failed: %s", exc)
-            await asyncio.sleep(self.retention.sweep_interval_s)
+            if loop.time() >= next_sweep:
+                next_sweep = loop.time() + self.retention.sweep_interval_s
+                try:
+                    last = await sweep(self.pool, self.retention) or last
+                except Exception as exc:  # noqa: BLE001 - a failed sweep is tried again at the next interval
+                    log.warning("retention sweep failed: %s", exc)
+            self.metrics.on_sweep(last)
+            await asyncio.sleep(min(METRICS_REFRESH_S, self.retention.sweep_interval_s))
 
     def reconfigure(self, user_config: dict) -> None:
         self.tunables = self.runner.tunables = JobTunables.model_validate(user_config)
