@@ -18,7 +18,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from serve_app.db.errors import DIRECTORY, database_errors
-from serve_app.db.sql import escape_like
+from serve_app.db.sql import escape_like, where_clause
 from serve_app.directory.gazetteer import Gazetteer
 from serve_app.normalize import normalize
 from serve_app.schemas import BranchRecordOut, refuse_control_characters
@@ -90,20 +90,14 @@ def full_place_names(query: BrowseQuery) -> BrowseQuery:
     )
 
 
-def browse_statements(query: BrowseQuery) -> tuple[str, str, list[str]]:
+def browse_statements(query: BrowseQuery) -> tuple[str, str, list[object]]:
     """(page statement, count statement, arguments) for ``query``: built from the fixed clauses only."""
     query = full_place_names(query)
-    clauses, arguments = [], []
-    for name, clause in _CLAUSES.items():
-        value = getattr(query, name)
-        if name == "q" and value:
-            value = normalize(value)
-            value = f"%{escape_like(value)}%" if value else None
-        if value:
-            arguments.append(value)
-            clauses.append(clause.replace("{n}", str(len(arguments))))
-    clauses += _STATUS[query.status]
-    where = " AND ".join(clauses) or "true"
+    values: dict[str, object] = {name: getattr(query, name) for name in _CLAUSES}
+    text = normalize(query.q) if query.q else ""
+    values["q"] = f"%{escape_like(text)}%" if text else None
+    where, arguments = where_clause(_CLAUSES, values)
+    where = " AND ".join([where, *_STATUS[query.status]])
     columns = "code, name, bank_name AS bank, bank_code, province, city, district, clearing_code, retired_on"
     n = len(arguments)
     page = f"SELECT {columns} FROM branches WHERE {where} ORDER BY code LIMIT ${n + 1} OFFSET ${n + 2}"  # noqa: S608

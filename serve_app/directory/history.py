@@ -15,6 +15,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from serve_app.db.errors import DIRECTORY, database_errors
+from serve_app.db.sql import where_clause
 from serve_app.directory.snapshots import ChangeKind
 from serve_app.schemas import refuse_control_characters
 
@@ -110,13 +111,7 @@ def change_statements(query: ChangeQuery) -> tuple[str, str, list[object]]:
             filters["version"] = int(query.since)
         else:
             filters["date"] = date.fromisoformat(query.since)
-    clauses, arguments = [], []
-    for name, clause in _CLAUSES.items():
-        value = filters.get(name)
-        if value is not None and value != "":
-            arguments.append(value)
-            clauses.append(clause.replace("{n}", str(len(arguments))))
-    where = " AND ".join(clauses) or "true"
+    where, arguments = where_clause(_CLAUSES, filters)
     n = len(arguments)
     page = f"""SELECT data_version, as_of, kind, code, bank_name AS bank, city, old, new FROM directory_changes
                WHERE {where} ORDER BY data_version DESC, id LIMIT ${n + 1} OFFSET ${n + 2}"""  # noqa: S608
