@@ -89,6 +89,9 @@ async def test_an_export_through_the_upload_api(client, shape: Shape) -> None:
         assert isinstance(first[0], datetime), (shape.name, first[:8])  # a date stays a date
         assert isinstance(first[7], float | int), (shape.name, first[:8])  # an amount stays a number
         assert sheet.freeze_panes == "A2" and "汇总" in book.sheetnames
+        summary = [[cell.value for cell in row] for row in book["汇总"].iter_rows()]
+        titles = status["title_lines"]  # the export's title lines, kept on the summary sheet
+        assert [row[0] for row in summary[: len(titles)]] == [line[0] for line in titles], shape.name
 
 
 def test_the_same_exports_through_the_cli(exports_database_url, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from serve_app.cli.query import query_pipeline
 from serve_app.config import UploadLimits
-from serve_app.jobs.files import read_table
+from serve_app.jobs.files import InputTable, read_table
 from serve_app.jobs.outputs import Lang, column_kinds, output_cells, output_header, workbook
 from serve_app.jobs.results import RowResult, answer_rows, csv_text, result_filename
 from serve_app.schemas import QueryRequest, QueryResult
@@ -32,11 +32,12 @@ def output_path(source: Path, output: Path | None) -> Path:
     return output or source.with_name(result_filename(source.name, "csv"))
 
 
-def write_output(path: Path, header: list[str], rows: list[list[str]], kinds: Sequence[str], lang: Lang) -> None:
+def write_output(path: Path, header: list[str], rows: list[list[str]], kinds: Sequence[str], table: InputTable,
+                 lang: Lang) -> None:  # fmt: skip
     """CSV (UTF-8 with a BOM) or, for a ``.xlsx`` path, a workbook: the same columns either way (the
     service's files: ``jobs.outputs``)."""
     if path.suffix.lower() == ".xlsx":
-        path.write_bytes(workbook(header, rows, kinds, lang))
+        path.write_bytes(workbook(header, rows, kinds, lang, table.title_lines))
     else:
         path.write_text("\ufeff" + csv_text([header, *rows]), encoding="utf-8")
 
@@ -82,7 +83,7 @@ async def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
     kinds = table.column_kinds or column_kinds(
         [row for row, reason in zip(table.rows, skips, strict=True) if not reason], len(table.columns)
     )
-    write_output(out, output_header(table.columns, args.lang), rows, kinds, args.lang)
+    write_output(out, output_header(table.columns, args.lang), rows, kinds, table, args.lang)
     counts = Counter(result.verdict or "error" for result in done)
     summary = ", ".join(f"{name} {counts.get(name, 0)}" for name in ("match", "ambiguous", "none", "skipped", "error"))
     print(f"{len(rows)} rows → {out}\n{summary}")

@@ -138,9 +138,15 @@ def _number(cell: str) -> float | None:
     return value if abs(value) < 1e15 else None
 
 
-def workbook(header: list[str], rows: list[list[str]], kinds: Sequence[str], lang: Lang = "zh") -> bytes:
+def workbook(
+    header: list[str],
+    rows: list[list[str]],
+    kinds: Sequence[str],
+    lang: Lang = "zh",
+    title_lines: Sequence[Sequence[str]] = (),
+) -> bytes:
     """The result workbook: ``header`` over ``rows`` (input cells, then ``output_cells``), the input's
-    columns typed by ``kinds``; a summary sheet after it."""
+    columns typed by ``kinds``; a summary sheet after it, under the file's own title lines."""
     import openpyxl
     from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, WriteOnlyCell
     from openpyxl.styles import Font, PatternFill
@@ -174,7 +180,7 @@ def workbook(header: list[str], rows: list[list[str]], kinds: Sequence[str], lan
                 cell.number_format = "yyyy-mm-dd hh:mm" if typed.hour or typed.minute else "yyyy-mm-dd"
             cells.append(_cell(cell, fill=fill))
         sheet.append(cells)
-    _summary(book, rows, verdict_at, lang)
+    _summary(book, rows, verdict_at, lang, title_lines)
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()
@@ -207,9 +213,16 @@ def _width(text: str) -> int:
     return sum(2 if ord(char) > 0x2E80 else 1 for char in text)
 
 
-def _summary(book, rows: list[list[str]], verdict_at: int, lang: Lang) -> None:
-    """Counts by verdict and by reason, on a sheet of their own."""
+def _summary(book, rows: list[list[str]], verdict_at: int, lang: Lang, title_lines: Sequence[Sequence[str]]) -> None:
+    """The file's title lines (an export's 账户名称, 起止日期 …, kept as read), then counts by verdict and by
+    reason, on a sheet of their own."""
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
     sheet = book.create_sheet("汇总" if lang == "zh" else "summary")
+    for line in title_lines:
+        sheet.append([ILLEGAL_CHARACTERS_RE.sub("\ufffd", cell) for cell in line])
+    if title_lines:
+        sheet.append([])
     reason_at = verdict_at + 2
     verdicts = Counter(row[verdict_at] or "error" for row in rows)
     reasons = Counter((row[verdict_at] or "error", row[reason_at]) for row in rows)

@@ -24,7 +24,8 @@ async def result_workbook(store: JobStore, tenant: str, job_id: str, lang: Lang 
         return status, stored
     rows = [row async for page in pages for row in page]
     kinds = list(kinds) or ["text"] * len(status.columns)  # jobs stored before columns had kinds
-    data = await asyncio.to_thread(workbook, output_header(status.columns, lang), rows, kinds, lang)
+    header = output_header(status.columns, lang)
+    data = await asyncio.to_thread(workbook, header, rows, kinds, lang, status.title_lines)
     if lang == "zh":
         await store.pool.execute("UPDATE jobs SET result_xlsx = $2 WHERE id = $1 AND result_xlsx IS NULL", job, data)
     return status, data
