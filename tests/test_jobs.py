@@ -24,8 +24,9 @@ from serve_app.config import IngressTunables, JobTunables
 from serve_app.db.pool import create_pool
 from serve_app.directory.records import demo_cnaps_path
 from serve_app.errors import DependencyUnavailable, TooManyRows, UnknownJob, UnreadableFile
+from serve_app.jobs.exports import cell_kind, column_kinds
 from serve_app.jobs.files import read_table
-from serve_app.jobs.outputs import OUTPUT_COLUMNS, column_kinds, output_cells, output_header, workbook
+from serve_app.jobs.outputs import OUTPUT_COLUMNS, output_cells, output_header, workbook
 from serve_app.jobs.results import RowResult, answer_row, csv_text
 from serve_app.jobs.runner import JobRunner
 from serve_app.jobs.store import JobStore
@@ -131,7 +132,7 @@ def test_result_columns_and_writers() -> None:
     )
     rows = [["2025-11-01", "x", "1,234.50", *cells], ["2025-11-02 09:30", "y", "-12.00", *output_cells(RowResult())]]
     assert list(csv.reader(io.StringIO(csv_text([header, *rows])))) == [header, *rows]
-    kinds = column_kinds([row[:3] for row in rows], 3)
+    kinds = column_kinds([[cell_kind(cell) for cell in row[:3]] for row in rows], 3)
     assert kinds == ["date", "text", "number"]
     book = openpyxl.load_workbook(io.BytesIO(workbook(header, rows, kinds)))
     sheet = book["结果"]

@@ -8,13 +8,12 @@ import asyncio
 import signal
 import sys
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 
 from serve_app.cli.query import query_pipeline
 from serve_app.config import UploadLimits
 from serve_app.jobs.files import InputTable, read_table
-from serve_app.jobs.outputs import Lang, column_kinds, output_cells, output_header, workbook
+from serve_app.jobs.outputs import Lang, output_cells, output_header, workbook
 from serve_app.jobs.results import RowResult, answer_rows, csv_text, result_filename
 from serve_app.schemas import QueryRequest, QueryResult
 from serve_app.settings import Settings
@@ -32,12 +31,11 @@ def output_path(source: Path, output: Path | None) -> Path:
     return output or source.with_name(result_filename(source.name, "csv"))
 
 
-def write_output(path: Path, header: list[str], rows: list[list[str]], kinds: Sequence[str], table: InputTable,
-                 lang: Lang) -> None:  # fmt: skip
+def write_output(path: Path, header: list[str], rows: list[list[str]], table: InputTable, lang: Lang) -> None:
     """CSV (UTF-8 with a BOM) or, for a ``.xlsx`` path, a workbook: the same columns either way (the
     service's files: ``jobs.outputs``)."""
     if path.suffix.lower() == ".xlsx":
-        path.write_bytes(workbook(header, rows, kinds, lang, table.title_lines))
+        path.write_bytes(workbook(header, rows, table.column_kinds, lang, table.title_lines))
     else:
         path.write_text("\ufeff" + csv_text([header, *rows]), encoding="utf-8")
 
@@ -53,7 +51,7 @@ async def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
         max_rows=RECONCILE_MAX_ROWS,
         limits=RECONCILE_LIMITS,
     )
-    skips = [table.skip_reason(row) for row in table.rows]
+    skips = table.skips
     print(
         f"{args.file}: header on line {table.header_line}, {len(table.rows)} rows "
         f"({sum(r is not None for r in skips)} not transactions), looking up column "
@@ -80,10 +78,7 @@ async def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
         ]
     rows = [cells + output_cells(result) for cells, result in zip(table.rows, done, strict=True)]
     out = output_path(args.file, args.output)
-    kinds = table.column_kinds or column_kinds(
-        [row for row, reason in zip(table.rows, skips, strict=True) if not reason], len(table.columns)
-    )
-    write_output(out, output_header(table.columns, args.lang), rows, kinds, table, args.lang)
+    write_output(out, output_header(table.columns, args.lang), rows, table, args.lang)
     counts = Counter(result.verdict or "error" for result in done)
     summary = ", ".join(f"{name} {counts.get(name, 0)}" for name in ("match", "ambiguous", "none", "skipped", "error"))
     print(f"{len(rows)} rows → {out}\n{summary}")

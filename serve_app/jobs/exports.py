@@ -12,6 +12,9 @@ a reason, never asked and never an error.
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from functools import cache
 from importlib import resources
 
@@ -27,6 +30,9 @@ _FOOTER = re.compile(r"^(?:打印时间|打印日期|打印人|制表|制单|经
 SKIP_REASONS = ("no_bank_name", "total_line", "footer")
 #: Share of a column's non-empty transaction cells that must be of one type for the column to be typed.
 TYPED_SHARE = 0.9
+_DATE = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
+#: An amount: a decimal point or thousands separators (a bare integer may be an account number or a code).
+_AMOUNT = re.compile(r"^[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)\.\d+$|^[+-]?\d{1,3}(?:,\d{3})+$")
 
 
 @cache
@@ -89,6 +95,50 @@ def skip_reason(row: list[str], text_column: int) -> str | None:
     if not cells[text_column]:
         return "no_bank_name"
     return None
+
+
+def parse_date(cell: str) -> datetime | None:
+    """A date (and time) as exports write them: 2025-11-01, 2025/11/01 09:30, 2025.11.01 09:30:12."""
+    found = _DATE.match(cell.strip())
+    if not found:
+        return None
+    year, month, day, hour, minute, second = (int(part) for part in found.groups(default="0"))
+    try:
+        return datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        return None
+
+
+def parse_amount(cell: str) -> float | None:
+    """An amount: with a decimal point or thousands separators, and short enough not to be an account."""
+    text = cell.strip()
+    if not _AMOUNT.match(text):
+        return None
+    value = float(text.replace(",", ""))
+    return value if abs(value) < 1e15 else None
+
+
+def cell_kind(cell: str) -> str:
+    """A text cell's type: ``empty``, ``date``, ``number`` (an amount) or ``text``."""
+    if not cell.strip():
+        return "empty"
+    if parse_date(cell) is not None:
+        return "date"
+    return "number" if parse_amount(cell) is not None else "text"
+
+
+def column_kinds(cell_kinds: Iterable[Sequence[str]], width: int) -> list[str]:
+    """Each column's type from its cells' (``cell_kind``, or a workbook's stored types) in transaction rows:
+    ``date`` or ``number`` when at least ``TYPED_SHARE`` of its non-empty cells are, else ``text``."""
+    counts: list[Counter[str]] = [Counter() for _ in range(width)]
+    for row in cell_kinds:
+        for index, kind in enumerate(row[:width]):
+            counts[index][kind] += 1
+    kinds = []
+    for column in counts:
+        cells = column.total() - column["empty"]
+        kinds.append(next((k for k in ("date", "number") if cells and column[k] >= TYPED_SHARE * cells), "text"))
+    return kinds
 
 
 def _has_cjk(text: str) -> bool:

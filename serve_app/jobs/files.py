@@ -28,7 +28,7 @@ from typing import Literal
 
 from serve_app.config import UploadLimits
 from serve_app.errors import TooManyRows, UnreadableFile
-from serve_app.jobs.exports import TYPED_SHARE, locate_header, skip_reason, text_column
+from serve_app.jobs.exports import cell_kind, column_kinds, locate_header, skip_reason, text_column
 from serve_app.jobs.read_limits import ReadBudget, check_archive, check_lines
 
 Format = Literal["csv", "xlsx", "jsonl"]
@@ -58,12 +58,11 @@ class InputTable:
     title_lines: list[list[str]] = field(default_factory=list)
     #: The header's line in the file, 1-based.
     header_line: int = 1
-    #: Each column's type as an XLSX stores it (None for text files: inferred from the text, ``jobs.outputs``).
-    column_kinds: list[str] | None = None
-
-    def skip_reason(self, row: list[str]) -> str | None:
-        """Why ``row`` is not a transaction (a total, a footer, no bank name), or None."""
-        return skip_reason(row, self.text_column)
+    #: Per row: why it is not a transaction (a total, a footer, no bank name), or None (``exports.skip_reason``).
+    skips: list[str | None] = field(default_factory=list)
+    #: Per column: ``date``, ``number`` or ``text``, from its transaction rows (``exports.column_kinds``): the
+    #: types an XLSX stored, the types a text file's cells parse as.
+    column_kinds: list[str] = field(default_factory=list)
 
     def text(self, row: list[str]) -> str:
         return row[self.text_column]
@@ -93,32 +92,16 @@ def read_table(
             lines = _read_csv(_text(data, encoding, budget), budget)
         if not lines:
             raise UnreadableFile("the file is empty: a header row is required")
-        at = locate_header(lines, column)
-        title, header, rows = lines[:at], lines[at], lines[at + 1 :]
-        types = None if types is None else types[at + 1 :]
+        found = locate_header(lines, column)
+        title, header, rows = lines[:found], lines[found], lines[found + 1 :]
+        types = None if types is None else types[found + 1 :]
     columns, rows = _rectangular(header, rows, budget.limits)
     header_line = len(title) + 1
-    at_column = text_column(columns, column, header_line)
-    kinds = None if types is None else _stored_kinds(rows, types, len(columns), at_column)
-    return InputTable(kind, columns, rows, at_column, title, header_line, kinds)
-
-
-def _stored_kinds(rows: list[list[str]], types: list[list[str]], width: int, at: int) -> list[str]:
-    """Each column's type as the workbook stored it in its transaction rows (nearly all of them)."""
-    counts = [{"number": 0, "date": 0, "cells": 0} for _ in range(width)]
-    for row, row_types in zip(rows, types, strict=True):
-        if skip_reason(row, at) is not None:
-            continue
-        for index, kind in enumerate(row_types[:width]):
-            if kind != "empty":
-                counts[index]["cells"] += 1
-                counts[index][kind] = counts[index].get(kind, 0) + 1
-    kinds = []
-    for column in counts:
-        cells = column["cells"]
-        kind = next((k for k in ("date", "number") if cells and column[k] >= TYPED_SHARE * cells), "text")
-        kinds.append(kind)
-    return kinds
+    at = text_column(columns, column, header_line)
+    skips = [skip_reason(row, at) for row in rows]
+    cell_kinds = types if types is not None else ([cell_kind(cell) for cell in row] for row in rows)
+    transactions = (kinds for kinds, skip in zip(cell_kinds, skips, strict=True) if skip is None)
+    return InputTable(kind, columns, rows, at, title, header_line, skips, column_kinds(transactions, len(columns)))
 
 
 def _text(data: bytes, encoding: str | None, budget: ReadBudget) -> str:

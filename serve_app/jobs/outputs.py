@@ -2,9 +2,9 @@
 headers in Chinese (English with ``lang=en``), each candidate's code and name in columns of their own.
 
 ``result.csv`` is plain text with those columns (every cell ``inert``). ``result.xlsx`` keeps dates as
-dates and amounts as numbers where the input had them (a column is typed when nearly all its transaction
-rows hold that type; a cell that does not parse stays text), colours each row by its verdict, freezes and
-filters the header, sizes the columns, and adds a sheet that counts verdicts and reasons.
+dates and amounts as numbers where the input had them (the input table's ``column_kinds``; a cell that
+does not parse stays text), colours each row by its verdict, freezes and filters the header, sizes the
+columns, and adds a sheet with the file's title lines and counts of verdicts and reasons.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from __future__ import annotations
 import io
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.jobs.exports import TYPED_SHARE
+from serve_app.jobs.exports import parse_amount, parse_date
 from serve_app.jobs.results import CANDIDATES_SHOWN, RowResult
 
 Lang = Literal["zh", "en"]
@@ -66,9 +66,6 @@ OUTPUT_COLUMNS: tuple[OutputColumn, ...] = (
 _CANDIDATE = re.compile(r"(\d{12}) (.+)")
 #: Row colours by verdict (pale, so that text stays readable).
 FILLS = {"match": "D6F0DC", "ambiguous": "FDF0C9", "none": "E5E7EB", "skipped": "F3F4F6", "error": "F8D7D7"}
-_DATE = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
-#: An amount: a decimal point or thousands separators (a bare integer may be an account number or a code).
-_AMOUNT = re.compile(r"^[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)\.\d+$|^[+-]?\d{1,3}(?:,\d{3})+$")
 
 
 def output_header(columns: list[str], lang: Lang = "zh") -> list[str]:
@@ -95,47 +92,6 @@ def _candidates(text: str) -> list[tuple[str, str]]:
         found = _CANDIDATE.fullmatch(part)
         pairs.append((found.group(1), found.group(2)) if found else ("", part))
     return pairs[:CANDIDATES_SHOWN]
-
-
-def column_kinds(rows: Iterable[list[str]], width: int) -> list[Kind]:
-    """Each input column's type, from its transaction rows: ``date`` or ``number`` when nearly all its
-    non-empty cells parse so, else ``text``."""
-    parsed: list[Counter[str]] = [Counter() for _ in range(width)]
-    for row in rows:
-        for index, cell in enumerate(row[:width]):
-            if cell.strip():
-                parsed[index]["cells"] += 1
-                parsed[index]["date"] += _date(cell) is not None
-                parsed[index]["number"] += _number(cell) is not None
-    kinds: list[Kind] = []
-    for counts in parsed:
-        cells = counts["cells"]
-        if cells and counts["date"] >= TYPED_SHARE * cells:
-            kinds.append("date")
-        elif cells and counts["number"] >= TYPED_SHARE * cells:
-            kinds.append("number")
-        else:
-            kinds.append("text")
-    return kinds
-
-
-def _date(cell: str) -> datetime | None:
-    found = _DATE.match(cell.strip())
-    if not found:
-        return None
-    year, month, day, hour, minute, second = (int(part) for part in found.groups(default="0"))
-    try:
-        return datetime(year, month, day, hour, minute, second)
-    except ValueError:
-        return None
-
-
-def _number(cell: str) -> float | None:
-    text = cell.strip()
-    if not _AMOUNT.match(text):
-        return None
-    value = float(text.replace(",", ""))
-    return value if abs(value) < 1e15 else None
 
 
 def workbook(
@@ -189,7 +145,9 @@ def workbook(
 def _typed(value: str, kind: str) -> datetime | float | None:
     if not value.strip() or kind == "text":
         return None
-    return _date(value) if kind == "date" else _number(value) if "," in value or "." in value else _plain(value)
+    if kind == "date":
+        return parse_date(value)
+    return parse_amount(value) if "," in value or "." in value else _plain(value)
 
 
 def _plain(value: str) -> float | None:

@@ -22,7 +22,7 @@ import asyncpg
 
 from serve_app.errors import JobNotDone, QuotaExceeded, UnknownJob
 from serve_app.jobs.files import InputTable
-from serve_app.jobs.outputs import column_kinds, output_cells
+from serve_app.jobs.outputs import output_cells
 from serve_app.jobs.results import RESULT_COLUMNS, RowResult
 from serve_app.jobs.status import JOB_COLUMNS, JobStatus
 
@@ -160,8 +160,7 @@ class JobStore:
                     return JobStatus.from_row(again)
             if quota is not None:
                 await _check_quota(conn, tenant, len(table.rows), quota)
-            skips = [table.skip_reason(cells) for cells in table.rows]
-            skipped = sum(reason is not None for reason in skips)
+            skipped = sum(reason is not None for reason in table.skips)
             row = await conn.fetchrow(
                 f"""INSERT INTO jobs (id, tenant, state, filename, input_format, columns, text_column, model,
                                       total_rows, done_rows, skipped_rows, finished_at, idempotency_key,
@@ -182,15 +181,13 @@ class JobStore:
                 idempotency_key,
                 json.dumps(table.title_lines, ensure_ascii=False),
                 table.header_line,
-                table.column_kinds
-                or column_kinds([cells for cells, reason in zip(table.rows, skips, strict=True) if reason is None],
-                                len(table.columns)),
-            )  # fmt: skip
+                table.column_kinds,
+            )
             await conn.copy_records_to_table(
                 "job_rows",
                 records=(
                     (job_id, number, cells, reason is not None, "skipped" if reason else None, reason)
-                    for number, (cells, reason) in enumerate(zip(table.rows, skips, strict=True))
+                    for number, (cells, reason) in enumerate(zip(table.rows, table.skips, strict=True))
                 ),
                 columns=("job_id", "row_no", "cells", "done", "verdict", "reason"),
                 timeout=SUBMIT_TIMEOUT_S,  # not the pool's per-command timeout, which is for serving queries
