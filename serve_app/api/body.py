@@ -18,16 +18,16 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 @dataclass(frozen=True)
 class BodyPace:
-    """How slowly a body may arrive: ``grace_s``, plus one second per ``min_bytes_per_s`` bytes received."""
+    """How slowly a body may arrive: ``grace_s``, plus one second per ``min_bytes_per_s`` bytes received
+    (``IngressConfig.body_grace_s`` and ``min_body_bytes_per_s``)."""
 
-    grace_s: float = 1.5
-    min_bytes_per_s: int = 16_384
+    grace_s: float
+    min_bytes_per_s: int
 
 
-async def read_body(request: Request, limit: int, pace: BodyPace | None = None) -> bytes:
+async def read_body(request: Request, limit: int, pace: BodyPace) -> bytes:
     """The whole body; ``BodyTooLarge`` as soon as it (or its declared length) passes ``limit`` bytes,
     ``BodyTimeout`` as soon as it falls behind ``pace`` (a client sending a byte a second holds a slot)."""
-    pace = pace or BodyPace()
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise e.BodyTooLarge(f"request body is limited to {limit} bytes")
@@ -48,7 +48,7 @@ async def read_body(request: Request, limit: int, pace: BodyPace | None = None) 
     return bytes(body)
 
 
-async def read_json(request: Request, model: type[ModelT], limit: int, pace: BodyPace | None = None) -> ModelT:
+async def read_json(request: Request, model: type[ModelT], limit: int, pace: BodyPace) -> ModelT:
     """The body as ``model``: ``MalformedBody`` for anything but UTF-8 JSON, ``InvalidRequest`` for a body
     that is not an object or does not validate."""
     body = await read_body(request, limit, pace)

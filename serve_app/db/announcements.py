@@ -32,18 +32,17 @@ class Announcements:
     def listening(self) -> bool:
         return self.conn is not None and not self.conn.is_closed()
 
-    async def ensure(self, timeout_s: float = 2.0) -> bool:
-        """Listen if not listening; True when a new connection was made (the caller may have missed
-        notices while there was none, and should read the state once)."""
+    async def ensure(self, timeout_s: float = 2.0) -> None:
+        """Listen if not listening (notices sent while there was no connection are lost: the owner's poll
+        reads the state anyway)."""
         if self.listening:
-            return False
+            return
         await self.close()
         conn = await asyncpg.connect(
             self.database_url, timeout=timeout_s, server_settings={"application_name": "serve-app-listen"}
         )
         await conn.add_listener(self.channel, self._notified)
         self.conn = conn
-        return True
 
     def _notified(self, conn: object, pid: int, channel: str, payload: str) -> None:
         task = asyncio.get_running_loop().create_task(self._call())

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from serve_app.db.errors import DIRECTORY, database_errors
 from serve_app.db.sql import where_clause
+from serve_app.directory.loader import branch_counts, read_directory_state
 from serve_app.directory.snapshots import ChangeKind
 from serve_app.schemas import refuse_control_characters
 
@@ -127,19 +128,11 @@ class DirectoryHistory:
     async def info(self) -> DirectoryInfo:
         with database_errors(DIRECTORY):
             async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
-                meta = {r["key"]: r["value"] for r in await conn.fetch("SELECT key, value FROM directory_meta")}
+                data_version, as_of = await read_directory_state(conn)
                 load = await conn.fetchrow("SELECT * FROM directory_loads ORDER BY data_version DESC LIMIT 1")
-                counts = await conn.fetchrow(
-                    """SELECT count(*) FILTER (WHERE retired_on IS NULL) AS active,
-                              count(retired_on) AS retired FROM branches"""
-                )
-        return DirectoryInfo(
-            as_of=date.fromisoformat(meta["as_of"]) if meta.get("as_of") else None,
-            data_version=int(meta["data_version"]),
-            active=counts["active"],
-            retired=counts["retired"],
-            last_load=None if load is None else LoadOut.model_validate({**load, "counts": _decoded(load["counts"])}),
-        )
+                counts = await branch_counts(conn)
+        last_load = None if load is None else LoadOut.model_validate({**load, "counts": _decoded(load["counts"])})
+        return DirectoryInfo(as_of=as_of, data_version=data_version, last_load=last_load, **counts)
 
     async def changes(self, query: ChangeQuery) -> ChangePage:
         page, count, arguments = change_statements(query)

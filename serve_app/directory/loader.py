@@ -189,7 +189,8 @@ async def load_directory(
             generated = list(synthetic_branches(synthetic, {r["code"] for r in taken}, {r["name"] for r in taken}))
             await upsert_branches(conn, generated, version)
         mode = "synthetic" if cnaps_path is None else "partial" if options.partial else "snapshot"
-        counts = diff.counts() | await _state_counts(conn)
+        held = await branch_counts(conn)
+        counts = diff.counts() | {"active": held["active"], "retired_total": held["retired"]}
         await conn.execute(
             """INSERT INTO directory_loads (data_version, as_of, mode, source, sha256, rows_read, counts)
                VALUES ($1, $2, $3, $4, $5, $6, $7)""",
@@ -249,11 +250,12 @@ def _json(value: dict | None) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
-async def _state_counts(conn: asyncpg.Connection) -> dict[str, int]:
+async def branch_counts(conn: asyncpg.Connection) -> dict[str, int]:
+    """The directory's codes by state: ``active`` (payable) and ``retired`` (left a snapshot)."""
     row = await conn.fetchrow(
-        "SELECT count(*) FILTER (WHERE retired_on IS NULL) AS active, count(retired_on) AS retired_total FROM branches"
+        "SELECT count(*) FILTER (WHERE retired_on IS NULL) AS active, count(retired_on) AS retired FROM branches"
     )
-    return {"active": row["active"], "retired_total": row["retired_total"]}
+    return {"active": row["active"], "retired": row["retired"]}
 
 
 def file_sha256(path: Path) -> str:
@@ -267,6 +269,7 @@ def file_sha256(path: Path) -> str:
 
 async def directory_stats(conn: asyncpg.Connection) -> dict:
     """Counts and facts an operator wants to see (``serve-app db stats``)."""
+    data_version, as_of = await read_directory_state(conn)
     by_source = {r["source"]: r["n"] for r in await conn.fetch(
         "SELECT source, count(*) AS n FROM branches GROUP BY source ORDER BY source")}  # fmt: skip
     return {
@@ -274,10 +277,9 @@ async def directory_stats(conn: asyncpg.Connection) -> dict:
         "branches_by_source": by_source,
         "banks": await conn.fetchval("SELECT count(*) FROM banks"),
         "regions": await conn.fetchval("SELECT count(*) FROM regions"),
-        "active": await conn.fetchval("SELECT count(*) FROM branches WHERE retired_on IS NULL"),
-        "retired": await conn.fetchval("SELECT count(*) FROM branches WHERE retired_on IS NOT NULL"),
-        "data_version": await read_data_version(conn),
-        "as_of": str((await read_directory_state(conn))[1]),
+        **await branch_counts(conn),
+        "data_version": data_version,
+        "as_of": str(as_of),
         "database_size": await conn.fetchval("SELECT pg_size_pretty(pg_database_size(current_database()))"),
         "ctype": await conn.fetchval("SELECT datctype FROM pg_database WHERE datname = current_database()"),
         "migrations": [r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations ORDER BY version")],

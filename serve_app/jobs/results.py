@@ -1,13 +1,12 @@
-"""One input row's answer as result columns, and the output files (CSV, XLSX) that carry them.
+"""One input row's answer as stored result columns (``RowResult``, ``RESULT_COLUMNS``), answering rows, and
+CSV text made safe for spreadsheets; the output files' columns are ``jobs.outputs``'s.
 
-Every output row is the input row unchanged, then the answer's columns (``jobs.outputs``; stored as
-``RESULT_COLUMNS``). ``code``, ``official_name``,
-``bank``, ``city`` and ``clearing_code`` are filled only for a ``match``: a code in that column is one to
-pay to. An ``ambiguous`` row lists its best candidates (``code name`` pairs) for a person to choose from;
-a ``branch_retired`` row the retired branch and its possible successors. ``directory_as_of`` and
-``data_version`` say which directory snapshot the row was answered from. A row
-that could not be asked (empty, too long) has its ``error`` and no verdict. Used alike by bulk jobs and
-``serve-app reconcile`` (``POST /api/v1/query/batch`` answers in JSON, not in these columns).
+``code``, ``official_name``, ``bank``, ``city`` and ``clearing_code`` are filled only for a ``match``: a code
+there is one to pay to. An ``ambiguous`` row lists its best candidates (``code name`` pairs) for a person to
+choose from; a ``branch_retired`` row the retired branch and its possible successors. ``directory_as_of``
+and ``data_version`` say which directory snapshot the row was answered from. A row that could not be asked
+(too long) has its ``error`` and no verdict. Used alike by bulk jobs and ``serve-app reconcile``
+(``POST /api/v1/query/batch`` answers in JSON, not in these columns).
 """
 
 from __future__ import annotations

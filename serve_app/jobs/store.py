@@ -58,6 +58,15 @@ async def _check_quota(conn: asyncpg.Connection, tenant: str, rows: int, quota: 
         )
 
 
+async def _replayed(conn: asyncpg.Connection, tenant: str, idempotency_key: str) -> JobStatus | None:
+    row = await conn.fetchrow(
+        f"SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = $1 AND idempotency_key = $2",  # noqa: S608
+        tenant,
+        idempotency_key,
+    )
+    return None if row is None else JobStatus.from_row(row)
+
+
 @dataclass(frozen=True)
 class Chunk:
     """Rows of one job, locked by this worker's open transaction until ``commit``."""
@@ -150,14 +159,8 @@ class JobStore:
             await conn.execute(f"SET LOCAL statement_timeout = '{SUBMIT_TIMEOUT_S}s'")
             # One submission per tenant at a time: its quota and its idempotency keys are checked race-free.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('jobs:' || $1))", tenant)
-            if idempotency_key is not None:
-                again = await conn.fetchrow(
-                    f"SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = $1 AND idempotency_key = $2",  # noqa: S608
-                    tenant,
-                    idempotency_key,
-                )
-                if again is not None:
-                    return JobStatus.from_row(again)
+            if idempotency_key is not None and (again := await _replayed(conn, tenant, idempotency_key)):
+                return again
             if quota is not None:
                 await _check_quota(conn, tenant, len(table.rows), quota)
             skipped = sum(reason is not None for reason in table.skips)
@@ -196,12 +199,8 @@ class JobStore:
 
     async def replayed(self, tenant: str, idempotency_key: str) -> JobStatus | None:
         """The tenant's job submitted with this idempotency key, if any."""
-        row = await self.pool.fetchrow(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = $1 AND idempotency_key = $2",  # noqa: S608
-            tenant,
-            idempotency_key,
-        )
-        return None if row is None else JobStatus.from_row(row)
+        async with self.pool.acquire() as conn:
+            return await _replayed(conn, tenant, idempotency_key)
 
     async def status(self, tenant: str, job_id: str) -> JobStatus:
         """``UnknownJob`` for an id that is not the tenant's (another tenant's jobs do not exist for it)."""
