@@ -193,6 +193,14 @@ def test_the_web_page_in_a_real_browser(serve_app: str, tmp_path: Path) -> None:
         use = driver.find_element(By.CSS_SELECTOR, "#matches .use-code")  # a candidate's code, ready to copy
         use.click()
         wait.until(lambda d: SEED_CODE in d.find_element(By.CSS_SELECTOR, "#matches .use-code").text)
+        search = driver.find_element(By.ID, "search")
+        search.clear()
+        search.send_keys("工行徐州经济开发区支行")  # none: its namesakes in other cities are shown, not offered
+        wait.until(lambda d: d.find_element(By.ID, "reason").text == "no_branch_in_place")
+        assert driver.find_elements(By.CSS_SELECTOR, "#matches .use-code") == []
+        search.clear()
+        search.send_keys("华夏银行江油西山支行")
+        wait.until(lambda d: d.find_element(By.ID, "verdict").text == "match")
         driver.find_element(By.ID, "code").send_keys(SEED_CODE + "\n")
         wait.until(lambda d: "华夏银行股份有限公司江油西山支行" in d.find_element(By.ID, "code-result").text)
         driver.find_element(By.ID, "browse-bank").send_keys("华夏银行")

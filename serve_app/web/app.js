@@ -75,7 +75,9 @@ async function runSearch() {
         chip.textContent = "retired " + match.retired_on;
         evidence.appendChild(chip);
       }
-      if (!match.retired_on) row.appendChild(useCodeButton(match.code));
+      // Only a payee or a choice offered gets a copy button: never a retired branch, never the branches
+      // of a none (those of the words elsewhere, listed only to be seen).
+      if (result.verdict !== "none" && !match.retired_on) row.appendChild(useCodeButton(match.code));
       for (const [part, how] of Object.entries(match.evidence)) {
         if (how === "unstated") continue;
         const chip = document.createElement("span");
