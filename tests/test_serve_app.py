@@ -177,7 +177,7 @@ def test_a_bulk_job_through_serve_survives_its_worker_replica_being_killed(serve
 @pytest.mark.browser
 def test_the_web_page_in_a_real_browser(serve_app: str, tmp_path: Path) -> None:
     """Debian's Chromium, headless, driven by Selenium: search, look a code up, browse, then reconcile a file and
-    download the result."""
+    download the result — in Chinese, the page's default language."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -188,32 +188,35 @@ def test_the_web_page_in_a_real_browser(serve_app: str, tmp_path: Path) -> None:
         driver.get(f"{serve_app}/")
         driver.find_element(By.ID, "search").send_keys("华夏银行江油西山支行")
         wait.until(lambda d: SEED_CODE in d.find_element(By.ID, "matches").text)
-        assert driver.find_element(By.ID, "verdict").text == "match"
-        assert "bank: exact" in driver.find_element(By.ID, "matches").text
+        verdict = driver.find_element(By.ID, "verdict")
+        assert (verdict.text, verdict.get_attribute("data-verdict")) == ("可付款", "match")
+        assert "银行：一致" in driver.find_element(By.ID, "matches").text
         use = driver.find_element(By.CSS_SELECTOR, "#matches .use-code")  # a candidate's code, ready to copy
         use.click()
         wait.until(lambda d: SEED_CODE in d.find_element(By.CSS_SELECTOR, "#matches .use-code").text)
         search = driver.find_element(By.ID, "search")
         search.clear()
         search.send_keys("工行徐州经济开发区支行")  # none: its namesakes in other cities are shown, not offered
-        wait.until(lambda d: d.find_element(By.ID, "reason").text == "no_branch_in_place")
+        wait.until(lambda d: d.find_element(By.ID, "reason").get_attribute("data-reason") == "no_branch_in_place")
+        assert driver.find_element(By.ID, "verdict").text == "目录中无此网点"
+        assert "不在所写的地点" in driver.find_element(By.ID, "reason").text
         assert driver.find_elements(By.CSS_SELECTOR, "#matches .use-code") == []
         search.clear()
         search.send_keys("华夏银行江油西山支行")
-        wait.until(lambda d: d.find_element(By.ID, "verdict").text == "match")
+        wait.until(lambda d: d.find_element(By.ID, "verdict").get_attribute("data-verdict") == "match")
         driver.find_element(By.ID, "code").send_keys(SEED_CODE + "\n")
         wait.until(lambda d: "华夏银行股份有限公司江油西山支行" in d.find_element(By.ID, "code-result").text)
         driver.find_element(By.ID, "browse-bank").send_keys("华夏银行")
         driver.find_element(By.ID, "browse-q").send_keys("江油\n")
         wait.until(lambda d: SEED_CODE in d.find_element(By.ID, "browse-items").text)
-        assert driver.find_element(By.ID, "browse-total").text == "1 branch, page 1"
+        assert driver.find_element(By.ID, "browse-total").text == "共 1 个网点，第 1 页"
 
         upload = tmp_path / "对账单.csv"
         upload.write_bytes(statement_csv(300))
         driver.find_element(By.ID, "upload-file").send_keys(str(upload))
         driver.find_element(By.ID, "upload-button").click()
         wait.until(lambda d: d.find_element(By.ID, "job-progress").text.startswith("100 %"))
-        assert "300 / 300 rows" in driver.find_element(By.ID, "job-progress").text
+        assert "300 / 300 行" in driver.find_element(By.ID, "job-progress").text
         assert driver.find_element(By.ID, "job-state").text.startswith("完成")
         wait.until(lambda d: "对账单.csv" in d.find_element(By.ID, "recent-jobs").text)  # listed, to reopen later
         screenshot = os.environ.get("SERVE_APP_SCREENSHOT")
@@ -221,7 +224,7 @@ def test_the_web_page_in_a_real_browser(serve_app: str, tmp_path: Path) -> None:
             driver.save_screenshot(screenshot)
         driver.find_element(By.ID, "download-csv").click()
         saved = wait.until(lambda d: [p for p in downloads.glob("*.csv") if p.stat().st_size > 0])
-        assert driver.find_element(By.ID, "directory-as-of").text.startswith("directory as of 20")
+        assert driver.find_element(By.ID, "directory-as-of").text.startswith("目录截至 20")
     table = list(csv.reader(io.StringIO(saved[0].read_text(encoding="utf-8-sig"))))
     assert saved[0].name == "对账单.result.csv" and len(table) == 301
     assert [row[0] for row in table[1:]] == [str(n) for n in range(300)]
@@ -248,10 +251,39 @@ def test_bank_exports_through_the_page(serve_app: str, tmp_path: Path) -> None:
             wait.until(lambda d, name=shape.filename: d.find_element(By.ID, "job-file").text.startswith(name))
             wait.until(lambda d: d.find_element(By.ID, "job-state").text.startswith("完成"))
             counts = driver.find_element(By.ID, "job-counts").text
-            assert f"skipped {shape.not_transactions}" in counts and "error 0" in counts, (shape.name, counts)
+            assert f"跳过 {shape.not_transactions}" in counts and "错误 0" in counts, (shape.name, counts)
             header_line = read_table(shape.data, max_rows=1000).header_line
             said = driver.find_element(By.ID, "job-file").text
             assert (f"在第 {header_line} 行找到表头" in said) == (header_line > 1), (shape.name, said)
+
+
+@pytest.mark.browser
+def test_the_page_speaks_chinese_and_switches_to_english(serve_app: str) -> None:
+    """Every word the page writes has a Chinese and an English form; Chinese is the default, the switch gives
+    English and is remembered; the API's codes stay readable in ``data-*`` attributes either way."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with headless_chromium() as driver:
+        wait = WebDriverWait(driver, 60)
+        driver.get(f"{serve_app}/")
+        zh, en = driver.execute_script("return [Object.keys(MESSAGES.zh).sort(), Object.keys(MESSAGES.en).sort()]")
+        assert zh == en
+        static = driver.execute_script(
+            "return [...document.querySelectorAll('[data-i18n]')].map(e => e.textContent)"
+            ".concat([...document.querySelectorAll('[data-i18n-placeholder]')].map(e => e.placeholder))"
+        )
+        assert static and all(re.search(r"[\u4e00-\u9fff]", text) for text in static if text != "English"), static
+        driver.find_element(By.ID, "switch-language").click()
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "h1").text == "Bank-branch lookup")
+        driver.find_element(By.ID, "search").send_keys("华夏银行江油西山支行")
+        wait.until(lambda d: d.find_element(By.ID, "verdict").text == "Payable")
+        assert driver.find_element(By.ID, "reason").text == "one branch of the bank read fits, surely enough"
+        assert "bank: exact" in driver.find_element(By.ID, "matches").text
+        driver.get(f"{serve_app}/")  # the choice is remembered
+        assert driver.find_element(By.TAG_NAME, "h1").text == "Bank-branch lookup"
+        driver.find_element(By.ID, "switch-language").click()
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "h1").text == "银行网点（联行号）查询")
 
 
 def documented_examples() -> list[str]:

@@ -3,6 +3,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+applyLanguage();  // i18n.js: the page's words in its language (Chinese unless English was chosen)
+$("switch-language").href = "?lang=" + (LANG === "zh" ? "en" : "zh");
 const keyInput = $("api-key");
 // Kept for this tab only (sessionStorage): a key is a tenant's credential, not a preference.
 keyInput.value = sessionStorage.getItem("serve-app-key") || "";
@@ -20,7 +22,8 @@ async function api(path, options) {
     let message = response.status + " " + response.statusText;
     try {
       const error = (await response.json()).error;
-      message = (ERROR_ADVICE[error.code] || "") + error.message;
+      const advice = t("error." + error.code);
+      message = (advice === "error." + error.code ? "" : advice) + error.message;
     } catch (_) { /* not JSON */ }
     throw new Error(message);
   }
@@ -55,11 +58,13 @@ async function runSearch() {
     if (seq !== searchSeq) return;  // a newer query is on its way
     show($("search-error"), false);
     const verdict = $("verdict");
-    verdict.textContent = result.verdict;
+    verdict.textContent = t("verdict." + result.verdict);
+    verdict.dataset.verdict = result.verdict;
     verdict.className = "verdict " + result.verdict;
-    $("reason").textContent = result.reason;
+    $("reason").textContent = t("reason." + result.reason);
+    $("reason").dataset.reason = result.reason;
     const best = result.matches[0];
-    $("confidence").textContent = best ? "confidence " + best.confidence.toFixed(3) : "";
+    $("confidence").textContent = best ? t("confidence", { value: best.confidence.toFixed(3) }) : "";
     const body = $("matches");
     body.replaceChildren();
     for (const match of result.matches) {
@@ -72,7 +77,7 @@ async function runSearch() {
       if (match.retired_on) {
         const chip = document.createElement("span");
         chip.className = "chip retired";
-        chip.textContent = "retired " + match.retired_on;
+        chip.textContent = t("retired_on", { date: match.retired_on });
         evidence.appendChild(chip);
       }
       // Only a payee or a choice offered gets a copy button: never a retired branch, never the branches
@@ -82,7 +87,8 @@ async function runSearch() {
         if (how === "unstated") continue;
         const chip = document.createElement("span");
         chip.className = "chip " + how;
-        chip.textContent = part + ": " + how;
+        chip.dataset.evidence = part + ": " + how;
+        chip.textContent = t("evidence", { part: t("part." + part), how: t("how." + how) });
         evidence.appendChild(chip);
       }
       body.appendChild(row);
@@ -109,42 +115,31 @@ function useCodeButton(code) {
   const button = document.createElement("button");
   button.type = "button";
   button.className = "use-code";
-  button.textContent = "使用此行号";
+  button.textContent = t("use");
   button.addEventListener("click", async () => {
-    try { await navigator.clipboard.writeText(code); button.textContent = "已复制 " + code; }
+    try { await navigator.clipboard.writeText(code); button.textContent = t("copied", { code }); }
     catch (_) { button.textContent = code; }  // no clipboard (plain http elsewhere): show it to copy by hand
   });
   td.appendChild(button);
   return td;
 }
 
-// What went wrong, in the clerk's words, then the service's own message.
-const ERROR_ADVICE = {
-  unreadable_file: "无法读取此文件：",
-  too_many_rows: "文件行数超过上限：",
-  body_too_large: "文件太大：",
-  body_timeout: "上传太慢，请重试：",
-  quota_exceeded: "已达到上限，请等待或删除已完成的对账：",
-  rate_limited: "请求太频繁，请稍后再试：",
-  unauthorized: "请填写有效的 API 密钥：",
-};
-
 // --- how current the directory is, and what changed --------------------------------------------------
 async function loadDirectory() {
   try {
     const info = await (await api("/api/v1/directory")).json();
-    $("directory-as-of").textContent = `directory as of ${info.as_of || "?"} · ${info.active} codes`
-      + (info.retired ? ` · ${info.retired} retired` : "");
+    $("directory-as-of").textContent = t("as_of", { date: info.as_of || "?", active: info.active })
+      + (info.retired ? t("as_of.retired", { retired: info.retired }) : "");
     const changes = await (await api("/api/v1/directory/changes?page_size=20")).json();
     const body = $("changes");
     body.replaceChildren();
     for (const change of changes.items) {
       const row = document.createElement("tr");
-      cell(row, change.as_of); cell(row, change.kind); cell(row, change.code);
+      cell(row, change.as_of); cell(row, t("kind." + change.kind)); cell(row, change.code);
       cell(row, change.kind === "renamed" ? `${change.old.name} → ${change.new.name}` : `${change.bank} ${change.city}`);
       body.appendChild(row);
     }
-    if (!changes.items.length) cell(body.insertRow(), "no changes since the first load");
+    if (!changes.items.length) cell(body.insertRow(), t("changes.none"));
   } catch (_) { /* the rest of the page works without it */ }
 }
 loadDirectory();
@@ -174,8 +169,8 @@ async function browse(page) {
   try {
     const result = await (await api("/api/v1/branches?" + params)).json();
     browsePage = result.page;
-    const noun = result.total === 1 ? "branch" : "branches";
-    $("browse-total").textContent = `${result.total} ${noun}` + (result.total ? `, page ${result.page}` : "");
+    $("browse-total").textContent = t("browse.total", { total: result.total })
+      + (result.total ? t("browse.page", { page: result.page }) : "");
     const body = $("browse-items");
     body.replaceChildren();
     for (const item of result.items) {
@@ -200,7 +195,7 @@ async function loadBanks() {
     for (const bank of banks.filter((b) => b.branches > 0)) {
       const option = document.createElement("option");
       option.value = bank.name;
-      option.label = `${bank.branches} branches`;
+      option.label = t("browse.total", { total: bank.branches });
       list.appendChild(option);
     }
   } catch (_) { /* browsing still works by typing */ }
@@ -238,22 +233,22 @@ async function follow(jobId) {
     show($("upload-error"), true);
     return;
   }
-  const states = { queued: "排队中 · queued", running: "处理中 · running", done: "完成 · done" };
-  $("job-state").textContent = states[job.state] || job.state;
+  $("job-state").textContent = t("state." + job.state);
+  $("job-state").dataset.state = job.state;
   $("job-file").textContent = job.filename + (job.header_line > 1
-    ? ` — 在第 ${job.header_line} 行找到表头（上方 ${job.header_line - 1} 行为标题）` : "");
+    ? t("job.header_line", { line: job.header_line, above: job.header_line - 1 }) : "");
   $("job-bar").value = job.progress;
-  $("job-progress").textContent = `${Math.floor(job.progress * 100)} % (${job.done_rows} / ${job.total_rows} rows)`;
-  const c = job.counts;
-  $("job-counts").textContent = `match ${c.match} · ambiguous ${c.ambiguous} · none ${c.none}`
-    + ` · skipped ${c.skipped} · error ${c.error}`
-    + (job.eta_s && job.state !== "done" ? ` · about ${Math.ceil(job.eta_s)} s left` : "");
+  $("job-progress").textContent = t("job.progress",
+    { percent: Math.floor(job.progress * 100), done: job.done_rows, total: job.total_rows });
+  $("job-counts").textContent = t("job.counts", job.counts)
+    + (job.eta_s && job.state !== "done" ? t("job.eta", { seconds: Math.ceil(job.eta_s) }) : "");
   if (job.state === "done") {
     const stem = job.filename.replace(/\.[^.]*$/, "");
     for (const kind of ["csv", "xlsx"]) {
       const link = $("download-" + kind);
       link.textContent = `${stem}.result.${kind}`;
-      link.onclick = (event) => { event.preventDefault(); download(`/api/v1/jobs/${jobId}/result.${kind}`, link.textContent); };
+      const path = `/api/v1/jobs/${jobId}/result.${kind}?lang=${LANG}`;  // the file's added headers in the page's language
+      link.onclick = (event) => { event.preventDefault(); download(path, link.textContent); };
     }
     show($("job-downloads"), true);
     loadRecentJobs();
@@ -275,7 +270,7 @@ async function loadRecentJobs() {
       open.textContent = job.filename;
       open.addEventListener("click", (event) => { event.preventDefault(); show($("job"), true); follow(job.id); });
       row.appendChild(document.createElement("td")).appendChild(open);
-      cell(row, job.state);
+      cell(row, t("state." + job.state));
       cell(row, `${job.done_rows} / ${job.total_rows}`);
       cell(row, new Date(job.created_at).toLocaleString("zh-CN"));
       body.appendChild(row);
