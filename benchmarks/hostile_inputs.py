@@ -82,9 +82,9 @@ _SHEET = (
 _HEADER_ROW = '<row r="1"><c r="A1" t="inlineStr"><is><t>对方行名</t></is></c></row>'
 
 
-def _sheet(body: str, dimension: str | None = None) -> str:
+def _sheet(body: str, dimension: str | None = None, merges: str = "") -> str:
     claim = f'<dimension ref="{dimension}"/>' if dimension else ""
-    return _SHEET.format(f"{claim}<sheetData>{_HEADER_ROW}{body}</sheetData>")
+    return _SHEET.format(f"{claim}<sheetData>{_HEADER_ROW}{body}</sheetData>{merges}")
 
 
 def _cell(ref: str, text: str) -> str:
@@ -98,6 +98,8 @@ def cases() -> dict[str, Callable[[], tuple[str, bytes | Callable[[], AsyncItera
     shared = b'<?xml version="1.0"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">' + (
         b"<si><t>a</t></si>" * 6_000_000) + b"</sst>"  # fmt: skip
     padded_sheet = _sheet(" " * 150_000_000)
+    many_merges = _sheet(f'<row r="2">{_cell("A2", "华夏银行江油西山支行")}</row>', merges="<mergeCells>" + "".join(
+        f'<mergeCell ref="B{n}:B{n + 1}"/>' for n in range(2, 40_000, 2)) + "</mergeCells>")  # fmt: skip
     wide = ",".join(f"c{i}" for i in range(3000)) + "\n" + "x," * 2999 + "x\n"
     keys = "".join(json.dumps({f"k{n}": "v", "对方行名": "华夏银行江油西山支行"}) + "\n" for n in range(1500))
 
@@ -113,6 +115,7 @@ def cases() -> dict[str, Callable[[], tuple[str, bytes | Callable[[], AsyncItera
         "xlsx: shared-strings bomb (6M strings)": lambda: ("/api/v1/jobs", _xlsx(_sheet(""), shared)),
         "xlsx: a sheet part of 150 MB of spaces": lambda: ("/api/v1/jobs", _xlsx(padded_sheet)),
         "xlsx: 500 sheets": lambda: ("/api/v1/jobs", _xlsx(_sheet(""), sheets=500)),
+        "xlsx: 20,000 merged ranges": lambda: ("/api/v1/jobs", _xlsx(many_merges)),
         "csv: 3,000-column header": lambda: ("/api/v1/jobs", wide.encode()),
         "csv: one 8 MB line": lambda: ("/api/v1/jobs", b"bank\n" + b"x" * 8_000_000 + b"\n"),
         "csv: a quoted cell of 1 MB over lines": lambda: ("/api/v1/jobs", b'bank\n"' + b"x\n" * 500_000 + b'"\n'),

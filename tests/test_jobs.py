@@ -79,6 +79,32 @@ def test_xlsx_and_json_lines() -> None:
     assert table.rows == [["1", "华夏银行成都分行", ""], ["2", "建行人民路支行", "x"]]
 
 
+def test_cells_merged_over_rows_are_read_in_each_row_and_a_merged_title_stays_one_cell() -> None:
+    """Exports merge a counterparty's bank (and the date) over the transactions that share it: every row
+    of the range is a transaction to that bank, never a blank bank cell skipped. Blank rows above the title
+    do not shift the ranges."""
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet["A3"] = "中国建设银行 账户交易明细"
+    sheet.merge_cells("A3:D3")
+    for row, values in enumerate([["交易日期", "对方户名", "对方开户行", "金额"],
+                                  ["2025-11-03", "甲", SEED, 1.5], [None, "乙", None, 2.5], [None, "丙", None, 3.5],
+                                  ["2025-11-04", "丁", "建行人民路支行", 4.5]], start=4):  # fmt: skip
+        for column, value in enumerate(values, start=1):
+            sheet.cell(row, column, value)
+    sheet.merge_cells("A5:A7")
+    sheet.merge_cells("C5:C7")
+    out = io.BytesIO()
+    workbook.save(out)
+    table = read_table(out.getvalue(), max_rows=10)
+    assert table.title_lines == [["中国建设银行 账户交易明细"]] and table.header_line == 2
+    assert [row[:3] for row in table.rows] == [
+        ["2025-11-03", "甲", SEED], ["2025-11-03", "乙", SEED], ["2025-11-03", "丙", SEED],
+        ["2025-11-04", "丁", "建行人民路支行"],
+    ]  # fmt: skip
+    assert table.skips == [None] * 4
+
+
 def test_column_by_name_or_number_and_what_a_missing_column_says() -> None:
     data = b"a,b,c\n1,2,3\n"
     assert read_table(data, column="2", max_rows=5).text_column == 1

@@ -29,6 +29,7 @@ from typing import Literal
 from serve_app.config import UploadLimits
 from serve_app.errors import TooManyRows, UnreadableFile
 from serve_app.jobs.exports import cell_kind, column_kinds, locate_header, skip_reason, text_column
+from serve_app.jobs.merged_cells import MergedFill, merged_down
 from serve_app.jobs.read_limits import ReadBudget, check_archive, check_lines
 
 Format = Literal["csv", "xlsx", "jsonl"]
@@ -203,7 +204,9 @@ def _read_xlsx(data: bytes, budget: ReadBudget) -> tuple[list[list[str]], list[l
     except Exception as exc:  # a parser of untrusted bytes: any failure means the same
         raise UnreadableFile("not a readable XLSX workbook") from exc
     try:
-        return _xlsx_rows(workbook, budget)
+        sheets = workbook.worksheets
+        merged = merged_down(data, sheets[0]._worksheet_path, budget) if sheets else []
+        return _xlsx_rows(workbook, MergedFill(merged), budget)
     except (TooManyRows, UnreadableFile):
         raise
     except Exception as exc:  # sheets are parsed lazily, so a broken one fails here
@@ -212,10 +215,11 @@ def _read_xlsx(data: bytes, budget: ReadBudget) -> tuple[list[list[str]], list[l
         workbook.close()
 
 
-def _xlsx_rows(workbook, budget: ReadBudget) -> tuple[list[list[str]], list[list[str]]]:
+def _xlsx_rows(workbook, merged: MergedFill, budget: ReadBudget) -> tuple[list[list[str]], list[list[str]]]:
     """The first sheet's rows, from its first non-empty one, and each cell's stored type; empty rows count
     only where a row with text follows them (and every row read counts against the limit: a sheet can
-    place one cell a million rows down). A merged title cell reads as its value in its first cell."""
+    place one cell a million rows down). A merged title cell reads as its value in its first cell; a range
+    merged over several rows reads as its value in each of its rows (``MergedDown``)."""
     if not workbook.worksheets:
         raise UnreadableFile("the workbook has no worksheet")
     sheet = workbook.worksheets[0]
@@ -223,7 +227,8 @@ def _xlsx_rows(workbook, budget: ReadBudget) -> tuple[list[list[str]], list[list
     lines: list[list[str]] = []
     types: list[list[str]] = []
     blank_run: list[list[str]] = []
-    for values in sheet.iter_rows(values_only=True):
+    for row_no, row in enumerate(sheet.iter_rows(values_only=True), 1):
+        values = merged.fill(row_no, list(row))
         budget.data_row(len(lines) + len(blank_run) - 1)
         cells = budget.row([_cell(value) for value in values], f"row {len(lines) + len(blank_run) + 1}")
         if not any(cells):

@@ -49,9 +49,14 @@ class ReadBudget:
             if "\x00" in cell:
                 raise UnreadableFile(f"{where} holds a NUL character, which no statement text has")
         self.rows += 1
-        if self.rows % _CLOCK_EVERY == 0 and time.monotonic() > self.deadline:
-            raise UnreadableFile(f"the file takes longer than {limits.parse_timeout_s:g} s to read")
+        if self.rows % _CLOCK_EVERY == 0:
+            self.check_clock()
         return cells
+
+    def check_clock(self) -> None:
+        """``UnreadableFile`` once the read has taken longer than ``parse_timeout_s``."""
+        if time.monotonic() > self.deadline:
+            raise UnreadableFile(f"the file takes longer than {self.limits.parse_timeout_s:g} s to read")
 
     def data_row(self, counted: int) -> None:
         """Before a data row (``counted`` so far, blank ones included): ``TooManyRows`` past the limit."""
