@@ -88,6 +88,14 @@ class UnknownJob(ServiceError):
     """No job with that id belongs to the caller's tenant."""
 
 
+class UnknownRow(ServiceError):
+    """The caller's job has no row with that number."""
+
+
+class UnknownConfirmation(ServiceError):
+    """The caller's tenant has no confirmation with that id."""
+
+
 class JobNotDone(ServiceError):
     """A job's result was asked for before every row was done."""
 

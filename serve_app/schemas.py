@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -58,7 +58,7 @@ Verdict = Literal["match", "ambiguous", "none"]
 Reason = Literal[
     "code_lookup", "unique_fit", "several_fit", "uncertain_fit", "not_payable", "bank_unknown", "bank_uncertain",
     "code_conflict", "bank_not_in_directory", "no_branch_fits", "no_branch_in_place", "no_branch_named",
-    "invalid_code", "code_not_in_directory", "branch_retired", "nothing_to_match",
+    "invalid_code", "code_not_in_directory", "branch_retired", "nothing_to_match", "confirmed", "confirmed_none",
 ]  # fmt: skip
 
 
@@ -216,6 +216,26 @@ ModelOverruled = Annotated[
 ModelError = Annotated[str | None, Field(description="Why the model's answer was not used at all (invalid output).")]
 
 
+#: Why a tenant's decision on a text was not used: its branch was retired, renamed or moved, or is gone.
+NotUsedBecause = Literal["retired", "changed", "not_in_directory"]
+
+
+class Confirmation(BaseModel):
+    """A person of the caller's tenant decided this text before (``POST …/rows/{n}/decision``): the code
+    they chose (None: "no such branch in the directory"), who and when, and whether this answer used it.
+    A decision whose branch has since been retired, renamed or moved is not used, and says why."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: str | None
+    name: str | None = None
+    city: str | None = None
+    decided_by: str
+    decided_at: datetime
+    used: bool = True
+    not_used_because: NotUsedBecause | None = None
+
+
 class QueryResult(BaseModel):
     """The answer to one query (``POST /api/v1/query`` and ``serve-app query --json``).
 
@@ -232,7 +252,7 @@ class QueryResult(BaseModel):
     verdict: Verdict
     reason: Reason
     matches: list[Match]
-    source: Literal["cache", "rules", "model"]
+    source: Literal["cache", "rules", "model", "confirmed"]
     model: str | None = Field(default=None, description="The adapter asked, if any.")
     entities_source: EntitiesSource = None
     model_overruled: ModelOverruled = None
@@ -244,6 +264,9 @@ class QueryResult(BaseModel):
     )
     data_version: int | None = Field(default=None, description="The directory load this was answered from.")
     directory_as_of: date | None = Field(default=None, description="The as-of date of that directory snapshot.")
+    confirmation: Confirmation | None = Field(
+        default=None, description="The caller's tenant decided this text before: its decision, used or not."
+    )
     timings_ms: dict[str, float]
 
 

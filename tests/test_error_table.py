@@ -38,6 +38,7 @@ from serve_app.models.tiny import make_tiny_model
 from serve_app.query.retrieval import BranchRepository
 from serve_app.schemas import ExtractionOutcome
 from serve_app.service.admin import AdminService
+from serve_app.service.confirmations import ConfirmationStore
 from serve_app.service.query_log import QueryLog
 from serve_app.service.query_service import QueryService
 from serve_app.service.rate_limit import RateLimiter
@@ -112,6 +113,7 @@ async def app(embedded_postgres, embedded_redis, tmp_path_factory) -> AsyncItera
         RateLimiter(redis, rate_per_s=0.001, burst=1000, prefix=prefix),
         QueryLog(pool),
         registry,
+        confirmations=ConfirmationStore(pool),
     )
     holder: dict[str, App] = {}
 
@@ -212,6 +214,16 @@ async def _job_not_done(app: App) -> httpx.Response:
     return await app.get(f"/api/v1/jobs/{created.json()['id']}/result.csv")
 
 
+async def _unknown_row(app: App) -> httpx.Response:
+    upload = ("对方行名\n" + SEED + "\n").encode()
+    created = await app.client.post(
+        "/api/v1/jobs", content=upload, headers={"x-api-key": app.key, "content-type": "text/csv"}
+    )
+    return await app.client.post(
+        f"/api/v1/jobs/{created.json()['id']}/rows/2/decision", json={"none": True}, headers={"x-api-key": app.key}
+    )
+
+
 UNKNOWN_CODE = "10210000999" + str(check_digit("10210000999"))
 #: How each documented code is provoked.
 TRIGGERS: dict[str, Callable[[App], Awaitable[httpx.Response]]] = {
@@ -222,6 +234,10 @@ TRIGGERS: dict[str, Callable[[App], Awaitable[httpx.Response]]] = {
     "unknown_code": lambda app: app.get(f"/api/v1/branches/{UNKNOWN_CODE}"),
     "unknown_model": lambda app: app.client.delete("/api/v1/adapters/job_99", headers=ADMIN),
     "unknown_job": lambda app: app.get(f"/api/v1/jobs/{uuid.uuid4()}"),
+    "unknown_row": _unknown_row,
+    "unknown_confirmation": lambda app: app.client.delete(
+        "/api/v1/confirmations/987654", headers={"x-api-key": app.key}
+    ),
     "retired_code": lambda app: _retired_code(app),
     "body_timeout": lambda app: _slow_body(app),
     "not_found": lambda app: app.get("/no/such/route"),

@@ -26,6 +26,7 @@ from serve_app.db.pool import create_pool
 from serve_app.directory.browse import DirectoryBrowser
 from serve_app.errors import AdapterInvalid
 from serve_app.jobs.files import read_table
+from serve_app.jobs.outputs import output_header
 from serve_app.jobs.results import POISON_ROW_ERROR
 from serve_app.jobs.runner import JobRunner
 from serve_app.jobs.store import JobStore
@@ -210,10 +211,10 @@ async def test_a_poison_row_is_marked_and_its_job_finishes(service: Service) -> 
     job = await store.submit(f"poison-{uuid.uuid4().hex[:6]}", "p.csv", table, None)
     answer = service.api.service.answer
 
-    async def breaks_on_one_text(request, adapter):
+    async def breaks_on_one_text(request, adapter, tenant=None):
         if request.query == "毒药行":
             raise TypeError("a bug this text triggers")
-        return await answer(request, adapter)
+        return await answer(request, adapter, tenant=tenant)
 
     runner = JobRunner(store, breaks_on_one_text, JobTunables(chunk_rows=10))
     tenant = await store.pool.fetchval("SELECT tenant FROM jobs WHERE id = $1", uuid.UUID(job.id))
@@ -223,9 +224,9 @@ async def test_a_poison_row_is_marked_and_its_job_finishes(service: Service) -> 
         await runner.run_chunk()
     assert runner.stats.failed_chunks == 0
     assert status.state == "done" and status.counts.error == 1 and status.counts.match == 2
-    _, pages = await store.result_pages(tenant, job.id)
+    job_status, pages = await store.result_pages(tenant, job.id)
     rows = [row async for page in pages for row in page]
-    assert rows[1][-1] == POISON_ROW_ERROR
+    assert rows[1][output_header(job_status.columns, "en").index("error")] == POISON_ROW_ERROR
 
 
 async def test_deleting_a_running_job_waits_for_its_chunk_and_does_not_deadlock(service: Service) -> None:

@@ -165,7 +165,7 @@ def test_result_columns_and_writers() -> None:
     first = [cell.value for cell in sheet[2]]
     assert first[0] == datetime(2025, 11, 1) and first[2] == 1234.5 and first[1] == "x"  # types kept
     assert sheet["A3"].value == datetime(2025, 11, 2, 9, 30) and sheet["C3"].value == -12.0
-    assert sheet.freeze_panes == "A2" and sheet.auto_filter.ref == "A1:T3"
+    assert sheet.freeze_panes == "A2" and sheet.auto_filter.ref == "A1:W3"
     assert sheet["A2"].fill.fgColor.rgb.endswith("FDF0C9")  # coloured by verdict (ambiguous)
     summary = [[cell.value for cell in row if cell.value is not None] for row in book["汇总"].iter_rows()]
     assert ["ambiguous", 1] in summary and ["error", 1] in summary
@@ -263,11 +263,11 @@ async def test_two_workers_share_a_job_and_a_failed_chunk_loses_nothing(jobs_poo
     job = await store.submit("acme", "two.csv", table, None)
     failures = {"left": 3}
 
-    async def flaky(request: QueryRequest, adapter: str | None) -> QueryResult:
+    async def flaky(request: QueryRequest, adapter: str | None, tenant: str | None = None) -> QueryResult:
         if failures["left"] > 0:
             failures["left"] -= 1
             raise DependencyUnavailable("PostgreSQL is unavailable; retry shortly")
-        return await query_service.answer(request, adapter)
+        return await query_service.answer(request, adapter, tenant=tenant)
 
     tunables = JobTunables(chunk_rows=100, poll_interval_s=0.05)
     refreshed = []
@@ -276,12 +276,12 @@ async def test_two_workers_share_a_job_and_a_failed_chunk_loses_nothing(jobs_poo
         refreshed.append(await query_service.refresh_data_version())
         return refreshed[-1]
 
-    async def paced(request: QueryRequest, adapter: str | None) -> QueryResult:
+    async def paced(request: QueryRequest, adapter: str | None, tenant: str | None = None) -> QueryResult:
         # The healthy worker alone answers the job's repeated names in well under the flaky one's first
         # 0.5 s backoff (it did, once retrieval got faster): paced, the job outlasts the backoff, so both
         # workers take chunks.
         await asyncio.sleep(0.01)
-        return await query_service.answer(request, adapter)
+        return await query_service.answer(request, adapter, tenant=tenant)
 
     runners = [JobRunner(store, flaky, tunables, refresh=refresh), JobRunner(store, paced, tunables)]
     tasks = [asyncio.create_task(runner.run_forever()) for runner in runners]

@@ -88,6 +88,7 @@ def test_cli_query_json(monkeypatch: pytest.MonkeyPatch, sample_database_url: st
         "successors",
         "data_version",
         "directory_as_of",
+        "confirmation",
         "timings_ms",
     }
     assert result["data_version"] >= 1 and result["directory_as_of"]  # the CLI says which snapshot answered

@@ -258,6 +258,60 @@ def test_bank_exports_through_the_page(serve_app: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.browser
+def test_a_clerk_decides_unsure_rows_on_the_page_and_the_next_answer_follows(serve_app: str, tmp_path: Path) -> None:
+    """Upload a statement, decide its three unsure rows with the keyboard (1: the first candidate, 0: no such
+    branch), download the result with the decisions; the decided text is then answered ``confirmed``, until
+    the confirmation is deleted on the page. (Another tenant never sees it: ``tests/test_review.py``.)"""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    several = "建行人民路支行"
+    texts = ["华夏银行江油西山支行", several, "中国工商银行", "工行徐州经济开发区支行"]
+    upload = tmp_path / "十一月对账单.csv"
+    upload.write_text("序号,对方开户行,金额\n" + "".join(f"{n},{t},{n}.00\n" for n, t in enumerate(texts, 1)), "gbk")
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    try:
+        with headless_chromium(downloads) as driver:
+            wait = WebDriverWait(driver, 60)
+            driver.get(f"{serve_app}/")
+            driver.find_element(By.ID, "upload-file").send_keys(str(upload))
+            driver.find_element(By.ID, "upload-button").click()
+            wait.until(lambda d: d.find_element(By.ID, "review-text").text == several)
+            assert "第 2 行" in driver.find_element(By.ID, "review-number").text
+            first = driver.find_element(By.CSS_SELECTOR, "#review-candidates button").text
+            chosen = re.search(r"\d{12}", first).group(0)
+            driver.execute_script("document.activeElement.blur()")
+            for key, decided in (("1", 1), ("0", 2), ("0", 3)):
+                ActionChains(driver).send_keys(key).perform()
+                wait.until(lambda d, n=decided: f"已决定 {n} 行" in d.find_element(By.ID, "review-progress").text)
+            wait.until(lambda d: d.find_element(By.ID, "review-done").is_displayed())
+            driver.find_element(By.ID, "download-csv").click()
+            saved = wait.until(lambda d: [p for p in downloads.glob("*.csv") if p.stat().st_size > 0])
+            table = list(csv.reader(io.StringIO(saved[0].read_text(encoding="utf-8-sig"))))
+            decisions = [row[table[0].index("人工决定")] for row in table[1:]]
+            assert decisions == ["", chosen, "none", "none"]
+
+            search = driver.find_element(By.ID, "search")
+            search.send_keys(several)
+            wait.until(lambda d: d.find_element(By.ID, "reason").get_attribute("data-reason") == "confirmed")
+            assert driver.find_element(By.ID, "verdict").text == "可付款" and chosen in driver.find_element(
+                By.ID, "matches").text  # fmt: skip
+            assert "确认" in driver.find_element(By.ID, "confidence").text
+            rows = driver.find_elements(By.CSS_SELECTOR, "#confirmations tr")
+            mine = next(row for row in rows if row.text.startswith(several))
+            mine.find_element(By.TAG_NAME, "button").click()
+            wait.until(lambda d: several not in d.find_element(By.ID, "confirmations").text)
+            search.clear()
+            search.send_keys(several)
+            wait.until(lambda d: d.find_element(By.ID, "reason").get_attribute("data-reason") == "several_fit")
+    finally:  # the open tenant is every test's: leave it without confirmations
+        for item in httpx.get(f"{serve_app}/api/v1/confirmations?page_size=500", timeout=10).json()["items"]:
+            httpx.delete(f"{serve_app}/api/v1/confirmations/{item['id']}", timeout=10)
+
+
+@pytest.mark.browser
 def test_the_page_speaks_chinese_and_switches_to_english(serve_app: str) -> None:
     """Every word the page writes has a Chinese and an English form; Chinese is the default, the switch gives
     English and is remembered; the API's codes stay readable in ``data-*`` attributes either way."""

@@ -86,7 +86,7 @@ def test_keys_commands_create_list_and_revoke(monkeypatch: pytest.MonkeyPatch, e
     assert key.startswith("sak_") and "shown once" in note
     assert main(["keys", "list"]) == 0
     (listed,) = capsys.readouterr().out.splitlines()
-    assert listed.split()[:3] == [key_id, "acme", "live"] and listed.endswith("adapters job_22,job_23")
+    assert listed.split()[:4] == [key_id, "acme", "-", "live"] and listed.endswith("adapters job_22,job_23")
 
     async def caller_of(store_key: str):
         pool = await create_pool(empty_database_url)

@@ -13,9 +13,11 @@ from serve_app.directory.browse import BankOut, BranchPage, BrowseQuery
 from serve_app.directory.history import ChangePage, ChangeQuery, DirectoryInfo
 from serve_app.jobs.outputs import ResultQuery
 from serve_app.jobs.recheck import RecheckReport
+from serve_app.jobs.review import DecisionIn, ReviewPage, ReviewQuery, ReviewRow
 from serve_app.jobs.status import JobStatus
 from serve_app.models.adapters import AdapterIn, AdapterOut
 from serve_app.schemas import BatchRequest, BatchResponse, BranchRecordOut, JobParams, QueryRequest, QueryResult
+from serve_app.service.confirmations import ConfirmationPage, ConfirmationQuery
 
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 DEPENDENCY_ERRORS = (e.DependencyUnavailable, e.DependencyTimeout)
@@ -78,6 +80,20 @@ ENDPOINTS = (
              response=RecheckReport, errors=(e.JobNotDone, e.RateLimited, *_MODEL_ERRORS, *JOB_ERRORS), tenant=True),
     Endpoint("DELETE", "/api/v1/jobs/{job_id}", "delete_job", "Delete a job and its rows.", status=204,
              errors=JOB_ERRORS, tenant=True),
+    Endpoint("GET", "/api/v1/jobs/{job_id}/review", "review_job",
+             "The job's rows to decide (ambiguous, none), with their candidates and any decision.",
+             response=ReviewPage, query=ReviewQuery, errors=JOB_ERRORS, tenant=True),
+    Endpoint("POST", "/api/v1/jobs/{job_id}/rows/{row}/decision", "decide_row",
+             "A person's decision on a row: an active branch's code, or none. Kept as the tenant's confirmation.",
+             DecisionIn, ReviewRow, errors=(e.UnknownRow, e.InvalidRequest, e.BodyTimeout, *JOB_ERRORS), tenant=True),
+    Endpoint("GET", "/api/v1/confirmations", "list_confirmations",
+             "The tenant's confirmations: texts it decided, newest first.", response=ConfirmationPage,
+             query=ConfirmationQuery, errors=DEPENDENCY_ERRORS, tenant=True),
+    Endpoint("GET", "/api/v1/confirmations.csv", "export_confirmations", "Every confirmation of the tenant (CSV).",
+             errors=DEPENDENCY_ERRORS, tenant=True, media_type="text/csv"),
+    Endpoint("DELETE", "/api/v1/confirmations/{confirmation_id}", "delete_confirmation",
+             "Forget a confirmation: that text is answered as any text again.", status=204,
+             errors=(e.UnknownConfirmation, *DEPENDENCY_ERRORS), tenant=True),
     Endpoint("GET", "/api/v1/query/model-cache-stats", "model_cache_stats", "Per-replica model statistics.",
              errors=(e.DependencyUnavailable,), admin=True),
     Endpoint("POST", "/api/v1/query/clear-model-cache", "clear_model_cache", "Unload every adapter.",

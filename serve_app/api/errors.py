@@ -34,6 +34,8 @@ ERRORS: dict[type[e.ServiceError], ErrorSpec] = {
     e.UnknownCode: ErrorSpec(404, "unknown_code"),
     e.UnknownAdapter: ErrorSpec(404, "unknown_model"),
     e.UnknownJob: ErrorSpec(404, "unknown_job"),
+    e.UnknownRow: ErrorSpec(404, "unknown_row"),
+    e.UnknownConfirmation: ErrorSpec(404, "unknown_confirmation"),
     e.BodyTimeout: ErrorSpec(408, "body_timeout"),
     e.AdapterExists: ErrorSpec(409, "adapter_exists"),
     e.RetiredCode: ErrorSpec(410, "retired_code"),

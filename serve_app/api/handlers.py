@@ -23,6 +23,7 @@ from serve_app.api.endpoints import XLSX_TYPE
 from serve_app.api.errors import render
 from serve_app.api.guards import PAGE_HEADERS, check_local, idempotency_key
 from serve_app.api.responses import Body, Reply, attachment
+from serve_app.api.review_routes import ReviewRoutes
 from serve_app.config import IngressConfig
 from serve_app.db.errors import API_KEYS, JOB_STORE, database_errors
 from serve_app.directory.browse import BrowseQuery, DirectoryBrowser
@@ -72,7 +73,7 @@ class Api:
     history: DirectoryHistory | None = None
 
 
-class Handlers:
+class Handlers(ReviewRoutes):
     def __init__(self, api: Api, openapi: dict[str, Any]):
         if api.config.auth == "keys" and api.keys is None:
             raise ValueError("auth: keys needs a key store")

@@ -17,14 +17,15 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
             store = KeyStore(pool)
             if args.keys_command == "create":
                 adapters = [name.strip() for name in (args.adapters or "").split(",") if name.strip()]
-                key, record = await store.create(args.tenant, adapters, args.rate)
+                key, record = await store.create(args.tenant, adapters, args.rate, args.label)
                 print(f"{key}\n(key {record.id} for tenant {record.tenant}; shown once: only its hash is stored)")
             elif args.keys_command == "list":
                 for record in await store.list():
                     state = f"revoked {record.revoked_at:%Y-%m-%d %H:%M}" if record.revoked_at else "live"
                     rate = f"{record.rate_per_s:g}/s" if record.rate_per_s else "default rate"
                     allowed = ",".join(record.adapters) or "-"
-                    print(f"{record.id}  {record.tenant:<20} {state:<24} {rate:<14} adapters {allowed}")
+                    label = record.label or "-"
+                    print(f"{record.id}  {record.tenant:<20} {label:<16} {state:<24} {rate:<14} adapters {allowed}")
             elif not await store.revoke(args.id):
                 print(f"no live key {args.id}")
                 return 1
@@ -41,6 +42,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--tenant", required=True)
     create.add_argument("--adapters", help="comma-separated adapters the key may name (default: none)")
     create.add_argument("--rate", type=float, help="requests per second for the tenant (default: the service's)")
+    create.add_argument("--label", help="who holds the key (a person or a program): decisions made with it say so")
     listing = keys.add_parser("list", help="every key: id, tenant, state, rate, adapters")
     revoke = keys.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("id")

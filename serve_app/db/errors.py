@@ -30,6 +30,7 @@ ADAPTER_REGISTRY = "the adapter registry (PostgreSQL)"
 JOB_STORE = "the job store (PostgreSQL)"
 API_KEYS = "API keys (PostgreSQL)"
 VOCABULARY = "the extraction vocabulary (PostgreSQL)"
+CONFIRMATIONS = "the tenant's confirmations (PostgreSQL)"
 
 
 def database_timeout(exc: BaseException, what: str = DIRECTORY) -> DependencyTimeout:

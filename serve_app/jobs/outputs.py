@@ -12,10 +12,10 @@ from __future__ import annotations
 import io
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,7 +62,34 @@ OUTPUT_COLUMNS: tuple[OutputColumn, ...] = (
     OutputColumn("directory_as_of", "行号目录日期", "directory_as_of", "date"),
     OutputColumn("data_version", "目录版本", "data_version", "number"),
     OutputColumn("error", "错误", "error"),
+    OutputColumn("decision", "人工决定", "decision"),
+    OutputColumn("decided_by", "决定人", "decided_by"),
+    OutputColumn("decided_at", "决定时间", "decided_at"),
 )
+#: The decision column of a row decided "no such branch in the directory".
+DECIDED_NONE = "none"
+
+
+@dataclass(frozen=True)
+class RowDecision:
+    """A person's decision on a row (``jobs.review``): a code, or None for "no such branch"."""
+
+    code: str | None
+    decided_by: str
+    decided_at: datetime
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> RowDecision | None:
+        """From a ``job_rows`` row's ``decided_*`` columns; None when it is not decided."""
+        if row["decided_at"] is None:
+            return None
+        return cls(row["decided_code"], row["decided_by"], row["decided_at"])
+
+    def cells(self) -> dict[str, str]:
+        return {"decision": self.code or DECIDED_NONE, "decided_by": self.decided_by,
+                "decided_at": self.decided_at.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
+
+
 _CANDIDATE = re.compile(r"(\d{12}) (.+)")
 #: Row colours by verdict (pale, so that text stays readable).
 FILLS = {"match": "D6F0DC", "ambiguous": "FDF0C9", "none": "E5E7EB", "skipped": "F3F4F6", "error": "F8D7D7"}
@@ -76,13 +103,15 @@ def output_header(columns: list[str], lang: Lang = "zh") -> list[str]:
     return columns + [name if name not in taken else prefix + name for name in names]
 
 
-def output_cells(result: RowResult) -> list[str]:
-    """A row's answer as the output columns' text: the stored fields, the candidates spread over columns."""
+def output_cells(result: RowResult, decision: RowDecision | None = None) -> list[str]:
+    """A row's answer as the output columns' text: the stored fields, the candidates spread over columns,
+    and a person's decision on it, if any."""
     stored = dict(zip((f for f in RowResult.__dataclass_fields__), result.cells(), strict=True))
     candidates = _candidates(stored.pop("candidates"))
     spread = {f"candidate_{n}_{part}": value for n, (code, name) in enumerate(candidates, 1)
               for part, value in (("code", code), ("name", name))}  # fmt: skip
-    return [stored.get(column.key, spread.get(column.key, "")) for column in OUTPUT_COLUMNS]
+    stored |= spread | (decision.cells() if decision else {})
+    return [stored.get(column.key, "") for column in OUTPUT_COLUMNS]
 
 
 def _candidates(text: str) -> list[tuple[str, str]]:
@@ -112,7 +141,7 @@ def workbook(
     sheet = book.create_sheet("结果" if lang == "zh" else "result")
     all_kinds = [*kinds, *(column.kind for column in OUTPUT_COLUMNS)]
     verdict_at = len(kinds) + [column.key for column in OUTPUT_COLUMNS].index("verdict")
-    error_at = len(header) - 1
+    error_at = len(kinds) + [column.key for column in OUTPUT_COLUMNS].index("error")
     sheet.freeze_panes = "A2"
     sheet.auto_filter.ref = f"A1:{get_column_letter(len(header))}{len(rows) + 1}"
     for index, name in enumerate(header):
@@ -187,6 +216,9 @@ def _summary(book, rows: list[list[str]], verdict_at: int, lang: Lang, title_lin
     sheet.append(["结论", "行数"] if lang == "zh" else ["verdict", "rows"])
     for verdict in ("match", "ambiguous", "none", "skipped", "error"):
         sheet.append([verdict, verdicts.get(verdict, 0)])
+    keys = [column.key for column in OUTPUT_COLUMNS]
+    decision_at = verdict_at + keys.index("decision") - keys.index("verdict")
+    sheet.append(["人工决定" if lang == "zh" else "decided", sum(1 for row in rows if row[decision_at])])
     sheet.append([])
     sheet.append(["结论", "原因", "行数"] if lang == "zh" else ["verdict", "reason", "rows"])
     for (verdict, reason), count in sorted(reasons.items()):

@@ -81,7 +81,7 @@ async def recheck_job(
         changed_rows = await conn.fetchval(f"SELECT count(*) FROM ({_CHANGED_CODES}) changed", job)  # noqa: S608
 
     async def with_job_adapter(request: QueryRequest) -> QueryResult:
-        return await answer(request, status.model)
+        return await answer(request, status.model, tenant=tenant)
 
     now = await answer_rows(with_job_adapter, [row["text"] for row in changed], RECHECK_CONCURRENCY)
     rows = [

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
@@ -36,10 +37,10 @@ from serve_app.errors import (
 from serve_app.schemas import Branch, QueryRequest, QueryResult
 
 log = logging.getLogger(__name__)
-#: Candidates listed for an ambiguous row.
+#: Candidates listed for an ambiguous row in the result files.
 CANDIDATES_SHOWN = 3
-#: ``top_k`` of the query each row asks.
-ROW_TOP_K = CANDIDATES_SHOWN
+#: ``top_k`` of the query each row asks: the candidates kept with a row to decide (``choices``).
+ROW_TOP_K = 5
 
 #: Answers one valid request; raises a ``ServiceError`` when it cannot.
 Answer = Callable[[QueryRequest], Awaitable[QueryResult]]
@@ -59,6 +60,9 @@ class RowResult:
     directory_as_of: date | None = None
     data_version: int | None = None
     error: str | None = None
+    #: A row that is not ``match``: its candidates (JSON: code, name, bank, city, confidence, evidence,
+    #: retired_on), for a person to decide among (``jobs.review``); not a column of the result files.
+    choices: str | None = None
 
     @classmethod
     def of(cls, result: QueryResult) -> RowResult:
@@ -81,6 +85,7 @@ class RowResult:
             candidates=candidates,
             directory_as_of=result.directory_as_of,
             data_version=result.data_version,
+            choices=None if result.verdict == "match" else _choices(result),
         )
 
     def values(self) -> tuple:
@@ -89,6 +94,14 @@ class RowResult:
 
     def cells(self) -> list[str]:
         return [_text(value) for value in self.values()]
+
+
+def _choices(result: QueryResult) -> str:
+    """The candidates a person decides among, as JSON: the matches, and a retired branch's successors."""
+    keep = ("code", "name", "bank", "city", "confidence", "evidence", "retired_on")
+    shown = [match.model_dump(mode="json", include=set(keep)) for match in result.matches[:ROW_TOP_K]]
+    shown += [branch.model_dump(mode="json", include=set(keep)) for branch in result.successors]
+    return json.dumps(shown, ensure_ascii=False)
 
 
 def _named(branch: Branch) -> str:

@@ -25,8 +25,9 @@ from serve_app.schemas import QueryRequest, QueryResult
 
 log = logging.getLogger(__name__)
 
-#: Answers one request, extracting with the adapter named (None: the service's default path).
-AnswerWith = Callable[[QueryRequest, str | None], Awaitable[QueryResult]]
+#: Answers one request, extracting with the adapter named (None: the service's default path), for the tenant
+#: named (its decisions on texts apply): ``QueryService.answer(request, adapter, tenant=…)``.
+AnswerWith = Callable[..., Awaitable[QueryResult]]
 #: Pause after a chunk failed for a dependency, doubled per failure up to ``MAX_BACKOFF_S``.
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 10.0
@@ -90,7 +91,7 @@ class JobRunner:
 
     async def _answer_chunk(self, chunk: Chunk) -> list[RowResult]:
         async def answer(request: QueryRequest) -> QueryResult:
-            return await self.answer(request, chunk.model)
+            return await self.answer(request, chunk.model, tenant=chunk.tenant)
 
         return await answer_rows(answer, chunk.texts, self.tunables.concurrency)
 

@@ -9,8 +9,8 @@ import asyncpg
 from pydantic import BaseModel, Field
 
 JOB_COLUMNS = """id, tenant, state, filename, input_format, columns, text_column, model, total_rows, done_rows,
-                  match_rows, ambiguous_rows, none_rows, error_rows, skipped_rows, title_lines, header_line,
-                  created_at, started_at, finished_at"""
+                  match_rows, ambiguous_rows, none_rows, error_rows, skipped_rows, decided_rows, title_lines,
+                  header_line, created_at, started_at, finished_at"""
 
 
 class VerdictCounts(BaseModel):
@@ -37,6 +37,7 @@ class JobStatus(BaseModel):
     done_rows: int
     progress: float = Field(description="done_rows / total_rows, 0 to 1.")
     counts: VerdictCounts
+    decided_rows: int = Field(description="Rows a person has decided (GET …/review, POST …/rows/{n}/decision).")
     rows_per_s: float | None = Field(description="Since the first chunk was taken.")
     eta_s: float | None = Field(description="Seconds left at that rate.")
     created_at: datetime
@@ -73,6 +74,7 @@ class JobStatus(BaseModel):
                 error=row["error_rows"],
                 skipped=row["skipped_rows"],
             ),
+            decided_rows=row["decided_rows"],
             rows_per_s=rate,
             eta_s=eta,
             created_at=row["created_at"],

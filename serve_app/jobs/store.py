@@ -22,7 +22,7 @@ import asyncpg
 
 from serve_app.errors import JobNotDone, QuotaExceeded, UnknownJob
 from serve_app.jobs.files import InputTable
-from serve_app.jobs.outputs import output_cells
+from serve_app.jobs.outputs import RowDecision, output_cells
 from serve_app.jobs.results import RESULT_COLUMNS, RowResult
 from serve_app.jobs.status import JOB_COLUMNS, JobStatus
 
@@ -72,6 +72,7 @@ class Chunk:
     """Rows of one job, locked by this worker's open transaction until ``commit``."""
 
     job_id: uuid.UUID
+    tenant: str
     model: str | None
     row_numbers: list[int]
     texts: list[str]
@@ -99,11 +100,11 @@ _UPDATE_ROWS = """
 UPDATE job_rows SET done = true, verdict = r.verdict, code = r.code, official_name = r.official_name,
        bank = r.bank, city = r.city, clearing_code = r.clearing_code, confidence = r.confidence,
        reason = r.reason, candidates = r.candidates, directory_as_of = r.directory_as_of,
-       data_version = r.data_version, error = r.error
+       data_version = r.data_version, error = r.error, choices = r.choices
 FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::real[],
-            $10::text[], $11::text[], $12::date[], $13::bigint[], $14::text[])
+            $10::text[], $11::text[], $12::date[], $13::bigint[], $14::text[], $15::jsonb[])
      AS r(row_no, code, official_name, bank, city, clearing_code, verdict, confidence, reason, candidates,
-          directory_as_of, data_version, error)
+          directory_as_of, data_version, error, choices)
 WHERE job_rows.job_id = $1 AND job_rows.row_no = r.row_no AND NOT job_rows.done
 """
 _UPDATE_COUNTS = """
@@ -129,7 +130,7 @@ _MARK_CLAIMED = """
 UPDATE jobs SET last_claimed_at = clock_timestamp(), started_at = coalesce(started_at, clock_timestamp()),
        state = CASE WHEN state = 'queued' THEN 'running' ELSE state END
 WHERE id = $1
-RETURNING model, text_column
+RETURNING tenant, model, text_column
 """
 _CLAIM_ROWS = """
 SELECT row_no, cells[$3] AS text FROM job_rows WHERE job_id = $1 AND NOT done ORDER BY row_no LIMIT $2
@@ -245,16 +246,18 @@ class JobStore:
             after = -1
             while True:
                 page = await self.pool.fetch(
-                    f"""SELECT row_no, cells, {", ".join(RESULT_COLUMNS)} FROM job_rows
+                    f"""SELECT row_no, cells, {", ".join(RESULT_COLUMNS)}, decided_code, decided_by, decided_at
+                        FROM job_rows
                         WHERE job_id = $1 AND row_no > $2 ORDER BY row_no LIMIT $3""",  # noqa: S608 - constants
                     uuid.UUID(status.id),
                     after,
                     page_rows,
                 )
                 yield [
-                    list(row["cells"]) + output_cells(RowResult(**{name: row[name] for name in RESULT_COLUMNS}))
+                    list(row["cells"]) + output_cells(RowResult(**{name: row[name] for name in RESULT_COLUMNS}),
+                                                      RowDecision.of(row))
                     for row in page
-                ]
+                ]  # fmt: skip
                 if len(page) < page_rows:
                     return
                 after = page[-1]["row_no"]
@@ -276,6 +279,7 @@ class JobStore:
                     if rows:
                         yield Chunk(
                             job_id,
+                            job["tenant"],
                             job["model"],
                             [row["row_no"] for row in rows],
                             [row["text"] for row in rows],

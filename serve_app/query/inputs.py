@@ -7,9 +7,10 @@ its brackets. What the inputs do not name is the same for every caller: the dire
 ``data_version``) and the code that reads and judges them (named by the normalizer, extractor and verdict
 versions in the key).
 
-The inputs hold nothing of the caller. Today no tenant changes an answer except by the adapter it names,
-which is here; a per-tenant input to answers (a tenant's own confirmations, say) must be added here and
-so keeps tenants apart in the shared cache.
+The inputs hold nothing of the caller but what changes its answer: the adapter it names, and its tenant's
+confirmation of this text (a person's decision, ``service.confirmations``), if it has one. A tenant without
+a confirmation of a text shares the cache entry of every other such tenant; one with a confirmation has
+its own entry, keyed on the decision.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from serve_app.directory.codes import CodeInText, split_code
 from serve_app.normalize import normalize
-from serve_app.schemas import QueryRequest
+from serve_app.schemas import Confirmation, QueryRequest
 
 
 class AnswerInputs(BaseModel):
@@ -41,19 +42,42 @@ class AnswerInputs(BaseModel):
     #: as-of date of its snapshot (determined by the version; carried so the answer can say it).
     data_version: int | None
     directory_as_of: date | None = None
+    #: The caller's tenant's decision on this text, if it has one (checked against the directory when used).
+    confirmation: Confirmation | None = None
+
+    @property
+    def text_key(self) -> str:
+        """The text as a tenant's decision on it is kept and found: the normalized words, then ``#code`` when
+        the text carries a code."""
+        return text_key(self.normalized, self.code)
+
+
+def text_key(normalized: str, code: CodeInText | None) -> str:
+    return f"{normalized} #{code.code}" if code is not None else normalized
+
+
+def read_text(text: str) -> tuple[str, CodeInText | None]:
+    """The words of ``text`` as extraction reads them (normalized, without the code), and the code it carries."""
+    code, words = split_code(text)
+    return normalize(words), code
 
 
 def read_inputs(
-    request: QueryRequest, adapter: str | None, data_version: int | None, directory_as_of: date | None = None
+    request: QueryRequest,
+    adapter: str | None,
+    data_version: int | None,
+    directory_as_of: date | None = None,
+    confirmation: Confirmation | None = None,
 ) -> AnswerInputs:
     """The inputs of ``request``'s answer. ``adapter``: the adapter to ask, already resolved by the caller
     (the request's ``model``, or a job's adapter, as ``name@revision`` in the service)."""
-    code, words = split_code(request.query)
+    normalized, code = read_text(request.query)
     return AnswerInputs(
-        normalized=normalize(words),
+        normalized=normalized,
         code=code,
         adapter=adapter,
         top_k=request.top_k,
         data_version=data_version,
         directory_as_of=directory_as_of,
+        confirmation=confirmation,
     )

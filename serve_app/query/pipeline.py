@@ -16,9 +16,19 @@ from serve_app.directory.loader import read_directory_state
 from serve_app.extraction.rules import RulesExtractor
 from serve_app.extraction.service import ExtractEntities, ExtractionService, ModelReader
 from serve_app.query.inputs import AnswerInputs, read_inputs
-from serve_app.query.retrieval import BranchRepository, Retrieval
+from serve_app.query.retrieval import BranchRepository, Candidate, Retrieval
 from serve_app.query.verdict import Judgement, judge, judge_code
-from serve_app.schemas import Branch, Entities, ExtractionOutcome, QueryRequest, QueryResult
+from serve_app.schemas import (
+    Branch,
+    Confirmation,
+    Entities,
+    Evidence,
+    ExtractionOutcome,
+    Match,
+    NotUsedBecause,
+    QueryRequest,
+    QueryResult,
+)
 from serve_app.timing import ms_since
 
 
@@ -65,7 +75,73 @@ async def compute_answer(
     words beside it checked against it: words that name another branch, place or bank make it a conflict
     for a person to resolve, with both branches shown. When the branch meant is retired, the answer lists
     its possible successors.
+
+    A text the caller's tenant has decided (``inputs.confirmation``) is answered by the decision while its
+    branch is in the directory as decided; otherwise it is answered as any text is, and the answer says why
+    the decision was not used.
     """
+    if inputs.confirmation is not None:
+        confirmed, confirmation = await _confirmed(repository, inputs, inputs.confirmation, query, timings)
+        if confirmed is not None:
+            return confirmed
+        result = await _computed(extract_entities, repository, inputs, query, timings)
+        return result.model_copy(update={"confirmation": confirmation})
+    return await _computed(extract_entities, repository, inputs, query, timings)
+
+
+async def _confirmed(
+    repository: BranchRepository,
+    inputs: AnswerInputs,
+    confirmation: Confirmation,
+    query: str,
+    timings: dict[str, float],
+) -> tuple[QueryResult | None, Confirmation]:
+    """The answer a person decided (``match``/``confirmed``, or ``none``/``confirmed_none``), or None with
+    the decision marked as not used, when its branch has since been retired, renamed or moved."""
+    mark = time.perf_counter()
+    matches: list[Match] = []
+    if confirmation.code is not None:
+        record = await repository.by_code(confirmation.code)
+        stale = _stale(confirmation, record)
+        if stale is not None or record is None:
+            return None, confirmation.model_copy(update={"used": False, "not_used_because": stale})
+        unstated = Evidence(bank="unstated", city="unstated", district="unstated", branch="unstated")
+        matches = [Match(**Branch.model_validate(record).model_dump(), confidence=1.0, evidence=unstated, score=1.0)]
+    timings["retrieve"] = ms_since(mark)
+    answer = QueryResult(
+        query=query,
+        normalized=inputs.normalized,
+        entities=Entities(),
+        verdict="match" if matches else "none",
+        reason="confirmed" if matches else "confirmed_none",
+        matches=matches,
+        source="confirmed",
+        data_version=inputs.data_version,
+        directory_as_of=inputs.directory_as_of,
+        confirmation=confirmation,
+        timings_ms=timings,
+    )
+    return answer, confirmation
+
+
+def _stale(confirmation: Confirmation, record: Candidate | None) -> NotUsedBecause | None:
+    """Why a decided code can no longer be paid to (None: it can): ``record`` is its directory record today."""
+    if record is None:
+        return "not_in_directory"
+    if record.retired_on is not None:
+        return "retired"
+    if (record.name, record.city) != (confirmation.name, confirmation.city):
+        return "changed"
+    return None
+
+
+async def _computed(
+    extract_entities: ExtractEntities,
+    repository: BranchRepository,
+    inputs: AnswerInputs,
+    query: str,
+    timings: dict[str, float],
+) -> QueryResult:
     mark = time.perf_counter()
     normalized, code = inputs.normalized, inputs.code
     if normalized and not (code is not None and code.whole_query):  # a bare code names no branch words

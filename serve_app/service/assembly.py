@@ -14,6 +14,7 @@ from serve_app.extraction.service import ExtractEntities, ExtractionObserver, Ex
 from serve_app.models.adapters import AdapterRegistry
 from serve_app.query.retrieval import BranchRepository
 from serve_app.schemas import QueryResult
+from serve_app.service.confirmations import ConfirmationStore
 from serve_app.service.query_log import QueryLog
 from serve_app.service.query_service import QueryService
 from serve_app.service.rate_limit import RateLimiter
@@ -42,6 +43,7 @@ async def assemble_query_service(
         query_log=QueryLog(pool, tunables.query_log_batch, tunables.query_log_interval_s),
         registry=AdapterRegistry(pool),
         on_result=on_result,
+        confirmations=ConfirmationStore(pool),
     )
     await service.refresh_data_version()
     return service

@@ -20,7 +20,7 @@ from typing import Any
 
 from serve_app.concurrency import map_bounded
 from serve_app.config import IngressTunables
-from serve_app.db.errors import ADAPTER_REGISTRY, database_errors
+from serve_app.db.errors import ADAPTER_REGISTRY, CONFIRMATIONS, database_errors
 from serve_app.directory.codes import is_code_shaped, is_valid_code, pasted_code
 from serve_app.directory.loader import read_directory_state
 from serve_app.errors import AdapterInvalid, InvalidCode, RateLimited, RetiredCode, UnknownAdapter, UnknownCode
@@ -30,6 +30,7 @@ from serve_app.query.inputs import read_inputs
 from serve_app.query.pipeline import compute_answer
 from serve_app.query.retrieval import BranchRepository
 from serve_app.schemas import BranchRecordOut, QueryRequest, QueryResult
+from serve_app.service.confirmations import ConfirmationStore
 from serve_app.service.query_log import QueryLog
 from serve_app.service.rate_limit import RateLimiter
 from serve_app.service.result_cache import ResultCache
@@ -52,7 +53,9 @@ class QueryService:
         query_log: QueryLog,
         registry: AdapterRegistry,
         on_result: Callable[[QueryResult, bool], None] | None = None,
+        confirmations: ConfirmationStore | None = None,
     ):
+        """``confirmations``: the tenants' decisions on texts (None: answers never read them)."""
         self.extract_entities = extract_entities
         self.repository = repository
         self.result_cache = result_cache
@@ -60,6 +63,7 @@ class QueryService:
         self.query_log = query_log
         self.registry = registry
         self.on_result = on_result  # observer (metrics): (result, served from cache)
+        self.confirmations = confirmations
         self.data_version = 0
         self.directory_as_of: date | None = None
         self._refreshing = asyncio.Lock()
@@ -108,7 +112,7 @@ class QueryService:
     ) -> QueryResult:
         """``POST /api/v1/query`` once the caller is admitted (``api.handlers`` checks and charges it): the
         answer, logged. ``timings`` and ``started``: what the request has spent so far, and since when."""
-        result = await self.answer(request, timings=timings, started=started)
+        result = await self.answer(request, tenant=caller.tenant, timings=timings, started=started)
         self._log(result, caller)
         return result
 
@@ -119,7 +123,7 @@ class QueryService:
             await self.adapter_ref(adapter)
 
         async def one(request: QueryRequest) -> QueryResult:
-            result = await self.answer(request)
+            result = await self.answer(request, tenant=caller.tenant)
             self._log(result, caller)
             return result
 
@@ -129,16 +133,22 @@ class QueryService:
         self,
         request: QueryRequest,
         adapter: str | None = None,
+        tenant: str | None = None,
         timings: dict[str, float] | None = None,
         started: float | None = None,
     ) -> QueryResult:
         """The answer to one valid request, from the cache or computed (cache → extract → retrieve → judge).
-        ``adapter`` names the adapter to extract with when the request does not (bulk jobs)."""
+        ``adapter`` names the adapter to extract with when the request does not (bulk jobs, batches);
+        ``tenant``: whose decisions on texts apply (None: nobody's)."""
         started = time.perf_counter() if started is None else started
         timings = {} if timings is None else timings
         name = request.model or adapter  # the one place that decides: the request's adapter wins a job's
         ref = None if name is None else await self.adapter_ref(name)
         inputs = read_inputs(request, ref, self.data_version, self.directory_as_of)
+        if tenant is not None and self.confirmations is not None and inputs.text_key:
+            with database_errors(CONFIRMATIONS):
+                confirmation = await self.confirmations.lookup(tenant, inputs.text_key)
+            inputs = inputs.model_copy(update={"confirmation": confirmation})
         result, cached = await self.result_cache.get_or_compute(
             self.result_cache.key(inputs),
             lambda: compute_answer(self.extract_entities, self.repository, inputs, request.query, timings),
@@ -146,8 +156,9 @@ class QueryService:
         )
         total_ms = ms_since(started)
         if cached:
+            source = "confirmed" if result.source == "confirmed" else "cache"  # a person's decision stays one
             result = result.model_copy(
-                update={"query": request.query, "source": "cache", "timings_ms": timings | {"total": total_ms}}
+                update={"query": request.query, "source": source, "timings_ms": timings | {"total": total_ms}}
             )
         else:  # a caller that joined another's flight has only its own rate limit in ``timings``
             result = result.model_copy(update={"timings_ms": result.timings_ms | timings | {"total": total_ms}})

@@ -41,6 +41,7 @@ class Caller:
     rate_key: str  # the rate limiter's bucket
     adapters: frozenset[str] | None = None
     rate_per_s: float | None = None  # None: the service's default
+    who: str = OPEN_TENANT  # the person or program behind the key, as decisions record it: its label, else its id
 
     def check_adapter(self, name: str | None) -> None:
         """``Forbidden`` if this caller may not name adapter ``name``."""
@@ -51,6 +52,7 @@ class Caller:
 class ApiKeyOut(BaseModel):
     id: str
     tenant: str
+    label: str | None
     adapters: list[str]
     rate_per_s: float | None
     created_at: datetime
@@ -68,26 +70,33 @@ class KeyStore:
         self._cache: dict[str, tuple[float, Caller]] = {}  # bounded by the keys that exist
         self._refused: OrderedDict[str, float] = OrderedDict()
 
-    async def create(self, tenant: str, adapters: list[str], rate_per_s: float | None) -> tuple[str, ApiKeyOut]:
-        """A new key for ``tenant``: (the key, shown once; its record)."""
+    async def create(
+        self, tenant: str, adapters: list[str], rate_per_s: float | None, label: str | None = None
+    ) -> tuple[str, ApiKeyOut]:
+        """A new key for ``tenant``: (the key, shown once; its record). ``label`` names who holds it (a person
+        or a program, 1-64 characters): decisions made with the key are recorded under it."""
+        if label is not None and not 1 <= len(label) <= 64:
+            raise ValueError("a key's label is 1-64 characters")
         if not TENANT_NAME.fullmatch(tenant):
             raise ValueError("tenant names are 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
         key_id = secrets.token_hex(4)
         key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
         row = await self.pool.fetchrow(
-            """INSERT INTO api_keys (id, key_hash, tenant, adapters, rate_per_s) VALUES ($1, $2, $3, $4, $5)
-               RETURNING id, tenant, adapters, rate_per_s, created_at, revoked_at""",
+            """INSERT INTO api_keys (id, key_hash, tenant, adapters, rate_per_s, label) VALUES ($1, $2, $3, $4, $5, $6)
+               RETURNING id, tenant, label, adapters, rate_per_s, created_at, revoked_at""",
             key_id,
             _hash(key),
             tenant,
             sorted(set(adapters)),
             rate_per_s,
+            label,
         )
         return key, ApiKeyOut.model_validate(dict(row))
 
     async def list(self) -> list[ApiKeyOut]:
         rows = await self.pool.fetch(
-            "SELECT id, tenant, adapters, rate_per_s, created_at, revoked_at FROM api_keys ORDER BY tenant, created_at"
+            """SELECT id, tenant, label, adapters, rate_per_s, created_at, revoked_at FROM api_keys
+               ORDER BY tenant, created_at"""
         )
         return [ApiKeyOut.model_validate(dict(row)) for row in rows]
 
@@ -116,7 +125,9 @@ class KeyStore:
         if refused is not None and now - refused < self.cache_ttl_s:
             raise Unauthorized("unknown or revoked API key")
         row = await self.pool.fetchrow(
-            "SELECT tenant, adapters, rate_per_s FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", digest
+            """SELECT id, tenant, label, adapters, rate_per_s FROM api_keys
+               WHERE key_hash = $1 AND revoked_at IS NULL""",
+            digest,
         )
         if row is None:
             self._refused[digest] = now
@@ -130,6 +141,7 @@ class KeyStore:
             rate_key=f"tenant:{row['tenant']}",
             adapters=frozenset(row["adapters"]),
             rate_per_s=row["rate_per_s"],
+            who=row["label"] or f"key {row['id']}",
         )
         self._cache[digest] = (now, caller)
         return caller

@@ -64,7 +64,8 @@ async function runSearch() {
     $("reason").textContent = t("reason." + result.reason);
     $("reason").dataset.reason = result.reason;
     const best = result.matches[0];
-    $("confidence").textContent = best ? t("confidence", { value: best.confidence.toFixed(3) }) : "";
+    $("confidence").textContent = confirmationNote(result.confirmation)
+      || (best ? t("confidence", { value: best.confidence.toFixed(3) }) : "");
     const body = $("matches");
     body.replaceChildren();
     for (const match of result.matches) {
@@ -107,6 +108,15 @@ async function runSearch() {
     $("search-error").textContent = error.message;
     show($("search-error"), true);
   }
+}
+
+// A person's decision on this text, as the answer carries it: who and when, or why it is no longer used.
+function confirmationNote(confirmation) {
+  if (!confirmation) return "";
+  if (!confirmation.used) {
+    return t("confirmation.not_used", { code: confirmation.code, why: t("why." + confirmation.not_used_because) });
+  }
+  return t("confirmed_by", { who: confirmation.decided_by, date: confirmation.decided_at.slice(0, 10) });
 }
 
 // A candidate's code, copied for the clerk's payment form (never for a retired branch).
@@ -241,6 +251,7 @@ async function follow(jobId) {
   $("job-progress").textContent = t("job.progress",
     { percent: Math.floor(job.progress * 100), done: job.done_rows, total: job.total_rows });
   $("job-counts").textContent = t("job.counts", job.counts)
+    + (job.decided_rows ? t("job.decided", { decided: job.decided_rows }) : "")
     + (job.eta_s && job.state !== "done" ? t("job.eta", { seconds: Math.ceil(job.eta_s) }) : "");
   if (job.state === "done") {
     const stem = job.filename.replace(/\.[^.]*$/, "");
@@ -252,6 +263,7 @@ async function follow(jobId) {
     }
     show($("job-downloads"), true);
     loadRecentJobs();
+    loadReview(jobId, job.filename);  // review.js: the rows to decide
     return;
   }
   setTimeout(() => follow(jobId), 500);
