@@ -144,7 +144,7 @@ async def run_case(name: str) -> dict:
     from pydantic import SecretStr
 
     from serve_app.api.app import build_http_app
-    from serve_app.api.handlers import Api
+    from serve_app.api.parts import Api
     from serve_app.config import IngressConfig, IngressTunables
     from serve_app.db.pool import create_pool
     from serve_app.db.redis_client import create_redis

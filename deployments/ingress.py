@@ -18,8 +18,9 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.handles import ExtractorCall, domain_errors
 from deployments.metrics import ExtractorMetrics, IngressMetrics
+from deployments.trainer import RayLauncher
 from serve_app.api.app import build_http_app
-from serve_app.api.handlers import Api
+from serve_app.api.parts import Api
 from serve_app.config import IngressConfig, IngressTunables
 from serve_app.db.announcements import Announcements
 from serve_app.db.pool import create_pool
@@ -34,6 +35,8 @@ from serve_app.service.admin import AdminService
 from serve_app.service.assembly import assemble_query_service
 from serve_app.service.tenants import KeyStore
 from serve_app.settings import Settings
+from serve_app.training.revision import TrainingSetup
+from serve_app.training.run_store import TrainingRunStore
 
 log = logging.getLogger(__name__)
 REFRESH_S = 2.0  # data version and metrics export
@@ -49,7 +52,9 @@ class Ingress:
         job_worker: DeploymentHandle | None,  # bound here so that Serve deploys it; jobs reach it via PostgreSQL
         config: dict,
         model_paths: ModelPaths | None,
+        training: dict | None = None,
     ):
+        """``training``: a ``TrainingSetup`` (where adapter revisions train); None with no model replicas."""
         self.config = IngressConfig.model_validate(config)
         self.settings = settings = Settings.for_replica()
         self.model_server = model_server
@@ -75,6 +80,10 @@ class Ingress:
         self.jobs = JobStore(self.pool)
         self.keys = KeyStore(self.pool)
         self.history = DirectoryHistory(self.pool, settings.db_acquire_timeout_s)
+        self.training = None
+        if model_paths is not None and training is not None:
+            launcher = RayLauncher(model_paths, TrainingSetup.model_validate(training))
+            self.training = (TrainingRunStore(self.pool), launcher)
         self._exported_version = -1
         self._directory: DirectoryInfo | None = None
         self.service.query_log.start()
@@ -97,6 +106,7 @@ class Ingress:
             jobs=self.jobs,
             keys=self.keys,
             history=self.history,
+            training=self.training,
         )
         return build_http_app(api, admission=(resources.max_ongoing_requests, resources.max_queued_requests))
 

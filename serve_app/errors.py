@@ -96,6 +96,14 @@ class UnknownConfirmation(ServiceError):
     """The caller's tenant has no confirmation with that id."""
 
 
+class TrainingInProgress(ServiceError):
+    """A training run of that adapter is already queued or running (one at a time per adapter)."""
+
+
+class UnknownTrainingRun(ServiceError):
+    """No training run with that id for this adapter and caller."""
+
+
 class JobNotDone(ServiceError):
     """A job's result was asked for before every row was done."""
 

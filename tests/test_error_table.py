@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from serve_app import errors as e
 from serve_app.api.app import build_http_app
 from serve_app.api.errors import ERRORS, HTTP_ERROR_CODES
-from serve_app.api.handlers import Api
+from serve_app.api.parts import Api
 from serve_app.config import IngressConfig
 from serve_app.db.pool import create_pool
 from serve_app.directory.browse import DirectoryBrowser
@@ -44,6 +44,7 @@ from serve_app.service.query_service import QueryService
 from serve_app.service.rate_limit import RateLimiter
 from serve_app.service.result_cache import ResultCache
 from serve_app.service.tenants import KeyStore
+from serve_app.training.run_store import TrainingRunStore
 from tests.conftest import loaded_database
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "api.md"
@@ -129,7 +130,8 @@ async def app(embedded_postgres, embedded_redis, tmp_path_factory) -> AsyncItera
         auth="keys", max_body_bytes=1024, max_batch_lines=3, max_upload_bytes=4096, body_grace_s=0.5,
         max_stored_rows_per_tenant=50,
     )  # fmt: skip
-    api = Api(service, admin, dict, SecretStr("s3cret"), config, DirectoryBrowser(pool), JobStore(pool), keys)
+    api = Api(service, admin, dict, SecretStr("s3cret"), config, DirectoryBrowser(pool), JobStore(pool), keys,
+              training=(TrainingRunStore(pool), FakeLauncherThatNeverStarts()))  # fmt: skip
     transport = httpx.ASGITransport(app=build_http_app(api))
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         holder["app"] = App(client, api, extraction, key, fresh_key)
@@ -224,6 +226,19 @@ async def _unknown_row(app: App) -> httpx.Response:
     )
 
 
+class FakeLauncherThatNeverStarts:
+    """A fake: runs stay queued (what matters here is the API's answer, not training)."""
+
+    async def launch(self, run_id: uuid.UUID) -> None:
+        return None
+
+
+async def _training_in_progress(app: App) -> httpx.Response:
+    """A run of job_22 already queued (its launcher here never starts one, so it stays queued)."""
+    await app.api.training[0].create("job_22", "acme", 5)  # type: ignore[index]
+    return await app.client.post("/api/v1/adapters/job_22/training", json={}, headers={"x-api-key": app.key})
+
+
 UNKNOWN_CODE = "10210000999" + str(check_digit("10210000999"))
 #: How each documented code is provoked.
 TRIGGERS: dict[str, Callable[[App], Awaitable[httpx.Response]]] = {
@@ -235,6 +250,10 @@ TRIGGERS: dict[str, Callable[[App], Awaitable[httpx.Response]]] = {
     "unknown_model": lambda app: app.client.delete("/api/v1/adapters/job_99", headers=ADMIN),
     "unknown_job": lambda app: app.get(f"/api/v1/jobs/{uuid.uuid4()}"),
     "unknown_row": _unknown_row,
+    "unknown_training_run": lambda app: app.client.get(
+        f"/api/v1/adapters/job_22/training/{uuid.uuid4()}", headers={"x-api-key": app.key}
+    ),
+    "training_in_progress": _training_in_progress,
     "unknown_confirmation": lambda app: app.client.delete(
         "/api/v1/confirmations/987654", headers={"x-api-key": app.key}
     ),
@@ -280,4 +299,6 @@ async def test_each_documented_error_over_http(app: App, code: str) -> None:
     assert (response.status_code, response.json().get("error", {}).get("code")) == (status, code), response.text
     details = {"branch"} if code == "retired_code" else set()  # the record of the retired code
     assert set(response.json()["error"]) == {"code", "message"} | details and "Traceback" not in response.text
-    assert ("retry-after" in response.headers) == (status in {429, 503, 504} or code == "job_not_done")
+    assert ("retry-after" in response.headers) == (
+        status in {429, 503, 504} or code in {"job_not_done", "training_in_progress"}
+    )

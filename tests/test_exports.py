@@ -22,7 +22,7 @@ import pytest
 from pydantic import SecretStr
 
 from serve_app.api.app import build_http_app
-from serve_app.api.handlers import Api
+from serve_app.api.parts import Api
 from serve_app.config import IngressConfig, IngressTunables, JobTunables
 from serve_app.db.pool import create_pool
 from serve_app.directory.browse import DirectoryBrowser

@@ -16,7 +16,7 @@ import openpyxl
 import pytest
 
 from serve_app.api.app import build_http_app
-from serve_app.api.handlers import Api
+from serve_app.api.parts import Api
 from serve_app.db.pool import create_pool
 from serve_app.jobs.runner import JobRunner
 from tests.conftest import loaded_database

@@ -399,6 +399,48 @@ def test_adapters_are_served_loaded_once_and_evicted_beyond_k(serve_app: str) ->
     assert post_query(serve_app, "工行", model="job_99").status_code == 404
 
 
+def test_a_training_run_in_a_ray_actor_registers_a_revision_that_serves(serve_app: str) -> None:
+    """POST …/training on the running application: a detached Ray actor (never the ingress or a serving model
+    replica) trains job_24 for a few steps, writing its progress to the run; the gate passes (tiny random
+    models: no worse than the revision serving or the rules alone), and the new revision is live without a
+    redeploy: the next query naming job_24 loads it."""
+    started = httpx.post(f"{serve_app}/api/v1/adapters/job_24/training", json={"steps": 3}, timeout=30)
+    assert started.status_code == 202, started.text
+    location = serve_app + started.headers["location"]
+
+    def ended() -> dict | None:
+        run = httpx.get(location, timeout=10).json()
+        return run if run["state"] in ("registered", "rejected", "failed") else None
+
+    run = wait_for(ended, timeout_s=300, interval_s=1)
+    assert run["state"] == "registered" and run["step"] == 3, run
+    assert run["report"]["replaces"].startswith("job_24@") and run["report"]["accepted"]
+    response = post_query(serve_app, f"华夏银行江油西山支行{uuid.uuid4().hex[:6]}", model="job_24")
+    assert response.status_code == 200 and response.json()["model"] == "job_24"
+    wait_for(lambda: f"job_24@{run['revision']}" in model_stats(serve_app)["loaded_adapters"])
+
+
+@pytest.mark.browser
+def test_the_page_starts_a_training_run_and_shows_its_gate(serve_app: str) -> None:
+    """On the page, in Chinese: name the adapter, start a short run, and follow it to its end, with the gate's
+    measurements of the new revision, the serving one and the rules alone."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with headless_chromium() as driver:
+        wait = WebDriverWait(driver, 300)
+        driver.get(f"{serve_app}/")
+        driver.find_element(By.ID, "training-adapter").send_keys("job_24")
+        steps = driver.find_element(By.ID, "training-steps")
+        steps.clear()
+        steps.send_keys("2")
+        driver.find_element(By.ID, "training-start").click()
+        newest = (By.CSS_SELECTOR, "#training-runs tr:first-child")
+        wait.until(lambda d: d.find_element(*newest).get_attribute("data-state") in ("registered", "rejected"))
+        text = driver.find_element(*newest).text
+        assert "已启用" in text and "新版本" in text and "现有版本" in text and "纯规则" in text, text
+
+
 def test_adapter_churn_through_serve_never_fails(serve_app: str) -> None:
     """Three adapters, two slots, two requests at a time: Serve's multiplexer evicts on nearly every
     request while another may be using the adapter it evicts. Every request is answered by its adapter."""

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from serve_app.api.admission import Admission
 from serve_app.api.app import build_http_app
 from serve_app.api.errors import render
-from serve_app.api.handlers import Api
+from serve_app.api.parts import Api
 from serve_app.db.errors import database_errors
 from serve_app.db.pool import create_pool
 from serve_app.db.redis_client import create_redis

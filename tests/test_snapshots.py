@@ -20,7 +20,7 @@ import pytest
 from pydantic import SecretStr
 
 from serve_app.api.app import build_http_app
-from serve_app.api.handlers import Api
+from serve_app.api.parts import Api
 from serve_app.cli import main
 from serve_app.config import IngressConfig, IngressTunables, JobTunables
 from serve_app.db.migrate import apply_migrations

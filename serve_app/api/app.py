@@ -17,8 +17,9 @@ from serve_app import errors as e
 from serve_app.api.admission import Admission
 from serve_app.api.endpoints import ENDPOINTS, Endpoint
 from serve_app.api.errors import on_http_error, on_service_error, on_unexpected
-from serve_app.api.handlers import WEB_ROOT, Api, Handlers
+from serve_app.api.handlers import WEB_ROOT, Handlers
 from serve_app.api.openapi import openapi_document
+from serve_app.api.parts import Api
 from serve_app.api.responses import respond
 
 

@@ -18,6 +18,7 @@ from serve_app.jobs.status import JobStatus
 from serve_app.models.adapters import AdapterIn, AdapterOut
 from serve_app.schemas import BatchRequest, BatchResponse, BranchRecordOut, JobParams, QueryRequest, QueryResult
 from serve_app.service.confirmations import ConfirmationPage, ConfirmationQuery
+from serve_app.training.run_store import TrainingRunIn, TrainingRunOut
 
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 DEPENDENCY_ERRORS = (e.DependencyUnavailable, e.DependencyTimeout)
@@ -94,6 +95,17 @@ ENDPOINTS = (
     Endpoint("DELETE", "/api/v1/confirmations/{confirmation_id}", "delete_confirmation",
              "Forget a confirmation: that text is answered as any text again.", status=204,
              errors=(e.UnknownConfirmation, *DEPENDENCY_ERRORS), tenant=True),
+    Endpoint("POST", "/api/v1/adapters/{name}/training", "start_training",
+             "Train a new revision of the adapter from its tenant's confirmations; it serves only if the gate passes.",
+             TrainingRunIn, TrainingRunOut, status=202,
+             errors=(e.UnknownAdapter, e.TrainingInProgress, e.Forbidden, e.NoModelDeployment, e.InvalidRequest,
+                     e.BodyTimeout, *DEPENDENCY_ERRORS), tenant=True),
+    Endpoint("GET", "/api/v1/adapters/{name}/training", "list_training", "The adapter's training runs, newest first.",
+             response=TrainingRunOut, response_list=True, errors=(e.Forbidden, e.NoModelDeployment, *DEPENDENCY_ERRORS),
+             tenant=True),
+    Endpoint("GET", "/api/v1/adapters/{name}/training/{run_id}", "training_run",
+             "A training run: state, step, loss, ETA, and the gate's report.", response=TrainingRunOut,
+             errors=(e.UnknownTrainingRun, e.Forbidden, e.NoModelDeployment, *DEPENDENCY_ERRORS), tenant=True),
     Endpoint("GET", "/api/v1/query/model-cache-stats", "model_cache_stats", "Per-replica model statistics.",
              errors=(e.DependencyUnavailable,), admin=True),
     Endpoint("POST", "/api/v1/query/clear-model-cache", "clear_model_cache", "Unload every adapter.",

@@ -7,13 +7,12 @@ from __future__ import annotations
 import hmac
 import math
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
@@ -22,12 +21,13 @@ from serve_app.api.body import BodyPace, read_body, read_json, validate
 from serve_app.api.endpoints import XLSX_TYPE
 from serve_app.api.errors import render
 from serve_app.api.guards import PAGE_HEADERS, check_local, idempotency_key
+from serve_app.api.parts import Api
 from serve_app.api.responses import Body, Reply, attachment
 from serve_app.api.review_routes import ReviewRoutes
-from serve_app.config import IngressConfig
+from serve_app.api.training_routes import TrainingRoutes
 from serve_app.db.errors import API_KEYS, JOB_STORE, database_errors
 from serve_app.directory.browse import BrowseQuery, DirectoryBrowser
-from serve_app.directory.history import ChangeQuery, DirectoryHistory
+from serve_app.directory.history import ChangeQuery
 from serve_app.jobs.outputs import ResultQuery, output_header
 from serve_app.jobs.recheck import recheck_job
 from serve_app.jobs.results import csv_text, result_filename
@@ -44,10 +44,10 @@ from serve_app.schemas import (
     QueryRequest,
     validation_message,
 )
-from serve_app.service.admin import AdminService
-from serve_app.service.query_service import QueryService
-from serve_app.service.tenants import Caller, KeyStore, open_caller
+from serve_app.service.tenants import Caller, open_caller
 from serve_app.timing import ms_since
+from serve_app.training.revision import Launcher
+from serve_app.training.run_store import TrainingRunStore
 
 #: Room per line of a batch body: the longest query in UTF-8 (4 bytes a character at most), quoted.
 BATCH_BYTES_PER_LINE = MAX_QUERY_CHARS * 4 + 16
@@ -57,23 +57,7 @@ LINES_PER_TOKEN = 100
 WEB_ROOT = Path(str(resources.files("serve_app") / "web"))
 
 
-@dataclass(frozen=True)
-class Api:
-    """What the routes stand on. ``browser``, ``jobs``, ``keys`` and ``history`` may be absent in tests of other parts
-    (their routes then fail as internal errors); ``keys`` is required when ``config.auth`` is ``keys``."""
-
-    service: QueryService
-    admin: AdminService
-    replica_stats: Callable[[], dict[str, Any]]
-    admin_token: SecretStr | None
-    config: IngressConfig = field(default_factory=IngressConfig)
-    browser: DirectoryBrowser | None = None
-    jobs: JobStore | None = None
-    keys: KeyStore | None = None
-    history: DirectoryHistory | None = None
-
-
-class Handlers(ReviewRoutes):
+class Handlers(ReviewRoutes, TrainingRoutes):
     def __init__(self, api: Api, openapi: dict[str, Any]):
         if api.config.auth == "keys" and api.keys is None:
             raise ValueError("auth: keys needs a key store")
@@ -134,6 +118,12 @@ class Handlers(ReviewRoutes):
     @property
     def jobs(self) -> JobStore:
         return _built_with(self.api.jobs, "a job store")
+
+    @property
+    def training(self) -> tuple[TrainingRunStore, Launcher]:
+        if self.api.training is None:
+            raise e.NoModelDeployment("this service runs without model replicas: there is nothing to train")
+        return self.api.training
 
     # --- queries and the directory ------------------------------------------------------------------
 
