@@ -31,6 +31,7 @@ from serve_app.directory.loader import LOADED_CHANNEL
 from serve_app.jobs.store import JobStore
 from serve_app.models.board import ModelBoard
 from serve_app.models.paths import ModelPaths
+from serve_app.ops.warming import read_progress
 from serve_app.service.admin import AdminService
 from serve_app.service.assembly import assemble_query_service
 from serve_app.service.tenants import KeyStore
@@ -107,6 +108,7 @@ class Ingress:
             keys=self.keys,
             history=self.history,
             training=self.training,
+            build_progress=lambda: read_progress(self.settings.models_dir),
         )
         return build_http_app(api, admission=(resources.max_ongoing_requests, resources.max_queued_requests))
 

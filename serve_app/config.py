@@ -147,6 +147,11 @@ class IngressConfig(_Strict):
         description="auth: open answers only its own machine (loopback) unless this is set: every caller of an "
         "open service is one tenant, who may list, download and delete every job.",
     )
+    model_warming: bool = Field(
+        default=False,
+        description="A model is configured but still being built (serve-app up's first run deploys this way): "
+        "requests naming an adapter get 503 model_warming; everything else is answered by the rules.",
+    )
     max_batch_lines: int = Field(default=1000, ge=1, description="Lines in one POST /api/v1/query/batch.")
     max_upload_bytes: int = Field(default=32 * 2**20, ge=1024, description="Size of one bulk job's file.")
     body_grace_s: float = Field(

@@ -162,6 +162,10 @@ class EngineError(ModelUnavailable):
     """An engine cannot serve: not started, its base failed to load, or it is unhealthy."""
 
 
+class ModelWarming(ServiceError):
+    """Model replicas are configured but not up yet (the demo model is being built): retry later."""
+
+
 class NotReady(ServiceError):
     """The application is up but cannot answer yet (warming up, or a health check failed)."""
 

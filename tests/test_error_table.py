@@ -233,6 +233,16 @@ class FakeLauncherThatNeverStarts:
         return None
 
 
+async def _model_warming(app: App) -> httpx.Response:
+    """The same service with its ingress told the model replicas are still being built."""
+    config = app.api.config.model_copy(update={"model_warming": True})
+    warming = Api(app.api.service, app.api.admin, dict, SecretStr("s3cret"), config, keys=app.api.keys)
+    transport = httpx.ASGITransport(app=build_http_app(warming))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        body = {"query": SEED, "model": "job_22"}
+        return await client.post("/api/v1/query", json=body, headers={"x-api-key": app.key})
+
+
 async def _training_in_progress(app: App) -> httpx.Response:
     """A run of job_22 already queued (its launcher here never starts one, so it stays queued)."""
     await app.api.training[0].create("job_22", "acme", 5)  # type: ignore[index]
@@ -254,6 +264,7 @@ TRIGGERS: dict[str, Callable[[App], Awaitable[httpx.Response]]] = {
         f"/api/v1/adapters/job_22/training/{uuid.uuid4()}", headers={"x-api-key": app.key}
     ),
     "training_in_progress": _training_in_progress,
+    "model_warming": _model_warming,
     "unknown_confirmation": lambda app: app.client.delete(
         "/api/v1/confirmations/987654", headers={"x-api-key": app.key}
     ),

@@ -56,6 +56,7 @@ ERRORS: dict[type[e.ServiceError], ErrorSpec] = {
     e.ModelUnavailable: ErrorSpec(503, "model_unavailable", 1),
     e.AdapterNotLoaded: ErrorSpec(503, "model_unavailable", 1),  # a race that survived its retry
     e.NotReady: ErrorSpec(503, "not_ready", 5),
+    e.ModelWarming: ErrorSpec(503, "model_warming", 30),
     e.DependencyTimeout: ErrorSpec(504, "timeout", 1),
 }
 INTERNAL = ErrorSpec(500, "internal_error")

@@ -46,8 +46,6 @@ from serve_app.schemas import (
 )
 from serve_app.service.tenants import Caller, open_caller
 from serve_app.timing import ms_since
-from serve_app.training.revision import Launcher
-from serve_app.training.run_store import TrainingRunStore
 
 #: Room per line of a batch body: the longest query in UTF-8 (4 bytes a character at most), quoted.
 BATCH_BYTES_PER_LINE = MAX_QUERY_CHARS * 4 + 16
@@ -105,6 +103,16 @@ class Handlers(ReviewRoutes, TrainingRoutes):
         host = request.client.host if request.client else "unknown"
         await self.service.take_tokens(Caller(tenant="-", rate_key=f"failed-credentials:{host}"), 1)
 
+    def check_adapter(self, caller: Caller, name: str | None) -> None:
+        """``Forbidden`` if ``caller`` may not name adapter ``name``; ``ModelWarming`` while the model replicas
+        are still being built (``ingress.model_warming``)."""
+        caller.check_adapter(name)
+        if name is not None and self.config.model_warming:
+            raise e.ModelWarming(
+                "the model replicas are still starting (the demo model is being built: see /readyz); retry in a "
+                "minute, or ask without naming an adapter"
+            )
+
     async def charged_caller(self, request: Request) -> Caller:
         """``caller``, charged the one token a request costs."""
         caller = await self.caller(request)
@@ -119,18 +127,12 @@ class Handlers(ReviewRoutes, TrainingRoutes):
     def jobs(self) -> JobStore:
         return _built_with(self.api.jobs, "a job store")
 
-    @property
-    def training(self) -> tuple[TrainingRunStore, Launcher]:
-        if self.api.training is None:
-            raise e.NoModelDeployment("this service runs without model replicas: there is nothing to train")
-        return self.api.training
-
     # --- queries and the directory ------------------------------------------------------------------
 
     async def query(self, request: Request) -> Body:
         caller = await self.caller(request)
         body = await read_json(request, QueryRequest, self.config.max_body_bytes, self.pace)
-        caller.check_adapter(body.model)
+        self.check_adapter(caller, body.model)
         started = time.perf_counter()
         await self.service.take_tokens(caller, 1)
         return await self.service.query(body, caller, {"rate_limit": ms_since(started)}, started)
@@ -141,7 +143,7 @@ class Handlers(ReviewRoutes, TrainingRoutes):
         body = await read_json(request, BatchRequest, limit * BATCH_BYTES_PER_LINE + 1024, self.pace)
         if len(body.queries) > limit:
             raise e.TooManyRows(f"at most {limit} queries per batch; use POST /api/v1/jobs for files")
-        caller.check_adapter(body.model)
+        self.check_adapter(caller, body.model)
         await self.service.take_tokens(caller, math.ceil(len(body.queries) / LINES_PER_TOKEN))
         items: list[BatchItem | QueryRequest] = []
         for text in body.queries:  # a line the service refuses is an error in its place
@@ -181,7 +183,7 @@ class Handlers(ReviewRoutes, TrainingRoutes):
     async def submit_job(self, request: Request) -> Reply:
         caller = await self.charged_caller(request)
         params = validate(JobParams, dict(request.query_params))
-        caller.check_adapter(params.model)
+        self.check_adapter(caller, params.model)
         submission = _built_with(self.submission, "a job store")
         key = idempotency_key(request)
         if key is not None and (replayed := await submission.replayed(caller.tenant, key)) is not None:
@@ -269,8 +271,10 @@ class Handlers(ReviewRoutes, TrainingRoutes):
 
     async def readyz(self, request: Request) -> Body:
         await self.service.check_database()
-        models = await self.admin.model_state()
-        return {"status": "ready", "models": models, "data_version": self.service.data_version}
+        ready = {"status": "ready", "data_version": self.service.data_version}
+        if self.config.model_warming:  # answering from the rules while the model is built
+            return ready | {"models": "warming", "warming": self.api.build_progress()}
+        return ready | {"models": await self.admin.model_state()}
 
     async def openapi(self, request: Request) -> Body:
         return self.openapi_document

@@ -35,3 +35,5 @@ class Api:
     keys: KeyStore | None = None
     history: DirectoryHistory | None = None
     training: tuple[TrainingRunStore, Launcher] | None = None  # runs' store, and where runs go to train
+    #: While ``config.model_warming``: how the model's build is going (``ops.warming.read_progress``).
+    build_progress: Callable[[], dict[str, Any] | None] = lambda: None

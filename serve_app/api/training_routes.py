@@ -11,9 +11,10 @@ from starlette.requests import Request
 
 from serve_app import errors as e
 from serve_app.api.body import BodyPace, read_json
+from serve_app.api.parts import Api
 from serve_app.api.responses import Body, Reply
 from serve_app.config import IngressConfig
-from serve_app.db.errors import ADAPTER_REGISTRY, database_errors
+from serve_app.db.errors import database_errors
 from serve_app.service.query_service import QueryService
 from serve_app.service.tenants import Caller
 from serve_app.training.revision import Launcher
@@ -25,16 +26,16 @@ TRAINING_RUNS = "training runs (PostgreSQL)"
 class Handlers(Protocol):
     """What these routes use of ``api.handlers.Handlers``."""
 
+    api: Api
     service: QueryService
     config: IngressConfig
     pace: BodyPace
 
-    @property
-    def training(self) -> tuple[TrainingRunStore, Launcher]: ...
-
     async def charged_caller(self, request: Request) -> Caller: ...
 
     async def require_admin(self, request: Request) -> None: ...
+
+    def check_adapter(self, caller: Caller, name: str | None) -> None: ...
 
 
 class TrainingRoutes:
@@ -49,7 +50,7 @@ class TrainingRoutes:
         elif body.tenant not in (None, tenant):
             raise e.Forbidden("a key trains from its own tenant's confirmations only")
         await self.service.adapter_ref(name)  # UnknownAdapter before anything is queued
-        store, launcher = self.training
+        store, launcher = _training(self)
         with database_errors(TRAINING_RUNS):
             run = await store.create(name, tenant, body.steps)
         await launcher.launch(uuid.UUID(run.id))
@@ -59,13 +60,21 @@ class TrainingRoutes:
         name = request.path_params["name"]
         tenant = await _tenant(self, request, name)
         with database_errors(TRAINING_RUNS):
-            return await self.training[0].recent(name, tenant)
+            return await _training(self)[0].recent(name, tenant)
 
     async def training_run(self: Handlers, request: Request) -> Body:
         name = request.path_params["name"]
         tenant = await _tenant(self, request, name)
         with database_errors(TRAINING_RUNS):
-            return await self.training[0].get(name, request.path_params["run_id"], tenant)
+            return await _training(self)[0].get(name, request.path_params["run_id"], tenant)
+
+
+def _training(handlers: Handlers) -> tuple[TrainingRunStore, Launcher]:
+    if handlers.config.model_warming:
+        raise e.ModelWarming("the model replicas are still starting (the demo model is being built): retry later")
+    if handlers.api.training is None:
+        raise e.NoModelDeployment("this service runs without model replicas: there is nothing to train")
+    return handlers.api.training
 
 
 async def _tenant(handlers: Handlers, request: Request, adapter: str) -> str | None:
@@ -74,6 +83,5 @@ async def _tenant(handlers: Handlers, request: Request, adapter: str) -> str | N
         await handlers.require_admin(request)
         return None
     caller = await handlers.charged_caller(request)
-    caller.check_adapter(adapter)
-    with database_errors(ADAPTER_REGISTRY):
-        return caller.tenant
+    handlers.check_adapter(caller, adapter)
+    return caller.tenant

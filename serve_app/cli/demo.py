@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import Callable
 
 from serve_app.cli.database import prepared_database_url
 from serve_app.cli.train import print_progress, register_adapters
 from serve_app.settings import Settings
 
 
-async def register_demo_model(settings: Settings, url: str, force: bool = False, tiny: bool = False):
+async def register_demo_model(
+    settings: Settings, url: str, force: bool = False, tiny: bool = False, on_progress: Callable | None = None
+):
     """Build the demo model if missing (or ``force``) and register its adapters; return the ``DemoModel``.
+    ``on_progress(adapter, Progress)`` while an adapter trains (default: a console line every 10 steps).
 
     ``tiny``: the random test model instead (seconds to build; its answers are noise)."""
     from serve_app.models.demo import make_demo_model
@@ -22,7 +26,7 @@ async def register_demo_model(settings: Settings, url: str, force: bool = False,
         demo = await asyncio.to_thread(make_tiny_model, settings.models_dir, force)
     else:
         print("demo model: SmolLM2-135M-Instruct and two adapters trained here (built once: minutes on a CPU) …")
-        demo = await asyncio.to_thread(make_demo_model, settings.models_dir, force, print_progress)
+        demo = await asyncio.to_thread(make_demo_model, settings.models_dir, force, on_progress or print_progress)
     await register_adapters(settings, url, list(demo.adapters))
     return demo
 

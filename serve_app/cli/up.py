@@ -1,5 +1,10 @@
 """``serve-app up``: embedded services if no URL is set, migrations, demo data, then Ray Serve until stopped.
 
+On a first run (the demo model not built yet) the rules answer at once: the application is deployed
+without its model replicas (``ops.warming``), the demo model is built in the background with its progress
+on the console, and the configuration as written is deployed when it is done. Ray's and Serve's own
+output goes to ``$SERVE_APP_HOME/logs/serve.log``; the console keeps the service's lines.
+
 Stopping: SIGTERM (systemd, Kubernetes, ``kill``) and SIGINT (Ctrl-C, ``kill -INT``) both stop ``serve run``
 with SIGINT, so Serve drains its replicas (which flush their query logs) before the embedded servers stop.
 """
@@ -13,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,10 +26,12 @@ from pathlib import Path
 
 from serve_app.cli.database import prepare_database
 from serve_app.cli.demo import register_demo_model
+from serve_app.cli.model_build import ModelBuild
 from serve_app.config import AppConfig
 from serve_app.db.pool import connect_admin
 from serve_app.directory.loader import load_demo_if_empty
 from serve_app.ops.ingress_modes import INGRESS_MODES, ingress_environment
+from serve_app.ops.warming import warming_config
 from serve_app.service.tenants import is_loopback
 from serve_app.settings import Settings, redact_url
 
@@ -68,10 +76,20 @@ def refuse_open_on_network(config: dict) -> None:
             )
 
 
+def _uses_demo_model(config: dict) -> bool:
+    """Whether an application of ``config`` runs the demo model (a model with no ``model_path`` of its own)."""
+    for app in config.get("applications", []):
+        model = AppConfig.model_validate(app.get("args") or {}).model
+        if model is not None and model.model_path is None:
+            return True
+    return False
+
+
 def _up(settings: Settings, args: argparse.Namespace) -> int:
     """Blocking: start what is missing, deploy the Serve app from a config, serve until Ctrl-C."""
     import yaml
 
+    from serve_app.models.demo import demo_model_built
     from serve_app.ops.embedded import services
 
     config = yaml.safe_load(args.config.read_text())
@@ -86,6 +104,8 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
         os.environ["SERVE_APP_REDIS_URL"] = urls.redis_url
         os.environ["SERVE_APP_HOME"] = str(settings.home)
         settings = Settings()
+        build_model = (not args.no_demo_model and _uses_demo_model(config)
+                       and (args.tiny_model or not demo_model_built(settings.models_dir)))  # fmt: skip
 
         async def prepare() -> None:
             conn = await connect_admin(urls.database_url)
@@ -96,7 +116,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
                     print(f"loaded the demo directory: {report.branches_loaded} branches")
             finally:
                 await conn.close()
-            if not args.no_demo_model:
+            if not args.no_demo_model and not build_model:  # built: registered in a moment
                 await register_demo_model(settings, urls.database_url)
 
         asyncio.run(prepare())
@@ -106,12 +126,27 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
         )
         serve_bin = Path(sys.executable).with_name("serve")
         env = ingress_environment(args.ingress, os.environ)
-        process = subprocess.Popen([str(serve_bin), "run", str(args.config)], env=env, start_new_session=True)
+        first_config = args.config
+        if build_model:  # the rules answer while the demo model is built
+            first_config = settings.home / "serve-warming.yaml"
+            first_config.write_text(yaml.safe_dump(warming_config(config), allow_unicode=True), encoding="utf-8")
+        log_path = settings.home / "logs" / "serve.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"Ray and Serve log to {log_path} (Ray's own logs: /tmp/ray/session_latest/logs)")
+        log = log_path.open("ab")
+        process = subprocess.Popen([str(serve_bin), "run", str(first_config)], env=env, start_new_session=True,
+                                   stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         try:
             seconds = _wait_ready(port, process, args.ready_timeout)
             first, result = _first_query(port)
             top = result["matches"][0]["code"] if result["matches"] else "no match"
             print(f"ready in {seconds:.1f}s on http://127.0.0.1:{port} — first query {first * 1000:.0f} ms ({top})")
+            if build_model:
+                print("answering from the rules; the demo model is being built (requests naming an adapter: 503 "
+                      "model_warming until its replicas join) …")  # fmt: skip
+                deploy = [str(serve_bin), "deploy", str(args.config)]
+                background = ModelBuild(settings, urls.database_url, deploy, env, log_path, log, port, args.tiny_model)
+                threading.Thread(target=background.run, daemon=True).start()
             print("Ctrl-C stops the service and the embedded servers.")
             process.wait()
         except KeyboardInterrupt:
@@ -123,6 +158,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
                     process.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
+            log.close()
     return 0
 
 
@@ -133,6 +169,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     up.add_argument("--config", type=Path, default=Path("configs/local.yaml"), help="Serve config file")
     up.add_argument("--no-demo-model", action="store_true", help="do not build/register the demo model")
+    up.add_argument(
+        "--tiny-model",
+        action="store_true",
+        help="build the tiny random model as the demo model (tests: seconds to build; answers noise)",
+    )
     up.add_argument("--ready-timeout", type=float, default=300, help="seconds to wait for /readyz")
     up.add_argument(
         "--ingress",

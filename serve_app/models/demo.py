@@ -41,6 +41,12 @@ def mark_built(folder: Path, kind: str) -> None:
     (folder / MARKER).write_text(json.dumps({"kind": kind}))
 
 
+def demo_model_built(models_dir: Path) -> bool:
+    """Whether the demo's base and adapters are built under ``models_dir`` (by this builder)."""
+    folders = [models_dir / DEMO_BASE_DIR, *(models_dir / ADAPTER_DIR / name for name in DEMO_ADAPTERS)]
+    return all(built_kind(folder) == KIND for folder in folders)
+
+
 def build_model_set(
     models_dir: Path,
     kind: str,

@@ -20,7 +20,7 @@ from typing import Any
 
 from serve_app.concurrency import map_bounded
 from serve_app.config import IngressTunables
-from serve_app.db.errors import ADAPTER_REGISTRY, CONFIRMATIONS, database_errors
+from serve_app.db.errors import ADAPTER_REGISTRY, DATABASE_ERRORS, database_errors
 from serve_app.directory.codes import is_code_shaped, is_valid_code, pasted_code
 from serve_app.directory.loader import read_directory_state
 from serve_app.errors import AdapterInvalid, InvalidCode, RateLimited, RetiredCode, UnknownAdapter, UnknownCode
@@ -29,7 +29,7 @@ from serve_app.models.adapters import AdapterRegistry, parse_adapter_ref
 from serve_app.query.inputs import read_inputs
 from serve_app.query.pipeline import compute_answer
 from serve_app.query.retrieval import BranchRepository
-from serve_app.schemas import BranchRecordOut, QueryRequest, QueryResult
+from serve_app.schemas import BranchRecordOut, Confirmation, QueryRequest, QueryResult
 from serve_app.service.confirmations import ConfirmationStore
 from serve_app.service.query_log import QueryLog
 from serve_app.service.rate_limit import RateLimiter
@@ -39,6 +39,8 @@ from serve_app.timing import ms_since
 
 log = logging.getLogger(__name__)
 _ADAPTER_NAMES_TTL_S = 5.0
+#: How long an answer waits for the caller's tenant's confirmation of its text before going on without it.
+CONFIRMATION_TIMEOUT_S = 0.25
 #: Lines of one batch answered at the same time.
 BATCH_CONCURRENCY = 16
 
@@ -64,6 +66,7 @@ class QueryService:
         self.registry = registry
         self.on_result = on_result  # observer (metrics): (result, served from cache)
         self.confirmations = confirmations
+        self.confirmations_unread = 0  # lookups that failed or ran out of time (answered without them)
         self.data_version = 0
         self.directory_as_of: date | None = None
         self._refreshing = asyncio.Lock()
@@ -92,6 +95,7 @@ class QueryService:
             },
             "data_version": self.data_version,
             "directory_as_of": str(self.directory_as_of),
+            "confirmations_unread": self.confirmations_unread,
         }
 
     async def refresh_for_chunk(self) -> None:
@@ -146,9 +150,7 @@ class QueryService:
         ref = None if name is None else await self.adapter_ref(name)
         inputs = read_inputs(request, ref, self.data_version, self.directory_as_of)
         if tenant is not None and self.confirmations is not None and inputs.text_key:
-            with database_errors(CONFIRMATIONS):
-                confirmation = await self.confirmations.lookup(tenant, inputs.text_key)
-            inputs = inputs.model_copy(update={"confirmation": confirmation})
+            inputs = inputs.model_copy(update={"confirmation": await self._confirmation(tenant, inputs.text_key)})
         result, cached = await self.result_cache.get_or_compute(
             self.result_cache.key(inputs),
             lambda: compute_answer(self.extract_entities, self.repository, inputs, request.query, timings),
@@ -165,6 +167,20 @@ class QueryService:
         if self.on_result is not None:
             self.on_result(result, cached)
         return result
+
+    async def _confirmation(self, tenant: str, text_key: str) -> Confirmation | None:
+        """The tenant's decision on this text, read within ``CONFIRMATION_TIMEOUT_S`` and never an error: when
+        PostgreSQL is away or slow the text is answered as any text is (cached answers go on being served, as
+        they did before decisions existed). A decision is made on a row that was not ``match``, so missing
+        one never makes a payment a person did not choose; it is counted (``stats``) and logged."""
+        assert self.confirmations is not None
+        try:
+            async with asyncio.timeout(CONFIRMATION_TIMEOUT_S):
+                return await self.confirmations.lookup(tenant, text_key)
+        except (TimeoutError, *DATABASE_ERRORS) as exc:
+            self.confirmations_unread += 1
+            log.warning("a tenant's confirmations could not be read (%s): answered without them", type(exc).__name__)
+            return None
 
     async def take_tokens(self, caller: Caller, cost: int) -> None:
         """Charge ``cost`` tokens to the caller's bucket, or ``RateLimited``. Called by the HTTP layer only

@@ -154,6 +154,22 @@ async function loadDirectory() {
 }
 loadDirectory();
 
+// While a first run builds the demo model (serve-app up), the rules answer: say so, with the build's progress.
+async function loadModelState() {
+  try {
+    const ready = await (await fetch("/readyz")).json();
+    const warming = ready.models === "warming";
+    const progress = ready.warming;
+    $("model-state").textContent = !warming ? "" : progress && progress.phase === "training"
+      ? t("warming.training", { adapter: progress.adapter, step: progress.step, steps: progress.steps,
+        eta: progress.eta_s ?? "?" })
+      : t("warming");
+    show($("model-state"), warming);
+    if (warming) setTimeout(loadModelState, 5000);
+  } catch (_) { /* the page works without it */ }
+}
+loadModelState();
+
 // --- code lookup -------------------------------------------------------------------------------------
 $("code-form").addEventListener("submit", async (event) => {
   event.preventDefault();

@@ -60,6 +60,8 @@ const MESSAGES = {
     "confirmation.not_used": "本单位曾确认为 {code}，但该网点已{why}，此确认不再使用",
     "why.retired": "撤销", "why.changed": "更名或迁移", "why.not_in_directory": "不在目录中",
     "job.decided": " · 已人工决定 {decided}",
+    "warming": "演示模型构建中，现按规则回答",
+    "warming.training": "演示模型构建中（{adapter} 第 {step}/{steps} 步，约 {eta} 秒），现按规则回答",
     "training": "适配器训练",
     "training.hint": "用本单位已确认的文字和目录记录，训练适配器的新版本。新版本须在未参与训练的数据上不比现有版本和纯规则差"
       + "（正确付款不少、错误付款不多），才会启用；否则保留现有版本，并显示原因。",
@@ -160,6 +162,8 @@ const MESSAGES = {
     "confirmation.not_used": "confirmed before as {code}, but that branch was {why}: the confirmation is not used",
     "why.retired": "retired", "why.changed": "renamed or moved", "why.not_in_directory": "removed",
     "job.decided": " · {decided} decided",
+    "warming": "the demo model is being built; answering from the rules",
+    "warming.training": "the demo model is being built ({adapter} step {step}/{steps}, about {eta} s); answering from the rules",
     "training": "Adapter training",
     "training.hint": "Train a new revision of an adapter on your organisation's confirmed texts and directory records. "
       + "It serves only if, on data it never trained on, it is no worse than the revision serving now and than the "
