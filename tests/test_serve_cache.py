@@ -160,7 +160,8 @@ def test_a_cached_match_is_not_served_once_a_load_retires_its_code(app: dict, tm
 
 
 def page_shows_the_retired_branch(app: dict, name: str, code: str, as_of: str) -> None:
-    """The page in a real browser: the directory's date, the answer marked retired, the change listed."""
+    """The page in a real browser (in Chinese): the directory's date, the answer marked retired, the change
+    listed."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -169,11 +170,12 @@ def page_shows_the_retired_branch(app: dict, name: str, code: str, as_of: str) -
         driver.get(f"{app['base']}/")
         driver.execute_script("sessionStorage.setItem('serve-app-key', arguments[0])", app["a"])  # as typed before
         driver.refresh()
-        wait.until(lambda d: d.find_element(By.ID, "directory-as-of").text.startswith(f"directory as of {as_of}"))
+        wait.until(lambda d: d.find_element(By.ID, "directory-as-of").text.startswith(f"目录截至 {as_of}"))
         wait.until(lambda d: code in d.find_element(By.ID, "changes").text)
-        assert "retired" in driver.find_element(By.ID, "changes").text
+        assert "撤销" in driver.find_element(By.ID, "changes").text
         driver.find_element(By.ID, "search").send_keys(name)
         wait.until(lambda d: code in d.find_element(By.ID, "matches").text)
-        assert driver.find_element(By.ID, "verdict").text == "none"
-        assert f"retired {as_of}" in driver.find_element(By.ID, "matches").text
+        verdict = driver.find_element(By.ID, "verdict")
+        assert (verdict.text, verdict.get_attribute("data-verdict")) == ("目录中无此网点", "none")
+        assert f"已撤销 {as_of}" in driver.find_element(By.ID, "matches").text
         assert driver.find_element(By.ID, "successors-box").is_displayed()

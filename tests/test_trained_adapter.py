@@ -90,7 +90,7 @@ def test_a_revision_trained_on_wrong_confirmations_is_rejected_and_the_old_one_k
             registry = AdapterRegistry(pool)
             before = await registry.get("job_q")
             store = TrainingRunStore(pool)
-            run = await store.create("job_q", tenant, 30)
+            run = await store.create("job_q", tenant, 20)
             paths = ModelPaths.resolve(trained_home / "models")
             await run_training(pool, paths, uuid.UUID(run.id), TrainingSetup(directory_examples=0, directory_cases=16))
             return before, await store.get("job_q", run.id, None), await registry.get("job_q"), paths
