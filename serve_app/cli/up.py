@@ -129,6 +129,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
         first_config = args.config
         if build_model:  # the rules answer while the demo model is built
             first_config = settings.home / "serve-warming.yaml"
+            first_config.parent.mkdir(parents=True, exist_ok=True)
             first_config.write_text(yaml.safe_dump(warming_config(config), allow_unicode=True), encoding="utf-8")
         log_path = settings.home / "logs" / "serve.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
