@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import time
@@ -36,6 +37,13 @@ def dashboard_address(serve_log: str) -> str:
     return found[-1]
 
 
+def _client_env(env: dict) -> dict:
+    """``env`` for ``serve deploy`` to the Ray instance ``serve run`` started with ``env``: a local Ray turns token
+    authentication on unless ``RAY_AUTH_MODE`` says otherwise, and the dashboard client then needs the mode named
+    to send the token (``~/.ray/auth_token``)."""
+    return env if "RAY_AUTH_MODE" in env else env | {"RAY_AUTH_MODE": "token"}
+
+
 class ModelBuild:
     def __init__(self, settings: Settings, database_url: str, deploy: list[str], env: dict, log_path: Path,
                  log: IO[bytes], port: int, tiny: bool = False):  # fmt: skip
@@ -48,6 +56,7 @@ class ModelBuild:
         keep answering)."""
         started = time.perf_counter()
         models_dir = self.settings.models_dir
+        os.environ.setdefault("TQDM_DISABLE", "1")  # the base's conversion bar: the console keeps our lines
         try:
             write_progress(models_dir, {"phase": "base"})
             build = register_demo_model(self.settings, self.database_url, tiny=self.tiny, on_progress=self._trained)
@@ -56,7 +65,7 @@ class ModelBuild:
             print(f"demo model built in {time.perf_counter() - started:.0f}s; deploying its replicas …", flush=True)
             address = dashboard_address(self.log_path.read_text(encoding="utf-8", errors="replace"))
             command = [*self.deploy[:2], "--address", address, *self.deploy[2:]]
-            subprocess.run(command, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, check=True)
+            subprocess.run(command, env=_client_env(self.env), stdout=self.log, stderr=subprocess.STDOUT, check=True)
             self._wait_for_models()
             print(f"model replicas ready {time.perf_counter() - started:.0f}s after the first answer: adapters "
                   f"{', '.join(DEMO_ADAPTERS)}", flush=True)  # fmt: skip
