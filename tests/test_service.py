@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 import httpx
@@ -28,7 +29,7 @@ from serve_app.models.board import ModelBoard
 from serve_app.ops.embedded import free_port
 from serve_app.query.inputs import AnswerInputs, read_inputs
 from serve_app.query.retrieval import BranchRepository
-from serve_app.schemas import Entities, ExtractionOutcome, QueryRequest, QueryResult
+from serve_app.schemas import Confirmation, Entities, ExtractionOutcome, QueryRequest, QueryResult
 from serve_app.service import rate_limit
 from serve_app.service.admin import AdminService
 from serve_app.service.query_log import QueryLog
@@ -49,6 +50,14 @@ async def eventually(condition, timeout_s: float = 30) -> None:
 
 def inputs(text: str, adapter: str | None = None, top_k: int = 5, data_version: int = 1) -> AnswerInputs:
     return read_inputs(QueryRequest(query=text, top_k=top_k), adapter, data_version)
+
+
+def confirmed(code: str | None, by: str = "张三") -> Confirmation:
+    """A tenant's decision on a text, as ``AnswerInputs.confirmation`` carries it."""
+    name = None if code is None else "华夏银行股份有限公司江油西山支行"
+    return Confirmation(
+        code=code, name=name, city=name and "绵阳市", decided_by=by, decided_at=datetime(2026, 12, 7, tzinfo=UTC)
+    )
 
 
 def _result(text: str) -> QueryResult:
@@ -140,8 +149,12 @@ async def test_cache_keys_change_with_every_input_of_the_answer(redis_client) ->
         cache.key(inputs("x", top_k=3)),
         cache.key(inputs(f"x（{SEED_CODE}）")),
         cache.key(inputs(f"x（{SEED_CODE[:-1]}0）")),
+        # A tenant's decision on the text is an input; tenants without one share the plain entry above.
+        cache.key(inputs("x").model_copy(update={"confirmation": confirmed(SEED_CODE)})),
+        cache.key(inputs("x").model_copy(update={"confirmation": confirmed(None)})),
+        cache.key(inputs("x").model_copy(update={"confirmation": confirmed(SEED_CODE, "李四")})),
     }
-    assert len(keys) == 7
+    assert len(keys) == 10
     assert cache.key(inputs("华夏 银行")) == cache.key(inputs("華夏銀行"))  # the same normalized text, the same key
 
 

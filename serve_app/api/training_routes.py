@@ -14,13 +14,11 @@ from serve_app.api.body import BodyPace, read_json
 from serve_app.api.parts import Api
 from serve_app.api.responses import Body, Reply
 from serve_app.config import IngressConfig
-from serve_app.db.errors import database_errors
+from serve_app.db.errors import TRAINING_RUNS, database_errors
 from serve_app.service.query_service import QueryService
 from serve_app.service.tenants import Caller
 from serve_app.training.revision import Launcher
 from serve_app.training.run_store import TrainingRunIn, TrainingRunStore
-
-TRAINING_RUNS = "training runs (PostgreSQL)"
 
 
 class Handlers(Protocol):

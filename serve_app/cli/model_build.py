@@ -5,17 +5,15 @@ written where the warming ingress reads it (``ops.warming``): ``/readyz`` and th
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import IO
 
 from serve_app.cli.demo import register_demo_model
+from serve_app.cli.readiness import wait_for_readyz
 from serve_app.cli.train import print_progress
 from serve_app.models.demo import DEMO_ADAPTERS
 from serve_app.ops.warming import clear_progress, write_progress
@@ -66,7 +64,8 @@ class ModelBuild:
             address = dashboard_address(self.log_path.read_text(encoding="utf-8", errors="replace"))
             command = [*self.deploy[:2], "--address", address, *self.deploy[2:]]
             subprocess.run(command, env=_client_env(self.env), stdout=self.log, stderr=subprocess.STDOUT, check=True)
-            self._wait_for_models()
+            wait_for_readyz(self.port, JOIN_TIMEOUT_S, lambda ready: ready.get("models") in ("ready", "busy"),
+                            interval_s=2)  # fmt: skip
             print(f"model replicas ready {time.perf_counter() - started:.0f}s after the first answer: adapters "
                   f"{', '.join(DEMO_ADAPTERS)}", flush=True)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - said, not raised: the service goes on answering from the rules
@@ -80,16 +79,3 @@ class ModelBuild:
         state = {"phase": "training", "adapter": adapter, "step": progress.step, "steps": progress.steps,
                  "loss": progress.loss, "eta_s": eta}  # fmt: skip
         write_progress(self.settings.models_dir, state)
-
-    def _wait_for_models(self) -> None:
-        deadline = time.monotonic() + JOIN_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                url = f"http://127.0.0.1:{self.port}/readyz"
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if json.loads(response.read()).get("models") in ("ready", "busy"):
-                        return
-            except (urllib.error.URLError, OSError, ValueError):
-                pass
-            time.sleep(2)
-        raise TimeoutError(f"the model replicas did not join within {JOIN_TIMEOUT_S} s")

@@ -20,13 +20,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 from serve_app.cli.database import prepare_database
 from serve_app.cli.demo import register_demo_model
 from serve_app.cli.model_build import ModelBuild
+from serve_app.cli.readiness import wait_for_readyz
 from serve_app.config import AppConfig
 from serve_app.db.pool import connect_admin
 from serve_app.directory.loader import load_demo_if_empty
@@ -38,18 +38,12 @@ from serve_app.settings import Settings, redact_url
 
 def _wait_ready(port: int, process, timeout_s: float) -> float:
     """Seconds until /readyz answers 200; raises if the server exits or the timeout passes."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout_s:
+
+    def check_alive() -> None:
         if process.poll() is not None:
             raise RuntimeError(f"serve run exited with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return time.perf_counter() - started
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"not ready after {timeout_s:.0f}s")
+
+    return wait_for_readyz(port, timeout_s, check_alive=check_alive)
 
 
 def _first_query(port: int) -> tuple[float, dict]:

@@ -31,6 +31,7 @@ JOB_STORE = "the job store (PostgreSQL)"
 API_KEYS = "API keys (PostgreSQL)"
 VOCABULARY = "the extraction vocabulary (PostgreSQL)"
 CONFIRMATIONS = "the tenant's confirmations (PostgreSQL)"
+TRAINING_RUNS = "training runs (PostgreSQL)"
 
 
 def database_timeout(exc: BaseException, what: str = DIRECTORY) -> DependencyTimeout:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from serve_app.jobs.exports import parse_amount, parse_date
 from serve_app.jobs.results import CANDIDATES_SHOWN, RowResult
@@ -70,20 +70,25 @@ OUTPUT_COLUMNS: tuple[OutputColumn, ...] = (
 DECIDED_NONE = "none"
 
 
-@dataclass(frozen=True)
-class RowDecision:
-    """A person's decision on a row (``jobs.review``): a code, or None for "no such branch"."""
+class Decision(BaseModel):
+    """A person's decision on a row (``jobs.review``), as the API shows it and the result files write it."""
 
-    code: str | None
-    decided_by: str
+    code: str | None = Field(description='The branch chosen; null with none: "no such branch in the directory".')
+    decided_by: str = Field(description="The label of the API key that decided (its id when it has none).")
     decided_at: datetime
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def none(self) -> bool:
+        """Decided "no such branch in the directory"."""
+        return self.code is None
+
     @classmethod
-    def of(cls, row: Mapping[str, Any]) -> RowDecision | None:
+    def of(cls, row: Mapping[str, Any]) -> Decision | None:
         """From a ``job_rows`` row's ``decided_*`` columns; None when it is not decided."""
         if row["decided_at"] is None:
             return None
-        return cls(row["decided_code"], row["decided_by"], row["decided_at"])
+        return cls(code=row["decided_code"], decided_by=row["decided_by"], decided_at=row["decided_at"])
 
     def cells(self) -> dict[str, str]:
         return {"decision": self.code or DECIDED_NONE, "decided_by": self.decided_by,
@@ -103,7 +108,7 @@ def output_header(columns: list[str], lang: Lang = "zh") -> list[str]:
     return columns + [name if name not in taken else prefix + name for name in names]
 
 
-def output_cells(result: RowResult, decision: RowDecision | None = None) -> list[str]:
+def output_cells(result: RowResult, decision: Decision | None = None) -> list[str]:
     """A row's answer as the output columns' text: the stored fields, the candidates spread over columns,
     and a person's decision on it, if any."""
     stored = dict(zip((f for f in RowResult.__dataclass_fields__), result.cells(), strict=True))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import date, datetime
+from datetime import date
 from typing import Literal
 
 import asyncpg
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from serve_app.directory.codes import is_code_shaped, is_valid_code, pasted_code
 from serve_app.errors import InvalidRequest, UnknownRow
+from serve_app.jobs.outputs import Decision
 from serve_app.jobs.store import JobStore
 from serve_app.schemas import Agreement
 from serve_app.service.confirmations import record_confirmation
@@ -37,13 +38,6 @@ class Choice(BaseModel):
     confidence: float | None = None
     evidence: dict[str, Agreement] | None = None
     retired_on: date | None = None
-
-
-class Decision(BaseModel):
-    code: str | None = Field(description='The branch chosen; null with none: "no such branch in the directory".')
-    none: bool
-    decided_by: str = Field(description="The label of the API key that decided (its id when it has none).")
-    decided_at: datetime
 
 
 class ReviewRow(BaseModel):
@@ -94,16 +88,11 @@ class DecisionIn(BaseModel):
         return self
 
 
-_ROW_COLUMNS = """row_no, cells, verdict, reason, confidence, choices, decided_code, decided_none, decided_by,
-                  decided_at"""
+_ROW_COLUMNS = "row_no, cells, verdict, reason, confidence, choices, decided_code, decided_by, decided_at"
 
 
 def _review_row(row: asyncpg.Record, columns: list[str], text_column: int) -> ReviewRow:
     cells = list(row["cells"])
-    decision = None
-    if row["decided_at"] is not None:
-        decision = Decision(code=row["decided_code"], none=row["decided_none"], decided_by=row["decided_by"],
-                            decided_at=row["decided_at"])  # fmt: skip
     return ReviewRow(
         row=row["row_no"] + 1,
         text=cells[text_column],
@@ -112,7 +101,7 @@ def _review_row(row: asyncpg.Record, columns: list[str], text_column: int) -> Re
         confidence=row["confidence"],
         candidates=[Choice(**choice) for choice in json.loads(row["choices"] or "[]")],
         cells={name: cell for i, (name, cell) in enumerate(zip(columns, cells, strict=False)) if i != text_column},
-        decision=decision,
+        decision=Decision.of(row),
     )
 
 
@@ -124,10 +113,14 @@ async def review_page(store: JobStore, tenant: str, job_id: str, query: ReviewQu
     verdicts = [query.verdict] if query.verdict else list(TO_DECIDE)
     where = "job_id = $1 AND verdict = ANY($2::text[]) AND ($3::bool IS NULL OR (decided_at IS NOT NULL) = $3)"
     async with store.pool.acquire() as conn:
-        total = await conn.fetchval(f"SELECT count(*) FROM job_rows WHERE {where}", job, verdicts, query.decided)  # noqa: S608
-        undecided = await conn.fetchval(
-            "SELECT count(*) FROM job_rows WHERE job_id = $1 AND verdict = ANY($2::text[]) AND decided_at IS NULL",
+        total, undecided = await conn.fetchrow(
+            """SELECT count(*) FILTER (WHERE verdict = ANY($2::text[])
+                                       AND ($3::bool IS NULL OR (decided_at IS NOT NULL) = $3)),
+                      count(*) FILTER (WHERE decided_at IS NULL)
+               FROM job_rows WHERE job_id = $1 AND verdict = ANY($4::text[])""",
             job,
+            verdicts,
+            query.decided,
             list(TO_DECIDE),
         )
         rows = await conn.fetch(
@@ -170,13 +163,12 @@ async def decide(
         if current["verdict"] not in TO_DECIDE:
             answered = current["verdict"] or "an error"
             raise InvalidRequest(f"row {row} was answered {answered}: only ambiguous and none rows are decided")
-        await conn.execute(
-            """UPDATE job_rows SET decided_code = $3, decided_none = $4, decided_by = $5, decided_at = now()
-               WHERE job_id = $1 AND row_no = $2""",
+        updated = await conn.fetchrow(
+            f"""UPDATE job_rows SET decided_code = $3, decided_by = $4, decided_at = now()
+                WHERE job_id = $1 AND row_no = $2 RETURNING {_ROW_COLUMNS}""",  # noqa: S608 - constants only
             job,
             row_no,
             None if branch is None else branch["code"],
-            branch is None,
             decided_by,
         )
         # The kept workbook no longer shows every decision: the next download builds it again.
@@ -187,11 +179,6 @@ async def decide(
         )
         text = current["cells"][text_column]
         await record_confirmation(conn, tenant, text, branch, decided_by, job, row_no)
-        updated = await conn.fetchrow(
-            f"SELECT {_ROW_COLUMNS} FROM job_rows WHERE job_id = $1 AND row_no = $2",  # noqa: S608 - constants
-            job,
-            row_no,
-        )
     return _review_row(updated, status.columns, text_column)
 
 

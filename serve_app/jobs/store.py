@@ -22,7 +22,7 @@ import asyncpg
 
 from serve_app.errors import JobNotDone, QuotaExceeded, UnknownJob
 from serve_app.jobs.files import InputTable
-from serve_app.jobs.outputs import RowDecision, output_cells
+from serve_app.jobs.outputs import Decision, output_cells
 from serve_app.jobs.results import RESULT_COLUMNS, RowResult
 from serve_app.jobs.status import JOB_COLUMNS, JobStatus
 
@@ -255,7 +255,7 @@ class JobStore:
                 )
                 yield [
                     list(row["cells"]) + output_cells(RowResult(**{name: row[name] for name in RESULT_COLUMNS}),
-                                                      RowDecision.of(row))
+                                                      Decision.of(row))
                     for row in page
                 ]  # fmt: skip
                 if len(page) < page_rows:

@@ -45,6 +45,10 @@ class TenantMaterial:
     confirmations: int  # used for training
 
 
+def _record(row: asyncpg.Record) -> BranchRecord:
+    return BranchRecord(*(row[column] for column in BranchRecord.COLUMNS))
+
+
 def is_held_out_confirmation(text_key: str) -> bool:
     return zlib.crc32(text_key.encode()) % 4 == 0
 
@@ -70,13 +74,13 @@ async def tenant_material(
     training: list[Example] = []
     cases: list[GateCase] = []
     for row in confirmed:
-        record = BranchRecord(*(row[column] for column in BranchRecord.COLUMNS))
+        record = _record(row)
         if is_held_out_confirmation(row["text_key"]):
             cases.append(GateCase(row["text"], record.code, "confirmations"))
         else:
             example = Example(read_text(row["text"])[0], answer_of(record), "confirmed", record.code)
             training += [example] * CONFIRMATION_WEIGHT
-    records = [BranchRecord(*(row[column] for column in BranchRecord.COLUMNS)) for row in sample]
+    records = [_record(row) for row in sample]
     learned = [r for r in records if is_training_record(r.code)]
     unseen = [r for r in records if not is_training_record(r.code)]
     if learned:

@@ -5,11 +5,11 @@ ALTER TABLE api_keys ADD COLUMN label text CHECK (length(label) BETWEEN 1 AND 64
 
 ALTER TABLE job_rows
     ADD COLUMN choices      jsonb,            -- a row not answered match: its candidates, with evidence
-    ADD COLUMN decided_code char(12),
-    ADD COLUMN decided_none boolean NOT NULL DEFAULT false,
+    ADD COLUMN decided_code char(12),         -- NULL in a decided row: "no such branch in the directory"
     ADD COLUMN decided_by   text,
     ADD COLUMN decided_at   timestamptz,
-    ADD CONSTRAINT job_rows_decision CHECK (decided_at IS NULL OR ((decided_code IS NOT NULL) <> decided_none));
+    ADD CONSTRAINT job_rows_decision CHECK ((decided_at IS NULL) = (decided_by IS NULL)
+                                            AND (decided_code IS NULL OR decided_at IS NOT NULL));
 ALTER TABLE jobs ADD COLUMN decided_rows integer NOT NULL DEFAULT 0;
 -- The review queue: a job's rows to decide, in order.
 CREATE INDEX job_rows_review ON job_rows (job_id, row_no) WHERE verdict IN ('ambiguous', 'none');
