@@ -32,7 +32,8 @@ function showReviewRow() {
   if (!item) return;
   $("review-number").textContent = t("review.number", { row: item.row });
   $("review-text").textContent = item.text;
-  $("review-cells").textContent = Object.entries(item.cells).map(([name, value]) => `${name}：${value}`).join("  ");
+  $("review-cells").textContent = Object.entries(item.cells).filter(([, value]) => value)
+    .map(([name, value]) => `${name}：${value}`).join("  ");
   $("review-verdict").textContent = t("verdict." + item.verdict);
   $("review-verdict").className = "verdict " + item.verdict;
   $("review-reason").textContent = t("reason." + item.reason);
