@@ -28,7 +28,7 @@ from serve_app.models.adapters import validate_adapter
 from serve_app.models.demo import make_demo_model
 from serve_app.models.engine import GenerationRequest
 from serve_app.models.hf_engine import HFEngine
-from serve_app.models.task import build_prompt
+from serve_app.models.task import CURRENT
 from serve_app.models.tiny import make_tiny_model
 from serve_app.normalize import normalize
 from serve_app.settings import Settings
@@ -39,13 +39,13 @@ def make_engine(kind: str, base: Path, args: argparse.Namespace):
         return HFEngine(base, device=args.device, dtype=args.dtype)
     from serve_app.models.vllm_engine import VLLMEngine
 
-    return VLLMEngine(base, max_adapters=len(args.adapters), dtype=args.dtype, structured_json=False,
+    return VLLMEngine(base, max_adapters=len(args.adapters), dtype=args.dtype, structured_output=False,
                       memory_utilization=args.memory_utilization)  # fmt: skip
 
 
 def requests_for(count: int, adapters: list[str | None], new_tokens: int) -> list[GenerationRequest]:
     names = [normalize(r.name) for r in read_cnaps(demo_cnaps_path())][::97][:count]
-    return [GenerationRequest(build_prompt(n), adapters[i % len(adapters)], new_tokens) for i, n in enumerate(names)]
+    return [GenerationRequest(CURRENT.prompt(n), adapters[i % len(adapters)], new_tokens) for i, n in enumerate(names)]
 
 
 async def run_engine(kind: str, base: Path, specs: dict, args: argparse.Namespace) -> list[dict]:

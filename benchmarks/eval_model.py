@@ -21,7 +21,13 @@ replica runs, with the replica's prompt, token limit and parser — and handed t
 model reader. Then each engine (HFEngine, VLLMEngine) runs the same requests with the adapters mixed:
 start-up, one at a time, and in one batch, and whether the two engines' greedy outputs agree.
 
-    python benchmarks/eval_model.py [--per-type 24] [--engines hf,vllm]
+Each adapter is prompted and read in the answer format its folder names (``serve_app.models.task``), and
+the decoding steps each answer took (its tokens and the end of sequence) are reported per condition.
+``--models DIR`` measures adapters already built there (say, ones trained for an older answer format)
+instead of building the demo; ``--dtype`` and ``--quantization`` set the engine the answers are read with.
+
+    python benchmarks/eval_model.py [--per-type 24] [--engines hf,vllm] [--models DIR]
+        [--dtype float32|bfloat16] [--quantization none|int8]
 
 Prints tables; writes ``benchmarks/results/eval_model.json`` and ``benchmarks/results/eval_model.png``.
 """
@@ -50,7 +56,8 @@ from serve_app.models.adapters import validate_adapter
 from serve_app.models.demo import DEMO_ADAPTERS, DemoModel, make_demo_model
 from serve_app.models.engine import AdapterSpec, GenerationRequest
 from serve_app.models.hf_engine import HFEngine
-from serve_app.models.task import ModelAnswer, build_prompt, parse_answer
+from serve_app.models.paths import ADAPTER_DIR, DEMO_BASE_DIR
+from serve_app.models.task import ModelAnswer, format_for
 from serve_app.normalize import normalize
 from serve_app.query.pipeline import QueryPipeline, build_pipeline
 from serve_app.schemas import QueryRequest
@@ -74,31 +81,48 @@ def split_tune_test(cases: list[dict]) -> None:
         seen[case["noise"]] += 1
 
 
+def request_for(query: str, spec: AdapterSpec | None) -> GenerationRequest:
+    """The request a model replica makes for ``query`` with ``spec`` (None: the base alone)."""
+    answer_format = format_for(spec)
+    adapter = None if spec is None else spec.name
+    return GenerationRequest(answer_format.prompt(query), adapter, MAX_NEW_TOKENS, answer_format=answer_format.version)
+
+
+def decoding_steps(result) -> int:
+    """Tokens an answer cost: its tokens, and the end of sequence when it finished."""
+    return len(result.token_ids) + int(result.finished)
+
+
 async def generate_answers(
-    base: Path, specs: dict[str, AdapterSpec], queries: list[str], batch_size: int
-) -> tuple[dict[tuple[str, str], ModelAnswer], dict[str, float]]:
+    base: Path, specs: dict[str, AdapterSpec], queries: list[str], args: argparse.Namespace
+) -> tuple[dict[tuple[str, str], ModelAnswer], dict[str, float], dict[str, dict]]:
     """HFEngine's answer to every query with every adapter and with the base alone: ``(adapter, query)``
-    → answer, and the seconds each took."""
-    engine = HFEngine(base)
+    → answer, the seconds each adapter took, and the decoding steps per answer (median, p99)."""
+    engine = HFEngine(base, dtype=args.dtype, quantization=args.quantization)
     await engine.start()
     for spec in specs.values():
         await engine.load_adapter(spec)
     answers: dict[tuple[str, str], ModelAnswer] = {}
     seconds = {}
+    steps: dict[str, dict] = {}
     try:
-        for key in (BASE, *specs):
+        for key in [*([] if args.no_base else [BASE]), *specs]:
+            spec = specs.get(key)
             started = time.perf_counter()
-            for first in range(0, len(queries), batch_size):
-                chunk = queries[first : first + batch_size]
-                adapter = None if key == BASE else key
-                requests = [GenerationRequest(build_prompt(q), adapter, MAX_NEW_TOKENS) for q in chunk]
-                for query, result in zip(chunk, await engine.generate(requests), strict=True):
-                    answers[(key, query)] = parse_answer(result.text, result.finished)
+            counts = []
+            for first in range(0, len(queries), args.batch_size):
+                chunk = queries[first : first + args.batch_size]
+                results = await engine.generate([request_for(q, spec) for q in chunk])
+                for query, result in zip(chunk, results, strict=True):
+                    answers[(key, query)] = format_for(spec).read(result.text, result.finished)
+                    counts.append(decoding_steps(result))
             seconds[key] = round(time.perf_counter() - started, 1)
-            print(f"  {key}: {len(queries)} answers in {seconds[key]} s", flush=True)
+            counts.sort()
+            steps[key] = {"median": statistics.median(counts), "p99": counts[int(0.99 * (len(counts) - 1))]}
+            print(f"  {key}: {len(queries)} answers in {seconds[key]} s, {steps[key]} tokens each", flush=True)
     finally:
         await engine.shutdown()
-    return answers, seconds
+    return answers, seconds, steps
 
 
 async def run_condition(pipeline: QueryPipeline, cases: list[dict], model: str | None) -> list[dict]:
@@ -203,9 +227,7 @@ def choose_fallback(sweep: dict, rules: dict) -> dict:
 async def engine_latency(kind: str, base: Path, specs: dict[str, AdapterSpec], queries: list[str]) -> dict:
     """Start-up, one request at a time, and one batch of all ``queries``, adapters taken in turn."""
     names = list(specs)
-    requests = [
-        GenerationRequest(build_prompt(q), names[i % len(names)], MAX_NEW_TOKENS) for i, q in enumerate(queries)
-    ]
+    requests = [request_for(q, specs[names[i % len(names)]]) for i, q in enumerate(queries)]
     started = time.perf_counter()
     if kind == "hf":
         engine = HFEngine(base)
@@ -213,7 +235,7 @@ async def engine_latency(kind: str, base: Path, specs: dict[str, AdapterSpec], q
         from serve_app.models.vllm_engine import VLLMEngine
 
         # Unconstrained decoding, so that its greedy outputs are comparable with HFEngine's.
-        engine = VLLMEngine(base, max_adapters=len(specs), structured_json=False, memory_utilization=0.3)
+        engine = VLLMEngine(base, max_adapters=len(specs), structured_output=False, memory_utilization=0.3)
     await engine.start()
     for spec in specs.values():
         await engine.load_adapter(spec)
@@ -237,7 +259,9 @@ async def engine_latency(kind: str, base: Path, specs: dict[str, AdapterSpec], q
         "batch_s": round(batch_seconds, 2),
         "batch_per_s": round(len(requests) / batch_seconds, 2),
         "mean_new_tokens": round(statistics.mean(len(r.token_ids) for r in results), 1),
-        "valid": round(sum(parse_answer(r.text, r.finished).valid for r in results) / len(results), 4),
+        "valid": round(
+            sum(format_for(specs[r.adapter]).read(r.text, r.finished).valid for r in results) / len(results), 4
+        ),
         "token_ids": [list(r.token_ids) for r in results],
     }
 
@@ -252,7 +276,7 @@ async def evaluate(args: argparse.Namespace, demo: DemoModel) -> dict:
         await conn.close()
         queries = sorted({normalize(case["query"]) for case in cases})
         print(f"{len(cases)} cases ({len(deleted)} absent); generating the model's answers …", flush=True)
-        answers, generation_s = await generate_answers(demo.base, specs, queries, args.batch_size)
+        answers, generation_s, answer_tokens = await generate_answers(demo.base, specs, queries, args)
 
         async def replay(normalized: str, adapter: str) -> ModelAnswer:
             return answers[(adapter, normalized)]
@@ -260,7 +284,7 @@ async def evaluate(args: argparse.Namespace, demo: DemoModel) -> dict:
         pool = await create_pool(url)
         pipeline = await build_pipeline(pool, replay)
         rows = {"rules": await run_condition(pipeline, cases, None)}
-        for key in (BASE, *specs):
+        for key in [*([] if args.no_base else [BASE]), *specs]:
             rows[key] = await run_condition(pipeline, cases, key)
         tune = [c for c in cases if c["part"] == "tune"]
         sweep = {}
@@ -283,7 +307,7 @@ async def evaluate(args: argparse.Namespace, demo: DemoModel) -> dict:
     test = [c for c in cases if c["part"] == "test"]
     test_rows = {name: [r for r in found if r["part"] == "test"] for name, found in rows.items()}
     engines = [await engine_latency(kind, demo.base, specs, queries[: args.latency_batch]) for kind in args.engines]
-    reference = engines[0]["token_ids"]
+    reference = engines[0]["token_ids"] if engines else []
     for row in engines:
         tokens = row.pop("token_ids")
         row["same_tokens_as_" + args.engines[0]] = round(
@@ -294,10 +318,12 @@ async def evaluate(args: argparse.Namespace, demo: DemoModel) -> dict:
         "absent_share": args.absent_share,
         "seed": args.seed,
         "cases": {"all": len(cases), "tune": len(tune), "test": len(test), "absent": len(deleted)},
+        "engine": {"dtype": args.dtype, "quantization": args.quantization},
         "generation_s": generation_s,
+        "answer_tokens": answer_tokens,
         "conditions": {name: by_noise(test_rows[name]) for name in rows},
         "against_rules": {name: differences(test_rows[name], test_rows["rules"]) for name in rows if name != "rules"},
-        "model_alone": {key: model_alone(answers, test, key) for key in (BASE, *specs)},
+        "model_alone": {key: model_alone(answers, test, key) for key in (BASE, *specs) if (key, queries[0]) in answers},
         "fallback_sweep_tune": [{"adapter": a, "threshold": t} | summary for (a, t), summary in sweep.items()]
         + [{"adapter": None, "threshold": None} | rules_tune],
         "fallback_chosen": chosen,
@@ -342,6 +368,9 @@ def print_report(report: dict) -> None:
     chosen = report["fallback_chosen"]
     print(f"\nFallback chosen on the tune part: default_adapter={chosen['adapter']}, "
           f"model_fallback_threshold={chosen['threshold']} (+{chosen['gain']:.1%} present→match✓ there)")  # fmt: skip
+    print(f"\nDecoding steps per answer (median, p99): {report['answer_tokens']}")
+    if not report["engines"]:
+        return
     print("\nEngines (CPU, float32), the adapters mixed\n")
     reference = next(k for k in report["engines"][0] if k.startswith("same_tokens_as_"))
     header = (
@@ -387,12 +416,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--latency-batch", type=int, default=32)
-    parser.add_argument("--engines", type=lambda s: s.split(","), default=["hf", "vllm"])
+    parser.add_argument("--engines", type=lambda s: [e for e in s.split(",") if e], default=["hf", "vllm"])
+    parser.add_argument("--models", type=Path, help="use the base and adapters built in this models folder")
+    parser.add_argument("--no-base", action="store_true", help="skip the base-alone condition (96 tokens a query)")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--quantization", default="none", choices=["none", "int8"])
     parser.add_argument("--json", type=Path, default=RESULTS / "eval_model.json")
     parser.add_argument("--plot", type=Path, default=RESULTS / "eval_model.png")
     args = parser.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    demo = make_demo_model(Settings().models_dir)  # built once; reused when already there
+    if args.models:
+        adapters = {name: args.models / ADAPTER_DIR / name for name in DEMO_ADAPTERS}
+        demo = DemoModel(args.models / DEMO_BASE_DIR, args.models / ADAPTER_DIR, adapters)
+    else:
+        demo = make_demo_model(Settings().models_dir)  # built once; reused when already there
     report = asyncio.run(evaluate(args, demo))
     print_report(report)
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,9 @@
 The worker's engine is started, its preload adapters loaded and one generation run in the constructor,
 so a replica is warm before Serve routes to it. Serve's multiplexer (applied in ``__init__``, bounded by
 ``max_adapters_per_replica``) decides residency and routes requests for an adapter to replicas that hold
-it; an ``EngineBatcher`` gathers requests of all adapters into shared batches, each taken when the engine
-is free (``@serve.batch`` closes batches as requests arrive, which made 3-4-request batches here).
+it. How requests are batched is the engine's (``ModelWorker``): vLLM schedules each one itself; HFEngine
+gets an ``EngineBatcher`` that takes a batch whenever the engine is free (``@serve.batch`` closes batches as
+requests arrive, which made 3-4-request batches here).
 """
 
 from __future__ import annotations
@@ -14,31 +15,16 @@ import asyncio
 from ray import serve
 
 from deployments.metrics import ModelMetrics
-from serve_app.config import ModelConfig, ModelTunables, check_batch_fits
+from serve_app.config import ModelConfig, ModelTunables
 from serve_app.db.pool import create_pool
 from serve_app.db.redis_client import create_redis
 from serve_app.models.adapters import AdapterRegistry
-from serve_app.models.batcher import EngineBatcher
 from serve_app.models.board import ModelBoard
-from serve_app.models.engine import Engine, GenerationRequest, GenerationResult
+from serve_app.models.engines import make_engine
 from serve_app.models.paths import ModelPaths
 from serve_app.models.residency import AdapterResidency
 from serve_app.models.server import ModelWorker
 from serve_app.settings import Settings
-
-
-def make_engine(config: ModelConfig, paths: ModelPaths) -> Engine:
-    if config.engine == "vllm":
-        from serve_app.models.vllm_engine import VLLMEngine
-
-        options = config.vllm
-        return VLLMEngine(paths.base, max_adapters=config.max_adapters_per_replica, dtype=config.dtype,
-                          max_lora_rank=options.max_lora_rank, max_model_len=options.max_model_len,
-                          enforce_eager=options.enforce_eager, structured_json=options.structured_json,
-                          memory_utilization=options.memory_utilization)  # fmt: skip
-    from serve_app.models.hf_engine import HFEngine
-
-    return HFEngine(paths.base, device=config.device, dtype=config.dtype)
 
 
 class _Resident:
@@ -70,11 +56,6 @@ class ModelServer:
         self.metrics = ModelMetrics()
         engine = make_engine(self.config, paths)
         residency = AdapterResidency(engine, self.registry, paths, on_event=self.metrics.on_adapter_event)
-        tunables = ModelTunables()
-        self.worker = ModelWorker(engine, residency, tunables, self.config.engine)
-        self.batcher: EngineBatcher = EngineBatcher(
-            self._run_batch, tunables.max_batch_size, tunables.batch_wait_timeout_s
-        )
         self.replica_id = serve.get_replica_context().replica_id.unique_id
 
         async def load(ref: str) -> _Resident:
@@ -82,8 +63,10 @@ class ModelServer:
 
         self._load = load
         self._multiplexed = serve.multiplexed(max_num_models_per_replica=self.config.max_adapters_per_replica)(load)
-        self.worker.load = self._acquire
-        self.worker.submit = self.batcher.submit
+        self.worker = ModelWorker(
+            engine, residency, self.config.tunables, self.config.engine, load=self._acquire,
+            on_batch=self.metrics.batch_size.observe,
+        )  # fmt: skip
         self.failed_preloads = await self.worker.start(self.config.preload_adapters)
         self._board_task = asyncio.get_running_loop().create_task(
             self.worker.watch_board(self.board, self.replica_id, self.clear_cache)
@@ -91,10 +74,8 @@ class ModelServer:
 
     def reconfigure(self, user_config: dict) -> None:
         tunables = ModelTunables.model_validate(user_config)
-        check_batch_fits(self.config.resources.max_ongoing_requests, tunables)
-        self.worker.tunables = tunables
-        self.batcher.max_batch_size = tunables.max_batch_size
-        self.batcher.wait_s = tunables.batch_wait_timeout_s
+        self.config.check_tunables(tunables)
+        self.worker.retune(tunables)
 
     async def _acquire(self, ref: str) -> str:
         return (await self._multiplexed(ref)).ref
@@ -102,10 +83,6 @@ class ModelServer:
     async def read(self, normalized: str, adapter: str) -> dict:
         """The model's reading of a query: a ``ModelAnswer`` as a dict."""
         return (await self.worker.read(normalized, adapter)).model_dump()
-
-    async def _run_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult | Exception]:
-        self.metrics.batch_size.observe(len(requests))
-        return await self.worker.generate_batch(requests)
 
     def stats(self) -> dict:
         return self.worker.stats(self.replica_id) | {

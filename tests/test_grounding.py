@@ -16,7 +16,7 @@ from serve_app.directory.records import demo_cnaps_path, read_cnaps
 from serve_app.extraction.model_use import combine
 from serve_app.extraction.rules import RulesExtractor
 from serve_app.extraction.vocabulary import Vocabulary
-from serve_app.models.task import ModelAnswer, parse_answer
+from serve_app.models.task import CURRENT, FORMATS, ModelAnswer
 from serve_app.normalize import normalize
 
 
@@ -31,7 +31,8 @@ def rules(vocabulary):
 
 
 def fake_answer(**fields) -> ModelAnswer:
-    return parse_answer(json.dumps(fields, ensure_ascii=False))
+    """A valid answer naming ``fields`` (format 1, the one that can name a province too)."""
+    return FORMATS[1].read(json.dumps(fields, ensure_ascii=False))
 
 
 def test_a_tighter_grounded_branch_from_the_model_is_used(rules) -> None:
@@ -125,9 +126,9 @@ def test_a_district_outside_the_city_is_dropped(rules) -> None:
 def test_an_invalid_answer_keeps_the_rules_and_says_why(rules) -> None:
     query = normalize("华夏银行江油西山支行")
     read = rules.extract(query)
-    outcome = combine(read, query, parse_answer('{"bank": "华夏'), "job_22", rules)
+    outcome = combine(read, query, CURRENT.read("华夏|绵阳"), "job_22", rules)
     assert (outcome.source, outcome.entities, outcome.model) == ("rules", read.entities, "job_22")
-    assert "not JSON" in outcome.model_error
+    assert "expected 4 fields" in outcome.model_error
 
 
 async def test_a_fake_wrong_model_behind_the_extraction_service_changes_nothing(sample_pool) -> None:

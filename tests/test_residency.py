@@ -225,29 +225,113 @@ async def test_hf_engine_stops_the_rows_whose_callers_have_gone(engine: HFEngine
     assert len(dropped.token_ids) <= 1 and len(kept.token_ids) > 4
 
 
-async def test_a_cancelled_model_read_abandons_its_generation(engine: HFEngine, tenants) -> None:
+class FakeEngine:
+    """Fake of an engine (the residency and the worker are what is tested): records the size of each
+    ``generate`` call and how many overlap; answers in format 1 (the tiny adapters' format) after
+    ``step_s``, or never when ``stalled``."""
+
+    name = "fake"
+
+    def __init__(self, schedules_requests: bool, step_s: float = 0.05, stalled: bool = False):
+        self.schedules_requests = schedules_requests
+        self.step_s, self.stalled = step_s, stalled
+        self.calls: list[int] = []
+        self.requests: list[GenerationRequest] = []
+        self.in_flight = self.peak = 0
+        self.loaded: set[str] = set()
+        self.arrived = asyncio.Event()
+
+    async def start(self) -> None:
+        pass
+
+    async def load_adapter(self, spec) -> None:
+        self.loaded.add(spec.name)
+
+    async def unload_adapter(self, name: str) -> None:
+        self.loaded.discard(name)
+
+    async def generate(self, requests) -> list[GenerationResult]:
+        self.calls.append(len(requests))
+        self.requests.extend(requests)
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        self.arrived.set()
+        try:
+            await (asyncio.Event().wait() if self.stalled else asyncio.sleep(self.step_s))
+        finally:
+            self.in_flight -= 1
+        return [GenerationResult('{"bank":"华夏银行"}', (1,), r.adapter, True) for r in requests]
+
+    def loaded_adapters(self) -> list[str]:
+        return sorted(self.loaded)
+
+
+@pytest.mark.parametrize(("schedules", "calls", "peak"), [(True, [1] * 6, 6), (False, [6], 1)])
+async def test_the_engine_decides_how_readings_are_batched(
+    tenants, schedules: bool, calls: list[int], peak: int
+) -> None:
+    # vLLM admits each request at its next step: six readings go to it at once, each alone. An engine that
+    # runs one batch at a time gets them gathered into one batch by the worker's batcher.
+    registry, paths, names = tenants
+    engine = FakeEngine(schedules_requests=schedules)
+    worker = ModelWorker(engine, AdapterResidency(engine, registry, paths), ModelTunables(max_new_tokens=MAX_NEW), "x")
+    assert (worker.batcher is None) is schedules
+    answers = await asyncio.gather(*(worker.read("华夏银行江油西山支行", names["job_22"]) for _ in range(6)))
+    assert all(a.valid and a.entities.bank == "华夏银行" for a in answers)
+    assert engine.calls == calls and engine.peak == peak
+    assert {r.answer_format for r in engine.requests} == {1}  # the tiny adapters' format, from their folder
+    assert all(r.prompt.startswith("Bank branch to JSON.") for r in engine.requests)
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+async def test_vllm_readings_go_straight_to_its_scheduler_and_match_the_reference(
+    demo: DemoModel,  # noqa: F811
+    tenants,
+    reference,  # noqa: F811
+) -> None:
+    # Nine concurrent readings over two adapters and the base: each is its own generate() call, admitted
+    # by vLLM's scheduler while the others run, and each equals a standalone transformers + peft run.
+    require_vllm()
+    from serve_app.models.vllm_engine import VLLMEngine
+
+    registry, paths, names = tenants
+    engine = VLLMEngine(demo.base, max_adapters=3, structured_output=False, memory_utilization=0.3)
+    worker = ModelWorker(
+        engine, AdapterResidency(engine, registry, paths), ModelTunables(max_new_tokens=MAX_NEW), "vllm"
+    )
+    await worker.start([])
+    try:
+        assert worker.batcher is None
+
+        async def ask(folder: str | None, prompt: str) -> tuple[str | None, str, GenerationResult]:
+            ref = None if folder is None else await worker.load(names[folder])
+            result = await worker.submit(GenerationRequest(prompt, ref, MAX_NEW))
+            assert isinstance(result, GenerationResult)
+            return folder, prompt, result
+
+        routes = [(folder, prompt) for prompt in PROMPTS for folder in ("job_22", "job_23", None)]
+        for folder, prompt, result in await asyncio.gather(*(ask(f, p) for f, p in routes)):
+            assert result.token_ids == reference[(folder, prompt)]
+        assert engine.stats().batches == 1 + len(routes)  # the warm-up, then one call per reading
+    finally:
+        await engine.shutdown()
+
+
+@pytest.mark.parametrize("schedules", [True, False])
+async def test_a_cancelled_model_read_abandons_its_generation(tenants, schedules: bool) -> None:
     # The ingress gave up (extract_timeout_s): Serve cancels the read; the request it queued is marked, so
     # the engine stops computing it instead of finishing a reading nobody waits for.
     registry, paths, names = tenants
-    worker = _worker(engine, registry, paths, capacity=None)
-    submitted: list[GenerationRequest] = []
-    arrived, never = asyncio.Event(), asyncio.Event()
-
-    async def fake_stalled_submit(request: GenerationRequest) -> GenerationResult:
-        submitted.append(request)
-        arrived.set()
-        await never.wait()
-        raise AssertionError("unreachable")
-
-    worker.submit = fake_stalled_submit  # fakes of the batcher and the residency: the read is what is tested
-    worker.load = lambda adapter: asyncio.sleep(0, adapter)  # type: ignore[method-assign]
+    engine = FakeEngine(schedules_requests=schedules, stalled=True)
+    worker = ModelWorker(engine, AdapterResidency(engine, registry, paths), ModelTunables(), "x")
     read = asyncio.create_task(worker.read("华夏银行江油西山支行", names["job_22"]))
-    await arrived.wait()
-    assert not submitted[0].abandoned
+    await engine.arrived.wait()
+    assert not engine.requests[0].abandoned
     read.cancel()
     with pytest.raises(asyncio.CancelledError):
         await read
-    assert submitted[0].abandoned
+    assert engine.requests[0].abandoned
 
 
 class _FakeStreamingLLM:

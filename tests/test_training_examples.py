@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from serve_app.directory.records import demo_cnaps_path, read_cnaps
-from serve_app.training.examples import TENANT_STYLES, answer_text, build_examples, is_training_record
+from serve_app.models.task import FORMATS
+from serve_app.training.examples import TENANT_STYLES, build_examples, is_training_record
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +25,9 @@ def test_examples_cover_every_style_with_ground_truth_labels(records, tenant: st
         assert is_training_record(record.code)
         assert example.answer == {k: v for k, v in {"bank": record.bank_name, "city": record.city,
                                   "district": record.district, "branch": record.branch}.items() if v}  # fmt: skip
-        assert json.loads(answer_text(example.answer)) == example.answer
+        for answer_format in FORMATS.values():  # written and read back the same in every format
+            read = answer_format.read(answer_format.write(example.answer)).entities
+            assert read is not None and read.model_dump(include=set(example.answer)) == example.answer
     assert build_examples(training, TENANT_STYLES[tenant], 200, seed=3) == examples  # deterministic
 
 

@@ -42,11 +42,11 @@ async def query_pipeline(settings: Settings, adapter: str | None = None) -> Asyn
 
 
 async def _local_worker(settings: Settings, pool, adapter: str):
-    """A ``ModelWorker`` on an HFEngine in this process, over the registry's adapters: what a ModelServer
-    replica runs, with the default model config (the demo model unless configured otherwise)."""
+    """A ``ModelWorker`` in this process over the registry's adapters: what a ModelServer replica runs, with
+    the default model config (HFEngine and the demo model unless configured otherwise)."""
     from serve_app.config import ModelConfig
     from serve_app.models.adapters import AdapterRegistry
-    from serve_app.models.hf_engine import HFEngine
+    from serve_app.models.engines import make_engine
     from serve_app.models.residency import AdapterResidency
     from serve_app.models.server import ModelWorker
 
@@ -55,7 +55,7 @@ async def _local_worker(settings: Settings, pool, adapter: str):
     registry = AdapterRegistry(pool)
     if await registry.get(adapter) is None:
         raise ValueError(f"no adapter named {adapter!r} is registered (serve-app make-demo-model registers job_22/23)")
-    engine = HFEngine(paths.base, device=config.device, dtype=config.dtype)
+    engine = make_engine(config, paths)
     residency = AdapterResidency(engine, registry, paths, capacity=config.max_adapters_per_replica)
     worker = ModelWorker(engine, residency, config.tunables, config.engine)
     await engine.start()

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from serve_app.errors import AdapterExists, AdapterInvalid
 from serve_app.models.engine import AdapterSpec
+from serve_app.models.task import format_of
 from serve_app.schemas import ADAPTER_NAME, ADAPTER_NAME_RULE, refuse_control_characters
 
 #: Only safetensors: a ``.bin`` file is a pickle, which runs code when loaded.
@@ -123,7 +124,8 @@ def validate_adapter(
         found = pickled if (folder / "adapter_model.bin").exists() else ""
         raise AdapterInvalid(f"adapter {name!r}: no {_WEIGHT_FILE} in {folder.relative_to(root)}{found}")
     _check_shapes(name, weights, base_model, rank)
-    return AdapterSpec(name=name, path=folder, base_model=declared_base, rank=rank)
+    answer_format = format_of(folder).version  # refuses a format this service cannot read
+    return AdapterSpec(name=name, path=folder, base_model=declared_base, rank=rank, answer_format=answer_format)
 
 
 def _check_shapes(name: str, weights: Path, base_model: Path, rank: int) -> None:

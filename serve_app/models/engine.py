@@ -22,6 +22,7 @@ class AdapterSpec:
     path: Path
     base_model: str
     rank: int
+    answer_format: int = 1  # the version of the answer format it was trained for (``task.format_of``)
 
 
 @dataclass(eq=False)
@@ -41,6 +42,7 @@ class GenerationRequest:
     adapter: str | None = None  # None: the base model alone
     max_new_tokens: int = 48
     abandonment: Abandonment | None = field(default=None, compare=False, repr=False)
+    answer_format: int | None = None  # constrain the output to this answer format where the engine can
 
     @property
     def abandoned(self) -> bool:
@@ -68,9 +70,15 @@ class EngineStats:
 
 @runtime_checkable
 class Engine(Protocol):
-    """A resident base model plus LoRA adapters. Implementations must be safe for concurrent callers."""
+    """A resident base model plus LoRA adapters. Implementations must be safe for concurrent callers.
+
+    ``schedules_requests`` says who forms batches. True: the engine's own scheduler admits each concurrent
+    ``generate`` call at its next decoding step (vLLM's continuous batching), so callers submit every
+    request on its own and batching in front of it would only make requests wait. False: ``generate`` runs
+    one batch at a time, so callers gather concurrent requests into batches (``EngineBatcher``)."""
 
     name: str
+    schedules_requests: bool
 
     async def start(self) -> None:
         """Load the base model (once). Idempotent."""

@@ -22,10 +22,11 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
-from serve_app.errors import UnknownAdapter
+from serve_app.errors import AdapterNotLoaded, UnknownAdapter
 from serve_app.models.adapters import AdapterOut, AdapterRegistry, parse_adapter_ref
 from serve_app.models.engine import Engine
 from serve_app.models.paths import ModelPaths
+from serve_app.models.task import FORMATS, AnswerFormat
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class AdapterResidency:
         self._locks = KeyedLocks()
         self._users: Counter[str] = Counter()
         self._deferred: set[str] = set()
+        self._formats: dict[str, AnswerFormat] = {}  # resident ref → the answer format it was trained for
 
     @property
     def resident(self) -> list[str]:
@@ -93,6 +95,13 @@ class AdapterResidency:
 
     def holds(self, ref: str) -> bool:
         return ref in self._resident
+
+    def answer_format(self, ref: str) -> AnswerFormat:
+        """The answer format of the resident adapter held by ``ref`` (ask right after ``acquire``)."""
+        try:
+            return self._formats[ref]
+        except KeyError:
+            raise AdapterNotLoaded(f"adapter {ref} is not resident") from None
 
     async def resolve(self, adapter: str) -> str:
         """The ref ``adapter`` (a name or a ref) is served by: itself when held, else the registry's current
@@ -132,6 +141,7 @@ class AdapterResidency:
             seconds = self.stats.load_seconds[ref] = round(time.perf_counter() - started, 4)
             self.stats.loads += 1
             self._resident[ref] = None
+            self._formats[ref] = FORMATS[spec.answer_format]
             self._notify("load", name, seconds)
         await self._retire_older_revisions(ref)
         return ref
@@ -150,6 +160,7 @@ class AdapterResidency:
             if ref not in self._resident:
                 return
             del self._resident[ref]
+            del self._formats[ref]
             await self.engine.unload_adapter(ref)
             self.stats.evictions += 1
             self._notify("evict", parse_adapter_ref(ref)[0], None)

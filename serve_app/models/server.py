@@ -1,8 +1,11 @@
 """``ModelWorker``: what one model replica does — a resident engine reading queries with adapters. No Ray.
 
-The ``ModelServer`` deployment wraps it (Serve's multiplexer as ``load``, an ``EngineBatcher`` as ``submit``);
-the CLI and the tests use it directly, where ``load`` is the residency's own LRU and ``submit`` generates
-at once. Either way an adapter is loaded by ``AdapterResidency.acquire`` and nothing else.
+The engine decides how requests are batched (``Engine.schedules_requests``): vLLM's scheduler admits each
+request at its next decoding step, so every reading goes to it on its own; an engine that runs one batch at
+a time (``HFEngine``) gets an ``EngineBatcher`` in front. ``load`` makes an adapter resident: Serve's
+multiplexer in a ``ModelServer`` replica, the residency's own LRU in the CLI and the tests; either way an
+adapter is loaded by ``AdapterResidency.acquire`` and nothing else. Each reading is prompted and read in
+its adapter's answer format (``task``).
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from serve_app.config import ModelTunables
 from serve_app.errors import AdapterError, AdapterNotLoaded
+from serve_app.models.batcher import EngineBatcher
 from serve_app.models.board import ModelBoard
 from serve_app.models.engine import Abandonment, Engine, GenerationRequest, GenerationResult
 from serve_app.models.residency import AdapterResidency
-from serve_app.models.task import ModelAnswer, build_prompt, parse_answer
+from serve_app.models.task import CURRENT, AnswerFormat, ModelAnswer
 
 log = logging.getLogger(__name__)
 WARMUP_QUERY = "华夏银行江油西山支行"
@@ -25,19 +29,37 @@ BOARD_INTERVAL_S = 1.0
 
 #: Makes an adapter resident and returns the ref it is held by.
 Loader = Callable[[str], Awaitable[str]]
-#: Generates one request (in whatever batch the caller's batching puts it).
-Submitter = Callable[[GenerationRequest], Awaitable["GenerationResult | Exception"]]
 
 
 class ModelWorker:
-    def __init__(self, engine: Engine, residency: AdapterResidency, tunables: ModelTunables, engine_kind: str):
+    def __init__(
+        self,
+        engine: Engine,
+        residency: AdapterResidency,
+        tunables: ModelTunables,
+        engine_kind: str,
+        load: Loader | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ):
+        """``load`` defaults to the residency's own ``acquire``; ``on_batch`` observes the size of each batch
+        an ``EngineBatcher`` forms (not called for an engine that schedules requests itself)."""
         self.engine = engine
         self.residency = residency
-        self.tunables = tunables
         self.engine_kind = engine_kind
-        self.load: Loader = residency.acquire
-        self.submit: Submitter = self._generate_one
+        self.load: Loader = load or residency.acquire
+        self.on_batch = on_batch
+        self.batcher: EngineBatcher | None = None
+        if not engine.schedules_requests:
+            self.batcher = EngineBatcher(self._run_batch, tunables.max_batch_size, tunables.batch_wait_timeout_s)
+        self.retune(tunables)
         self.epoch = 0
+
+    def retune(self, tunables: ModelTunables) -> None:
+        """Apply new tunables (a replica's ``reconfigure``) to the next reading and the next batch."""
+        self.tunables = tunables
+        if self.batcher is not None:
+            self.batcher.max_batch_size = tunables.max_batch_size
+            self.batcher.wait_s = tunables.batch_wait_timeout_s
 
     async def start(self, preload: Sequence[str]) -> list[str]:
         """Load the base, then each preload adapter, then generate once: warm before the first request.
@@ -52,7 +74,7 @@ class ModelWorker:
             except AdapterError as exc:
                 log.error("preload adapter %s not loaded: %s", name, exc)
                 failed.append(name)
-        await self.engine.generate([GenerationRequest(build_prompt(WARMUP_QUERY), None, 4)])
+        await self.engine.generate([GenerationRequest(CURRENT.prompt(WARMUP_QUERY), None, 4)])
         return failed
 
     async def read(self, normalized: str, adapter: str) -> ModelAnswer:
@@ -60,17 +82,37 @@ class ModelWorker:
         if self.residency.holds(adapter):
             self.residency.stats.hits += 1
         ref = await self.load(adapter)
+        answer_format = await self._format_of(ref)
         abandonment = Abandonment()
+        request = GenerationRequest(
+            answer_format.prompt(normalized), ref, self.tunables.max_new_tokens, abandonment, answer_format.version
+        )
         try:
-            result = await self.submit(
-                GenerationRequest(build_prompt(normalized), ref, self.tunables.max_new_tokens, abandonment)
-            )
+            result = await self.submit(request)
         except asyncio.CancelledError:  # the caller gave up: its row of a running batch stops computing
             abandonment.set()
             raise
         if isinstance(result, Exception):
             raise result
-        return parse_answer(result.text, result.finished)
+        return answer_format.read(result.text, result.finished)
+
+    async def _format_of(self, ref: str) -> AnswerFormat:
+        try:
+            return self.residency.answer_format(ref)
+        except AdapterNotLoaded:  # unloaded between ``load`` and here (a cache clear): load it again
+            return self.residency.answer_format(await self.residency.acquire(ref))
+
+    async def submit(self, request: GenerationRequest) -> GenerationResult | Exception:
+        """Generate one request: through the batcher, or straight to an engine that schedules requests."""
+        if self.batcher is not None:
+            return await self.batcher.submit(request)
+        [result] = await self.generate_batch([request])
+        return result
+
+    async def _run_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult | Exception]:
+        if self.on_batch is not None:
+            self.on_batch(len(requests))
+        return await self.generate_batch(requests)
 
     async def generate_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult | Exception]:
         """Generate a batch that may mix adapters. Its adapters are pinned while it runs; one that was
@@ -96,10 +138,6 @@ class ModelWorker:
                 outputs = await self.engine.generate(runnable)
             generated = iter(outputs)
         return [failures[r.adapter] if r.adapter in failures else next(generated) for r in requests]
-
-    async def _generate_one(self, request: GenerationRequest) -> GenerationResult | Exception:
-        [result] = await self.generate_batch([request])
-        return result
 
     def stats(self, replica_id: str) -> dict:
         engine_stats = self.engine.stats()

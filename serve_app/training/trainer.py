@@ -1,7 +1,9 @@
 """Train a LoRA adapter with peft on supervised examples, on CPU or GPU.
 
-The model sees exactly what a serving engine feeds it: ``build_prompt(normalized query)``, tokenized the
-same way; the loss is taken on the answer and its end-of-sequence token only. The adapter folder it
+The model sees exactly what a serving engine feeds it: the current answer format's prompt around the
+normalized query, tokenized the same way; the loss is taken on the answer, written in that format, and its
+end-of-sequence token only. The folder records the format (``answer_format.json``), so engines prompt and
+read the adapter in the format it learnt. The adapter folder it
 writes names the base by its folder name, as ``validate_adapter`` expects, and loads through the same
 path a user's adapter does.
 """
@@ -16,8 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serve_app.models.task import build_prompt
-from serve_app.training.examples import Example, answer_text
+from serve_app.models.task import CURRENT, mark_format
+from serve_app.training.examples import Example
 
 #: Every projection of a Llama/Qwen2 block: what vLLM and peft both support for these architectures.
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -58,8 +60,8 @@ class TrainingReport:
 
 
 def _encode(tokenizer, example: Example) -> tuple[list[int], list[int]]:
-    prompt = tokenizer(build_prompt(example.query))["input_ids"]
-    answer = tokenizer(answer_text(example.answer), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    prompt = tokenizer(CURRENT.prompt(example.query))["input_ids"]
+    answer = tokenizer(CURRENT.write(example.answer), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     return prompt + answer, [-100] * len(prompt) + answer
 
 
@@ -143,6 +145,7 @@ def train_adapter(
     adapter_config = json.loads(config_file.read_text())
     adapter_config["base_model_name_or_path"] = base.name
     config_file.write_text(json.dumps(adapter_config, indent=2))
+    mark_format(output, CURRENT)
     return TrainingReport(
         steps=config.steps,
         examples=len(examples),
