@@ -28,7 +28,7 @@ from serve_app.models.adapters import validate_adapter
 from serve_app.models.demo import make_demo_model
 from serve_app.models.engine import GenerationRequest
 from serve_app.models.hf_engine import HFEngine
-from serve_app.models.task import CURRENT
+from serve_app.models.task import DEFAULT_FORMAT
 from serve_app.models.tiny import make_tiny_model
 from serve_app.normalize import normalize
 from serve_app.settings import Settings
@@ -45,7 +45,10 @@ def make_engine(kind: str, base: Path, args: argparse.Namespace):
 
 def requests_for(count: int, adapters: list[str | None], new_tokens: int) -> list[GenerationRequest]:
     names = [normalize(r.name) for r in read_cnaps(demo_cnaps_path())][::97][:count]
-    return [GenerationRequest(CURRENT.prompt(n), adapters[i % len(adapters)], new_tokens) for i, n in enumerate(names)]
+    return [
+        GenerationRequest(DEFAULT_FORMAT.prompt(n), adapters[i % len(adapters)], new_tokens)
+        for i, n in enumerate(names)
+    ]
 
 
 async def run_engine(kind: str, base: Path, specs: dict, args: argparse.Namespace) -> list[dict]:

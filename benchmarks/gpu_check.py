@@ -35,7 +35,7 @@ from serve_app.directory.records import demo_cnaps_path, read_cnaps
 from serve_app.models.adapters import validate_adapter
 from serve_app.models.engine import GenerationRequest
 from serve_app.models.paths import ADAPTER_DIR, DEMO_BASE_DIR
-from serve_app.models.task import CURRENT
+from serve_app.models.task import DEFAULT_FORMAT
 from serve_app.models.tiny import build_adapter, build_base_model, build_tokenizer
 from serve_app.normalize import normalize
 
@@ -75,7 +75,7 @@ def build_models(folder: Path, gpu: bool) -> tuple[Path, dict]:
 
 def prompts(count: int) -> list[str]:
     names = [normalize(record.name) for record in read_cnaps(demo_cnaps_path())]
-    return [CURRENT.prompt(name) for name in random.Random(3).sample(names, count)]
+    return [DEFAULT_FORMAT.prompt(name) for name in random.Random(3).sample(names, count)]
 
 
 def weight_bytes(base: Path) -> int:

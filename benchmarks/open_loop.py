@@ -171,7 +171,7 @@ async def run_setups(args: argparse.Namespace) -> list[dict]:
     texts = queries(args.closed_readings, args.seed)
     for setup in args.setup:
         name, _, spec = setup.partition("=")
-        models, dtype, quantization = ([*spec.split(":"), "float32", "none"])[:3]
+        models, dtype, quantization = (spec.split(":") + ["float32", "none"][spec.count(":") :])[:3]
         worker = await start_worker(Path(models), config_for("hf", dtype, quantization, args))
         adapters = adapters_in(Path(models))
         one = await closed_loop(worker, texts[: args.single_readings], adapters, 1)

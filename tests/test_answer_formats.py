@@ -15,7 +15,7 @@ from serve_app.directory.records import demo_cnaps_path, read_cnaps
 from serve_app.errors import AdapterInvalid
 from serve_app.models.adapters import validate_adapter
 from serve_app.models.demo import DemoModel
-from serve_app.models.task import ANSWER_FIELDS, CURRENT, FORMAT_FILE, FORMATS, CompactFormat, format_of, mark_format
+from serve_app.models.task import ANSWER_FIELDS, FORMAT_FILE, FORMATS, CompactFormat, format_of, mark_format
 from serve_app.training.examples import answer_of
 from tests.test_models import adapter_root, demo  # noqa: F401 - the shared model fixtures
 
@@ -99,11 +99,22 @@ def test_an_adapter_folder_names_its_format_and_an_unknown_one_is_refused(
     (folder / FORMAT_FILE).unlink(missing_ok=True)
     assert format_of(folder) is FORMATS[1]  # trained before formats were versioned
     assert validate_adapter("formats", "formats", adapter_root, demo.base).answer_format == 1
-    mark_format(folder, CURRENT)
-    assert validate_adapter("formats", "formats", adapter_root, demo.base).answer_format == CURRENT.version
+    mark_format(folder, FORMATS[2])
+    assert validate_adapter("formats", "formats", adapter_root, demo.base).answer_format == 2
     (folder / FORMAT_FILE).write_text(json.dumps({"version": 9}))
     with pytest.raises(AdapterInvalid, match=r"answers in format 9, which this service cannot read \(it reads 1, 2\)"):
         validate_adapter("formats", "formats", adapter_root, demo.base)
     (folder / FORMAT_FILE).write_text("{not json")
     with pytest.raises(AdapterInvalid, match=r"unreadable answer_format\.json"):
         validate_adapter("formats", "formats", adapter_root, demo.base)
+
+
+@pytest.mark.parametrize("version", sorted(FORMATS))
+def test_training_writes_the_format_it_trained_for(demo: DemoModel, tmp_path: Path, version: int) -> None:  # noqa: F811
+    from serve_app.training.examples import TENANT_STYLES, build_examples
+    from serve_app.training.trainer import TrainingConfig, train_adapter
+
+    examples = build_examples(list(read_cnaps(demo_cnaps_path()))[:50], TENANT_STYLES["statements"], 4, seed=0)
+    output = tmp_path / "adapter"
+    train_adapter(demo.base, output, examples, TrainingConfig(steps=1, batch_size=2, answer_format=version))
+    assert format_of(output) is FORMATS[version]

@@ -16,7 +16,7 @@ from serve_app.directory.records import demo_cnaps_path, read_cnaps
 from serve_app.extraction.model_use import combine
 from serve_app.extraction.rules import RulesExtractor
 from serve_app.extraction.vocabulary import Vocabulary
-from serve_app.models.task import CURRENT, FORMATS, ModelAnswer
+from serve_app.models.task import FORMATS, ModelAnswer
 from serve_app.normalize import normalize
 
 
@@ -126,7 +126,7 @@ def test_a_district_outside_the_city_is_dropped(rules) -> None:
 def test_an_invalid_answer_keeps_the_rules_and_says_why(rules) -> None:
     query = normalize("华夏银行江油西山支行")
     read = rules.extract(query)
-    outcome = combine(read, query, CURRENT.read("华夏|绵阳"), "job_22", rules)
+    outcome = combine(read, query, FORMATS[2].read("华夏|绵阳"), "job_22", rules)
     assert (outcome.source, outcome.entities, outcome.model) == ("rules", read.entities, "job_22")
     assert "expected 4 fields" in outcome.model_error
 

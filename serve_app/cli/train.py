@@ -62,7 +62,7 @@ async def _train_adapter(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     training = TrainingConfig(
         rank=args.rank, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        device=args.device, dtype=args.dtype,
+        device=args.device, dtype=args.dtype, answer_format=args.answer_format,
     )  # fmt: skip
     plan = TenantTraining(training, examples=args.examples or args.steps * args.batch_size, held_out=args.held_out)
     output = paths.adapter_root / args.name
@@ -81,6 +81,7 @@ async def _train_adapter(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    from serve_app.models.task import DEFAULT_FORMAT, FORMATS
     from serve_app.training.examples import TENANT_STYLES
 
     train = commands.add_parser(
@@ -102,5 +103,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--held-out", type=int, default=48, help="held-out examples to evaluate on")
     train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 …")
     train.add_argument("--dtype", default="float32", help="float32 on CPU; bfloat16 on a GPU")
+    train.add_argument(
+        "--answer-format", type=int, choices=sorted(FORMATS), default=DEFAULT_FORMAT.version,
+        help="answer format to train for: 1 JSON, 2 compact (fewer tokens; see docs/models.md)",
+    )  # fmt: skip
     train.add_argument("--register", action="store_true", help="register it in the adapter registry")
     train.set_defaults(run=_train_adapter)

@@ -18,8 +18,7 @@ from serve_app.models.paths import ADAPTER_DIR, DEMO_BASE_DIR
 
 #: The demo's tenants: adapter name → the training styles it learns (``training.examples.TENANT_STYLES``).
 DEMO_ADAPTERS = {"job_22": "statements", "job_23": "english"}
-#: Names the builder and the answer format its adapters learn: a folder built for another format is rebuilt.
-KIND = "smollm2/compact"
+KIND = "smollm2"
 MARKER = "built.json"
 
 

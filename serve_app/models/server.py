@@ -21,7 +21,7 @@ from serve_app.models.batcher import EngineBatcher
 from serve_app.models.board import ModelBoard
 from serve_app.models.engine import Abandonment, Engine, GenerationRequest, GenerationResult
 from serve_app.models.residency import AdapterResidency
-from serve_app.models.task import CURRENT, AnswerFormat, ModelAnswer
+from serve_app.models.task import DEFAULT_FORMAT, AnswerFormat, ModelAnswer
 
 log = logging.getLogger(__name__)
 WARMUP_QUERY = "华夏银行江油西山支行"
@@ -74,7 +74,7 @@ class ModelWorker:
             except AdapterError as exc:
                 log.error("preload adapter %s not loaded: %s", name, exc)
                 failed.append(name)
-        await self.engine.generate([GenerationRequest(CURRENT.prompt(WARMUP_QUERY), None, 4)])
+        await self.engine.generate([GenerationRequest(DEFAULT_FORMAT.prompt(WARMUP_QUERY), None, 4)])
         return failed
 
     async def read(self, normalized: str, adapter: str) -> ModelAnswer:
@@ -99,7 +99,7 @@ class ModelWorker:
     async def _format_of(self, ref: str) -> AnswerFormat:
         try:
             return self.residency.answer_format(ref)
-        except AdapterNotLoaded:  # unloaded between ``load`` and here (a cache clear): load it again
+        except AdapterNotLoaded:  # the multiplexer returned a ref the residency no longer holds: load it
             return self.residency.answer_format(await self.residency.acquire(ref))
 
     async def submit(self, request: GenerationRequest) -> GenerationResult | Exception:

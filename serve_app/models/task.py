@@ -11,7 +11,9 @@ as invalid with the reason, never raised, and the caller falls back to the rules
 Tokens per answer over the directory sample with SmolLM2's tokenizer (``benchmarks/answer_tokens.py``):
 format 1 (JSON) 48 at the median, format 2 (compact) 28. Most of what format 2 saves is not the keys and
 quotes but words the reader can restore exactly: an English-centric byte-level tokenizer pays two to three
-tokens per Chinese character.
+tokens per Chinese character. Format 1 stays the default: the demo's adapters trained for format 2 on the
+same budget answered 25 tokens instead of 45 but were worse end to end (``benchmarks/eval_model.py``:
+invalid answers 1.8 % → 13.8 %, right matches 90.0 % → 84.4 %; docs/models.md).
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ class CompactFormat:
       its district's ``^`` and the rest (the directory spells most branches that way: 北京新华支行);
     - a value the reader would change otherwise is written verbatim behind ``=``.
 
-    ``read(write(answer)) == answer`` for every answer; ``tests/test_models.py`` checks it over the whole
+    ``read(write(answer)) == answer`` for every answer; ``tests/test_answer_formats.py`` checks it over the whole
     directory sample and arbitrary text.
     """
 
@@ -190,13 +192,13 @@ def _short_place(name: str | None) -> str:
 
 AnswerFormat = JsonFormat | CompactFormat
 FORMATS: dict[int, AnswerFormat] = {1: JsonFormat(), 2: CompactFormat()}
-#: What adapters trained here answer in, and what the base model is prompted with.
-CURRENT = FORMATS[2]
+#: What adapters are trained for unless asked otherwise, and what the base model alone is prompted with.
+DEFAULT_FORMAT = FORMATS[1]
 
 
 def format_for(spec: AdapterSpec | None) -> AnswerFormat:
-    """The format a request is prompted and read in: its adapter's, or ``CURRENT`` for the base alone."""
-    return CURRENT if spec is None else FORMATS[spec.answer_format]
+    """The format a request is prompted and read in: its adapter's, or ``DEFAULT_FORMAT`` for the base alone."""
+    return DEFAULT_FORMAT if spec is None else FORMATS[spec.answer_format]
 
 
 def format_of(folder: Path) -> AnswerFormat:

@@ -1,9 +1,9 @@
 """Train a LoRA adapter with peft on supervised examples, on CPU or GPU.
 
-The model sees exactly what a serving engine feeds it: the current answer format's prompt around the
-normalized query, tokenized the same way; the loss is taken on the answer, written in that format, and its
-end-of-sequence token only. The folder records the format (``answer_format.json``), so engines prompt and
-read the adapter in the format it learnt. The adapter folder it
+The model sees exactly what a serving engine feeds it: its answer format's prompt around the normalized
+query (``TrainingConfig.answer_format``), tokenized the same way; the loss is taken on the answer, written in
+that format, and its end-of-sequence token only. The folder records the format (``answer_format.json``), so
+engines prompt and read the adapter in the format it learnt. The adapter folder it
 writes names the base by its folder name, as ``validate_adapter`` expects, and loads through the same
 path a user's adapter does.
 """
@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serve_app.models.task import CURRENT, mark_format
+from serve_app.models.task import DEFAULT_FORMAT, FORMATS, AnswerFormat, mark_format
 from serve_app.training.examples import Example
 
 #: Every projection of a Llama/Qwen2 block: what vLLM and peft both support for these architectures.
@@ -35,6 +35,7 @@ class TrainingConfig:
     device: str = "cpu"
     dtype: str = "float32"  # bfloat16 on a GPU
     seed: int = 0
+    answer_format: int = DEFAULT_FORMAT.version  # a version of ``serve_app.models.task.FORMATS``
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,10 @@ class TrainingReport:
     losses: list[float] = field(default_factory=list)
 
 
-def _encode(tokenizer, example: Example) -> tuple[list[int], list[int]]:
-    prompt = tokenizer(CURRENT.prompt(example.query))["input_ids"]
-    answer = tokenizer(CURRENT.write(example.answer), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+def _encode(tokenizer, example: Example, answer_format: AnswerFormat) -> tuple[list[int], list[int]]:
+    prompt = tokenizer(answer_format.prompt(example.query))["input_ids"]
+    answer = tokenizer(answer_format.write(example.answer), add_special_tokens=False)["input_ids"]
+    answer.append(tokenizer.eos_token_id)
     return prompt + answer, [-100] * len(prompt) + answer
 
 
@@ -116,7 +118,8 @@ def train_adapter(
         optimizer, lambda step: min(1.0, (step + 1) / max(1, config.warmup_steps))
         * max(0.05, 1 - step / max(1, config.steps)),
     )  # fmt: skip
-    encoded = [_encode(tokenizer, example) for example in examples]
+    answer_format = FORMATS[config.answer_format]
+    encoded = [_encode(tokenizer, example, answer_format) for example in examples]
     order = list(range(len(encoded)))
     rng = random.Random(config.seed)
     rng.shuffle(order)
@@ -145,7 +148,7 @@ def train_adapter(
     adapter_config = json.loads(config_file.read_text())
     adapter_config["base_model_name_or_path"] = base.name
     config_file.write_text(json.dumps(adapter_config, indent=2))
-    mark_format(output, CURRENT)
+    mark_format(output, answer_format)
     return TrainingReport(
         steps=config.steps,
         examples=len(examples),
