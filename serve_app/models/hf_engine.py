@@ -4,7 +4,7 @@ The base model is loaded once in ``start``. Adapters are added to one ``PeftMode
 ``load_adapter`` and removed with ``delete_adapter``; a batch that mixes adapters (and the bare base)
 runs as one ``generate`` call with ``adapter_names=`` (peft's mixed-batch LoRA). A batch of one adapter
 (every reading alone is one) runs with that adapter active instead, and one of the bare base with the
-adapters disabled: peft's mixed path gathers rows per adapter in every layer at every step, which cost
+adapters disabled: peft's mixed path gathers rows per adapter in every layer at every step, about
 a tenth of a CPU reading. Generation is greedy.
 Model work runs in a worker thread, one call at a time, so the event loop stays free. After each decoding
 step a stopping criterion records progress (the health check's proof) and ends the rows whose callers
