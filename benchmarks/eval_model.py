@@ -83,14 +83,7 @@ def split_tune_test(cases: list[dict]) -> None:
 
 def request_for(query: str, spec: AdapterSpec | None) -> GenerationRequest:
     """The request a model replica makes for ``query`` with ``spec`` (None: the base alone)."""
-    answer_format = format_for(spec)
-    adapter = None if spec is None else spec.name
-    return GenerationRequest(answer_format.prompt(query), adapter, MAX_NEW_TOKENS, answer_format=answer_format.version)
-
-
-def decoding_steps(result) -> int:
-    """Tokens an answer cost: its tokens, and the end of sequence when it finished."""
-    return len(result.token_ids) + int(result.finished)
+    return format_for(spec).request(query, None if spec is None else spec.name, MAX_NEW_TOKENS)
 
 
 async def generate_answers(
@@ -115,7 +108,7 @@ async def generate_answers(
                 results = await engine.generate([request_for(q, spec) for q in chunk])
                 for query, result in zip(chunk, results, strict=True):
                     answers[(key, query)] = format_for(spec).read(result.text, result.finished)
-                    counts.append(decoding_steps(result))
+                    counts.append(result.decoding_steps)
             seconds[key] = round(time.perf_counter() - started, 1)
             counts.sort()
             steps[key] = {"median": statistics.median(counts), "p99": counts[int(0.99 * (len(counts) - 1))]}

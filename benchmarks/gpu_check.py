@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,6 @@ from serve_app.models.engine import GenerationRequest
 from serve_app.models.paths import ADAPTER_DIR, DEMO_BASE_DIR
 from serve_app.models.task import DEFAULT_FORMAT
 from serve_app.models.tiny import build_adapter, build_base_model, build_tokenizer
-from serve_app.normalize import normalize
 
 #: Qwen2-0.5B's shape (config.json of Qwen/Qwen2-0.5B).
 QWEN2_05B = {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
@@ -74,8 +72,7 @@ def build_models(folder: Path, gpu: bool) -> tuple[Path, dict]:
 
 
 def prompts(count: int) -> list[str]:
-    names = [normalize(record.name) for record in read_cnaps(demo_cnaps_path())]
-    return [DEFAULT_FORMAT.prompt(name) for name in random.Random(3).sample(names, count)]
+    return [DEFAULT_FORMAT.prompt(name) for name in open_loop.queries(count, seed=3)]
 
 
 def weight_bytes(base: Path) -> int:
@@ -117,7 +114,7 @@ async def engine_rows(kind: str, base: Path, specs: dict, args: argparse.Namespa
             mark = time.perf_counter()
             results = await engine.generate(requests)
             seconds = time.perf_counter() - mark
-            tokens = sum(len(r.token_ids) + int(r.finished) for r in results)
+            tokens = sum(r.decoding_steps for r in results)
             rows.append({"engine": kind, "batch": batch, "seconds": round(seconds, 3),
                          "requests_per_s": round(batch / seconds, 1), "tokens_per_s": round(tokens / seconds, 1),
                          "steps_per_s": round(max(len(r.token_ids) for r in results) / seconds, 1)})  # fmt: skip
@@ -133,11 +130,10 @@ def bandwidth_share(row: dict, bytes_per_step: int, peak_gbps: float) -> float:
 
 
 def train_steps(base: Path, folder: Path, steps: int) -> dict:
-    from serve_app.directory.records import read_cnaps as records
     from serve_app.training.examples import TENANT_STYLES, build_examples
     from serve_app.training.trainer import TrainingConfig, train_adapter
 
-    examples = build_examples(list(records(demo_cnaps_path()))[:2000], TENANT_STYLES["statements"], 64, seed=0)
+    examples = build_examples(list(read_cnaps(demo_cnaps_path()))[:2000], TENANT_STYLES["statements"], 64, seed=0)
     config = TrainingConfig(steps=steps, batch_size=16, device="cuda", dtype="bfloat16")
     report = train_adapter(base, folder / "trained", examples, config)
     return {"steps": report.steps, "seconds": report.seconds, "seconds_per_step": round(report.seconds / steps, 3),

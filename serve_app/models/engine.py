@@ -56,6 +56,11 @@ class GenerationResult:
     adapter: str | None
     finished: bool  # False when max_new_tokens cut the output short
 
+    @property
+    def decoding_steps(self) -> int:
+        """What the answer cost: its tokens, and the end of sequence when it finished."""
+        return len(self.token_ids) + int(self.finished)
+
 
 @dataclass
 class EngineStats:

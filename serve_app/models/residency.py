@@ -26,7 +26,7 @@ from serve_app.errors import AdapterNotLoaded, UnknownAdapter
 from serve_app.models.adapters import AdapterOut, AdapterRegistry, parse_adapter_ref
 from serve_app.models.engine import Engine
 from serve_app.models.paths import ModelPaths
-from serve_app.models.task import FORMATS, AnswerFormat
+from serve_app.models.task import AnswerFormat, format_for
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +82,11 @@ class AdapterResidency:
         self.capacity = capacity
         self.on_event = on_event  # observer (metrics): ("load" | "evict", adapter name, load seconds)
         self.stats = AdapterStats()
-        self._resident: OrderedDict[str, None] = OrderedDict()  # refs, coldest first
+        # refs, coldest first → the answer format each adapter was trained for
+        self._resident: OrderedDict[str, AnswerFormat] = OrderedDict()
         self._locks = KeyedLocks()
         self._users: Counter[str] = Counter()
         self._deferred: set[str] = set()
-        self._formats: dict[str, AnswerFormat] = {}  # resident ref → the answer format it was trained for
 
     @property
     def resident(self) -> list[str]:
@@ -99,7 +99,7 @@ class AdapterResidency:
     def answer_format(self, ref: str) -> AnswerFormat:
         """The answer format of the resident adapter held by ``ref`` (ask right after ``acquire``)."""
         try:
-            return self._formats[ref]
+            return self._resident[ref]
         except KeyError:
             raise AdapterNotLoaded(f"adapter {ref} is not resident") from None
 
@@ -140,8 +140,7 @@ class AdapterResidency:
                 raise
             seconds = self.stats.load_seconds[ref] = round(time.perf_counter() - started, 4)
             self.stats.loads += 1
-            self._resident[ref] = None
-            self._formats[ref] = FORMATS[spec.answer_format]
+            self._resident[ref] = format_for(spec)
             self._notify("load", name, seconds)
         await self._retire_older_revisions(ref)
         return ref
@@ -160,7 +159,6 @@ class AdapterResidency:
             if ref not in self._resident:
                 return
             del self._resident[ref]
-            del self._formats[ref]
             await self.engine.unload_adapter(ref)
             self.stats.evictions += 1
             self._notify("evict", parse_adapter_ref(ref)[0], None)

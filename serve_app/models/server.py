@@ -84,9 +84,7 @@ class ModelWorker:
         ref = await self.load(adapter)
         answer_format = await self._format_of(ref)
         abandonment = Abandonment()
-        request = GenerationRequest(
-            answer_format.prompt(normalized), ref, self.tunables.max_new_tokens, abandonment, answer_format.version
-        )
+        request = answer_format.request(normalized, ref, self.tunables.max_new_tokens, abandonment)
         try:
             result = await self.submit(request)
         except asyncio.CancelledError:  # the caller gave up: its row of a running batch stops computing

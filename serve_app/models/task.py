@@ -26,7 +26,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from serve_app.errors import AdapterInvalid
-from serve_app.models.engine import AdapterSpec
+from serve_app.models.engine import Abandonment, AdapterSpec, GenerationRequest
 from serve_app.schemas import Entities
 
 #: Entity fields a model may answer (format 1's JSON keys); the province follows from the city.
@@ -59,12 +59,41 @@ def _entities(text: str, values: Mapping[str, object]) -> ModelAnswer:
     return ModelAnswer(entities=entities, valid=True, raw=text)
 
 
-class JsonFormat:
+class AnswerFormat:
+    """What every format has: a version, a name and a prompt. Each subclass writes (training), reads
+    (strictly) and constrains (vLLM's structured output) its own answers."""
+
+    version: int
+    name: str
+    #: Short on purpose: every token of it is computed for every query.
+    prompt_template: str
+
+    def prompt(self, normalized_query: str) -> str:
+        return self.prompt_template.format(query=normalized_query)
+
+    def request(
+        self, normalized_query: str, adapter: str | None, max_new_tokens: int, abandonment: Abandonment | None = None
+    ) -> GenerationRequest:
+        """The request a model replica makes to read ``normalized_query`` with ``adapter`` in this format."""
+        return GenerationRequest(self.prompt(normalized_query), adapter, max_new_tokens, abandonment, self.version)
+
+    def write(self, answer: Mapping[str, str]) -> str:
+        raise NotImplementedError
+
+    def read(self, text: str, finished: bool = True) -> ModelAnswer:
+        """The model's output; ``finished`` is False when generation hit its token limit."""
+        raise NotImplementedError
+
+    def constraint(self) -> dict:
+        """vLLM's structured-output arguments that admit exactly this format."""
+        raise NotImplementedError
+
+
+class JsonFormat(AnswerFormat):
     """Format 1: one compact JSON object, fields in ``ANSWER_FIELDS`` order, missing fields left out."""
 
     version = 1
     name = "json"
-    #: Short on purpose: every token of it is computed for every query.
     prompt_template = "Bank branch to JSON.\nQuery: {query}\nJSON: "
     schema: ClassVar[dict] = {
         "type": "object",
@@ -73,15 +102,11 @@ class JsonFormat:
         "additionalProperties": False,
     }
 
-    def prompt(self, normalized_query: str) -> str:
-        return self.prompt_template.format(query=normalized_query)
-
     def write(self, answer: Mapping[str, str]) -> str:
         ordered = {name: answer[name] for name in ANSWER_FIELDS if answer.get(name)}
         return json.dumps(ordered, ensure_ascii=False, separators=(",", ":"))
 
     def read(self, text: str, finished: bool = True) -> ModelAnswer:
-        """The model's output; ``finished`` is False when generation hit its token limit."""
         try:
             data = json.loads(text.strip())
         except json.JSONDecodeError as exc:
@@ -91,11 +116,10 @@ class JsonFormat:
         return _entities(text, data)
 
     def constraint(self) -> dict:
-        """vLLM's structured-output arguments that admit exactly this format."""
         return {"json": self.schema}
 
 
-class CompactFormat:
+class CompactFormat(AnswerFormat):
     """Format 2: ``bank|city|district|branch`` — no keys, no quotes, a missing field empty — with words the
     reader restores exactly left out:
 
@@ -120,9 +144,6 @@ class CompactFormat:
     }
     places = (("~", "city"), ("^", "district"))
     pattern = rf"[^|\n]{{0,{MAX_FIELD_CHARS + 1}}}(\|[^|\n]{{0,{MAX_FIELD_CHARS + 1}}}){{3}}"
-
-    def prompt(self, normalized_query: str) -> str:
-        return self.prompt_template.format(query=normalized_query)
 
     def write(self, answer: Mapping[str, str]) -> str:
         values = {name: answer.get(name) or "" for name in ANSWER_FIELDS}
@@ -190,7 +211,6 @@ def _short_place(name: str | None) -> str:
     return name[:-1] if name.endswith(("市", "区", "县")) and len(name) > 2 else name
 
 
-AnswerFormat = JsonFormat | CompactFormat
 FORMATS: dict[int, AnswerFormat] = {1: JsonFormat(), 2: CompactFormat()}
 #: What adapters are trained for unless asked otherwise, and what the base model alone is prompted with.
 DEFAULT_FORMAT = FORMATS[1]

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from serve_app.config import ModelTunables
 from serve_app.models.adapters import validate_adapter
-from serve_app.models.engine import GenerationRequest
 from serve_app.models.hf_engine import HFEngine
 from serve_app.models.task import ANSWER_FIELDS, format_for
 from serve_app.training.examples import Example
@@ -40,12 +39,7 @@ async def evaluate_adapter(
     try:
         for first in range(0, len(examples), batch_size):
             chunk = examples[first : first + batch_size]
-            requests = [
-                GenerationRequest(
-                    answer_format.prompt(e.query), name, MAX_NEW_TOKENS, answer_format=answer_format.version
-                )
-                for e in chunk
-            ]
+            requests = [answer_format.request(e.query, name, MAX_NEW_TOKENS) for e in chunk]
             for example, result in zip(chunk, await engine.generate(requests), strict=True):
                 counts = per_style.setdefault(example.style, Counter())
                 _score(counts, example, answer_format.read(result.text, result.finished))

@@ -58,10 +58,7 @@ async def measure(
         formats = {adapter: format_for(spec) for adapter, spec in adapters.items()}
 
         def request(text: str, adapter: str) -> GenerationRequest:
-            answer_format = formats[adapter]
-            return GenerationRequest(
-                answer_format.prompt(text), adapter, MAX_NEW_TOKENS, answer_format=answer_format.version
-            )
+            return formats[adapter].request(text, adapter, MAX_NEW_TOKENS)
 
         for adapter in adapters:
             for first in range(0, len(texts), BATCH):
