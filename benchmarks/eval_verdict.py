@@ -43,8 +43,9 @@ from serve_app.directory.institutions import licensed_institutions
 from serve_app.directory.loader import load_directory
 from serve_app.directory.records import demo_cnaps_path, read_cnaps
 from serve_app.normalize import normalize
+from serve_app.query.evidence import outside_bank
 from serve_app.query.pipeline import CANDIDATES, build_pipeline
-from serve_app.query.verdict import VerdictWeights, assess, default_weights
+from serve_app.query.verdict import VerdictWeights, assess, default_weights, judged_entities
 from serve_app.schemas import QueryRequest
 from serve_app.training.examples import is_training_record
 
@@ -265,9 +266,9 @@ async def _assessed(pipeline, query: str):
     text = normalize(query)
     extraction = pipeline.extractor.extract(text)
     retrieval = await pipeline.repository.search(extraction.entities, text, CANDIDATES)
-    return extraction, assess(
-        extraction.entities, retrieval.candidates, extraction.other_bank is not None, default_weights(), text
-    )
+    entities, written = judged_entities(extraction.entities, retrieval), outside_bank(text, extraction.bank_written)
+    uncertain = extraction.other_bank is not None
+    return extraction, assess(entities, retrieval.candidates, uncertain, default_weights(), written)
 
 
 async def _fit(pipeline, cases: list[dict]) -> VerdictWeights:

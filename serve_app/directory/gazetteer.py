@@ -77,6 +77,15 @@ class Gazetteer:
             region = parent
         return region
 
+    def capital(self, province: str) -> Region | None:
+        """The city a province's name means when no city is written: its capital (adcode ``pp0100``, where
+        province-level units of banks are filed), or the municipality itself."""
+        region = self.province_named(province)
+        if region is None:
+            return None
+        prefix = region.adcode[:2]
+        return self._by_key.get(("city", prefix + "0100")) or self._by_key.get(("city", region.adcode))
+
     def named(self, name: str) -> list[Region]:
         """Regions known by exactly this name (full, short, stem or alias), any level."""
         return list(self._by_name.get(name, ()))

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from serve_app.extraction.rules import LEVEL_AT_END, RulesExtractor
+from serve_app.extraction.levels import LEVEL_AT_END
+from serve_app.extraction.rules import RulesExtractor
 from serve_app.normalize import normalize
 
 #: A branch reading shorter than this, once its level is set aside, names nothing by itself.

@@ -5,11 +5,10 @@ Shared by the ``EntityExtractor`` deployment and the offline pipeline, so both d
 
 from __future__ import annotations
 
-import re
-
 from serve_app.config import MAX_FALLBACK_THRESHOLD
 from serve_app.extraction.grounding import Grounding
-from serve_app.extraction.rules import LEVEL_AT_END, RulesExtractor
+from serve_app.extraction.levels import LEVEL_AT_END, is_whole_name
+from serve_app.extraction.rules import RulesExtractor
 from serve_app.models.task import MODEL_FIELDS, ModelAnswer
 from serve_app.normalize import normalize
 from serve_app.schemas import Entities, Extraction, ExtractionOutcome
@@ -38,7 +37,11 @@ MODEL_SKIPPED = "the model could not answer in time; the rules' reading stands"
 
 def rules_outcome(rules: Extraction) -> ExtractionOutcome:
     return ExtractionOutcome(
-        entities=rules.entities, source="rules", confidence=rules.confidence, other_bank=rules.other_bank
+        entities=rules.entities,
+        source="rules",
+        confidence=rules.confidence,
+        other_bank=rules.other_bank,
+        bank_written=rules.bank_written,
     )
 
 
@@ -106,13 +109,9 @@ def combine(
             "source": "model" if changed else "rules",
             "entities_source": sources,
             "model_overruled": overruled or None,
+            "bank_written": rules.bank_written if entities.bank == rules.entities.bank else None,
         }
     )
-
-
-#: A bank's own units after a branch level in directory names (江西省分行票据中心, …支行运营管理部, …会计科):
-#: a reading that ends in one is a whole name, as one ending in a level is.
-_UNIT_AT_END = re.compile("(中心|部|科|处|室|厅)$")
 
 
 def _tighter_branch(model: str, rules: str) -> bool:
@@ -120,5 +119,4 @@ def _tighter_branch(model: str, rules: str) -> bool:
     the rules' own reading ends in neither a level nor a unit. One that does is a whole name, often nested
     (南区支行城南分理处, 江西省分行票据中心): cutting it would name the parent, another code."""
     tighter, whole = normalize(model), normalize(rules)
-    whole_name = LEVEL_AT_END.search(whole) is not None or _UNIT_AT_END.search(whole) is not None
-    return tighter in whole and LEVEL_AT_END.search(tighter) is not None and not whole_name
+    return tighter in whole and LEVEL_AT_END.search(tighter) is not None and not is_whole_name(whole)

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import re
 
+from serve_app.extraction.levels import NAME_END_INSIDE
+
 #: What is asked for, at the end: (的)(联行号|行号|…)(是|为)(多少|什么|啥)(呢|啊)(?).
 _ASKED_FOR = re.compile(
     r"(的)?(开户行)?(大额)?(支付系统)?(联行号|联行行号|行号|银行代码|行别代码|CNAPS码|CNAPS号|CNAPS|银联号|代码|编号|号码|信息|地址)"
     r"(码)?(是|为)?(多少|什么|啥|哪个)?(呀|呢|啊|吗|嘛)?$"
 )
+#: What a question asks for, anywhere after the name (…支行对应的行号是, …支行，联行号多少): the name ends at
+#: the last branch level before it, whatever words come between or after.
+_ASKED_FOR_WORD = re.compile(r"联行号|行号|银行代码|行别代码|CNAPS|银联号")
 #: Trailing question words without an object: 是多少, 是哪个, 吗.
 _TRAILING_ASK = re.compile(r"(是|为)?(多少|什么|啥|哪个|哪家|哪里|哪儿)?(呀|呢|啊|吗|嘛)$|(是|为)(多少|什么|啥|哪个)$")
 #: Requests before the name: 请问, 请帮我查一下, 麻烦查询, 我想知道.
@@ -36,6 +41,7 @@ def strip_question(keyword: str) -> str:
     text = _PUNCTUATION.sub("", keyword)
     if not text:
         return text
+    text = _before_what_is_asked(text)
     previous = None
     while previous != text:  # tails can stack: 的联行号是多少呢
         previous = text
@@ -45,3 +51,14 @@ def strip_question(keyword: str) -> str:
     text = _REQUEST.sub("", text, count=1)
     text = _LEADING_PREPOSITION.sub("", text)
     return _FILLERS.sub("", text)
+
+
+def _before_what_is_asked(text: str) -> str:
+    """The text as far as the last end of a name (a level or a unit) before what it asks for (江油西山支行对应的
+    行号是 → 江油西山支行, 江西省分行票据中心的行号 → …票据中心); unchanged without a word for what is asked, or
+    without a name's end before it."""
+    asked = _ASKED_FOR_WORD.search(text)
+    if asked is None:
+        return text
+    ends = [m for m in NAME_END_INSIDE.finditer(text, 0, asked.start()) if m.start() >= 2]
+    return text[: ends[-1].end()] if ends else text

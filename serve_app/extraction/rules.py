@@ -17,16 +17,14 @@ import ahocorasick
 
 from serve_app.directory.gazetteer import Gazetteer, Region
 from serve_app.directory.institutions import CENTRAL_BANK
+from serve_app.extraction.levels import LEVEL_AT_END
 from serve_app.extraction.question import strip_question
 from serve_app.extraction.vocabulary import Vocabulary, is_strong_form
 from serve_app.schemas import Entities, Extraction
 
 #: Bumped whenever extraction output may change for the same input: cached answers are keyed on it.
-EXTRACTOR_VERSION = 7
+EXTRACTOR_VERSION = 8
 
-#: Branch levels, longest first, matched at the end of the branch keyword.
-LEVELS = ("分行营业部", "营业部", "营业室", "分理处", "储蓄所", "营业所", "信用分社", "信用社", "支行", "分行", "总行")
-LEVEL_AT_END = re.compile("(" + "|".join(LEVELS) + ")$")
 #: A place name directly followed by one of these is a street or landmark (中山路, 人民广场), not a place.
 _STREET_AFTER = ("路", "街", "大道", "道", "巷", "广场", "大街", "大厦", "小区", "村", "镇", "乡", "门", "桥")
 #: Classes of banks named after their home region (城商行, 农商行, 农合行, 村镇银行, 信用社): their name
@@ -107,6 +105,7 @@ class RulesExtractor:
             confidence=round(confidence, 2),
             level=level_match.group(1) if level_match else None,
             other_bank=other_bank,
+            bank_written=text[start:end] if bank else None,
             extractor_version=EXTRACTOR_VERSION,
         )
 

@@ -12,7 +12,7 @@ from difflib import SequenceMatcher
 from functools import lru_cache
 
 from serve_app.directory.gazetteer import Gazetteer, stem
-from serve_app.extraction.rules import LEVEL_AT_END
+from serve_app.extraction.levels import LEVEL_AT_END
 from serve_app.normalize import normalize
 from serve_app.query.retrieval import Candidate
 from serve_app.schemas import Agreement, Entities, Evidence
@@ -34,6 +34,8 @@ class Fit:
     level: str  # agree | differ | unstated
     #: The query's keyword is nothing but place names and a level (浏阳支行): "exact" then says less.
     places_only: bool = False
+    #: The place agreed on is written in the query (outside the bank's name), not only inferred.
+    place_written: bool = False
 
     @property
     def vague(self) -> bool:
@@ -56,8 +58,11 @@ class Fit:
     @property
     def fits(self) -> bool:
         """Worth showing a person: the keyword agrees, and the place does not contradict a partial one (or a
-        prefix)."""
+        prefix); or the query names a bank and a place and no branch (中国农业银行淮安: a name cut after its
+        place), and this is one of the bank's branches in that place."""
         branch = self.evidence.branch
+        if self.vague and self.place_written and self.place in {"exact", "city"}:
+            return True
         return branch == "exact" or (branch in {"prefix", "partial"} and self.place != "conflict")
 
 
@@ -147,25 +152,42 @@ def evidence(entities: Entities, keyword: str, candidate: Candidate, written: st
     bank: Agreement = "unstated" if not entities.bank else ("exact" if entities.bank == candidate.bank else "none")
     city = _place_agreement(entities.city, candidate.city, candidate.branch)
     district = _place_agreement(entities.district, candidate.district, candidate.branch)
-    place = _place(
-        entities, candidate, city, district, _written_places(entities, keyword if written is None else written)
-    )
+    outside_bank = _written_places(entities, keyword if written is None else written)
+    place = _place(entities, candidate, city, district, outside_bank)
     branch = _branch_agreement(query_core, candidate_core)
     if branch != "exact" and query_level is None and _cut_short_of(keyword, candidate.branch):
         branch = "prefix"
+    elif branch == "none" and query_level is None and len(keyword) == 2 and candidate.branch.startswith(keyword):
+        branch = "partial"  # two characters start too many names to be a prefix's evidence (张家 of 张家港…)
     return Fit(
         candidate=candidate,
         evidence=Evidence(bank=bank, city=city, district=district, branch=branch),
         place=place,
         level=_level_agreement(query_level, candidate_level),
         places_only=not query_core,
+        place_written=written_in(entities.city, outside_bank) or written_in(entities.district, outside_bank),
     )
 
 
 def _written_places(entities: Entities, written: str) -> str:
     """What of the query can write a place: all of it but the bank's own name (九江银行 names the bank's
     home, not the branch's place; 中原银行 is no 中原区)."""
-    return written.replace(entities.bank, "") if entities.bank else written
+    return written.replace(entities.bank, "\0") if entities.bank else written
+
+
+def writes_a_place(entities: Entities, written: str | None) -> bool:
+    """Whether the query writes the place it was read with, outside the bank's name (华夏银行绵阳 does;
+    九江银行 alone, read as in 九江, does not). Without ``written``, any place read counts."""
+    places = (entities.province, entities.city, entities.district)
+    if written is None:
+        return any(places)
+    return any(written_in(place, _written_places(entities, written)) for place in places)
+
+
+def outside_bank(text: str, bank_written: str | None) -> str:
+    """``text`` without the bank's name as it writes it (亳州药都农商银行): what of a query can write the
+    branch's place. The evidence's ``written``."""
+    return text.replace(bank_written, "\0", 1) if bank_written else text
 
 
 def _place(entities: Entities, candidate: Candidate, city: Agreement, district: Agreement, written: str) -> str:

@@ -15,6 +15,7 @@ from serve_app.config import ExtractorTunables
 from serve_app.directory.loader import read_directory_state
 from serve_app.extraction.rules import RulesExtractor
 from serve_app.extraction.service import ExtractEntities, ExtractionService, ModelReader
+from serve_app.query.evidence import outside_bank
 from serve_app.query.inputs import AnswerInputs, read_inputs
 from serve_app.query.retrieval import BranchRepository, Candidate, Retrieval
 from serve_app.query.verdict import Judgement, judge, judge_code
@@ -151,16 +152,17 @@ async def _computed(
     timings["extract"] = ms_since(mark)  # with the hop to the extraction deployment, where there is one
     timings |= outcome.timings_ms  # the work inside it
     mark = time.perf_counter()
+    written = outside_bank(normalized, outcome.bank_written)
     if code is not None:
         record = await repository.by_code(code.code) if code.valid else None
         words: Judgement | None = None
         if record is not None and not code.whole_query and normalized:
             retrieval = await repository.search(outcome.entities, normalized, CANDIDATES)
-            words = judge(outcome.entities, retrieval, inputs.top_k, outcome.other_bank, written=normalized)
-        judgement = judge_code(code, record, outcome.entities, words, inputs.top_k, written=normalized)
+            words = judge(outcome.entities, retrieval, inputs.top_k, outcome.other_bank, written=written)
+        judgement = judge_code(code, record, outcome.entities, words, inputs.top_k, written=written)
     else:
         retrieval = await repository.search(outcome.entities, normalized, CANDIDATES) if normalized else Retrieval([])
-        judgement = judge(outcome.entities, retrieval, inputs.top_k, outcome.other_bank, written=normalized)
+        judgement = judge(outcome.entities, retrieval, inputs.top_k, outcome.other_bank, written=written)
     successors = []
     if judgement.retired is not None:
         successors = [Branch.model_validate(c) for c in await repository.successors(judgement.retired)]

@@ -26,7 +26,8 @@ import asyncpg
 
 from serve_app.db.errors import DIRECTORY, database_errors
 from serve_app.db.sql import escape_like
-from serve_app.extraction.rules import LEVEL_AT_END
+from serve_app.directory.gazetteer import Gazetteer
+from serve_app.extraction.levels import LEVEL_AT_END, name_before_tail
 from serve_app.normalize import normalize
 from serve_app.schemas import Entities
 
@@ -67,6 +68,9 @@ _WHERE: dict[str, tuple[str, tuple[str, ...]]] = {
     # bank's branches in the place, for the verdict to judge. Scoring every branch of a large bank in a
     # large city is what made this the first statement slow (229 ICBC rows in Beijing), so it comes second.
     "bank_place": ("bank_name = $6 AND (city = $3 OR district = $4)", ("bank",)),
+    # A province-level name (湖南分行, 四川省分行YY支行) reads a province and no city: the bank's branches in
+    # that province, those in its capital ranked first (where province-level units are filed).
+    "bank_province": ("bank_name = $6 AND province = $7", ("bank", "province")),
     # Last resort for a bank: the keyword verbatim, for probes too short for trigrams. Scans the bank's
     # rows, so it runs only when the indexed statements found nothing.
     "bank_substring": ("bank_name = $6 AND strpos(search_name, $2) > 0", ("bank",)),
@@ -133,14 +137,24 @@ class Retrieval:
     candidates: list[Candidate]
     #: For a query whose bank was read and that found no candidate: does the directory hold that bank at all?
     bank_in_directory: bool | None = None
+    #: The branch keyword the candidates were found by, when it is not the one read: the name as far as its
+    #: last level, the words written after it set aside (``name_before_tail``). The verdict judges by it.
+    branch: str | None = None
+
+
+#: Statements that find names *similar to the keyword*. A keyword with words after its name is tried whole
+#: in these first (分行清算中心 is a whole name; 分行营业 one cut short), then as far as its level in all.
+_KEYWORD_PLANS = frozenset({"bank_prefix", "bank", "place", "province", "trgm"})
 
 
 def plan_for(entities: Entities) -> list[str]:
     """The statements to try, in order, for the entities that are known."""
     has_place = bool(entities.city or entities.district)
     if entities.bank:
-        plans = ["bank_prefix"] if _may_be_cut_short(entities.branch) else []
-        return plans + (["bank", "bank_place", "bank_substring"] if has_place else ["bank", "bank_substring"])
+        first = ["bank_prefix", "bank"] if _may_be_cut_short(entities.branch) else ["bank"]
+        if has_place:
+            return [*first, "bank_place", "bank_substring"]
+        return [*first, "bank_province", "bank_substring"] if entities.province else [*first, "bank_substring"]
     plans = []
     if has_place:
         plans.append("place")
@@ -171,10 +185,17 @@ class BranchRepository:
 
     async def _search(self, entities: Entities, text: str, limit: int) -> Retrieval:
         async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
-            for plan in plan_for(entities):
-                rows = await conn.fetch(STATEMENTS[plan], *_arguments(plan, entities, text, limit))
+            for plan, read in _stages(entities):
+                rows = await conn.fetch(STATEMENTS[plan], *_arguments(plan, read, text, limit))
+                if plan == "bank_place" and not any(_probe(read, text) in row["branch"] for row in rows):
+                    # None of the bank's branches in the place carries the keyword: one elsewhere that does
+                    # (a branch filed under another city) is a candidate too, first.
+                    substring = "bank_substring"
+                    verbatim = await conn.fetch(STATEMENTS[substring], *_arguments(substring, read, text, limit))
+                    rows = _merged(verbatim, rows, limit)
                 if rows:
-                    return Retrieval([Candidate.from_row(row) for row in rows])
+                    branch = read.branch if read is not entities else None
+                    return Retrieval([Candidate.from_row(row) for row in rows], branch=branch)
             if entities.bank:
                 return Retrieval([], bank_in_directory=await conn.fetchval(_BANK_HAS_BRANCHES, entities.bank))
         return Retrieval([])
@@ -204,16 +225,42 @@ class BranchRepository:
         return "\n".join(row[0] for row in rows)
 
 
+def _stages(entities: Entities) -> list[tuple[str, Entities]]:
+    """(statement, the entities it searches by), in order: the keyword as read, then — when words that end
+    no name follow its level (…支行开户行行号) — the name as far as that level, in every statement."""
+    plans = plan_for(entities)
+    shortened = name_before_tail(entities.branch)
+    if shortened is None:
+        return [(plan, entities) for plan in plans]
+    cut = entities.model_copy(update={"branch": shortened})
+    return [(plan, entities) for plan in plans if plan in _KEYWORD_PLANS] + [(plan, cut) for plan in plan_for(cut)]
+
+
+def _merged(first: list, then: list, limit: int) -> list:
+    seen = {row["code"] for row in first}
+    return (first + [row for row in then if row["code"] not in seen])[:limit]
+
+
 def _may_be_cut_short(branch: str | None) -> bool:
     return branch is not None and len(branch) >= 3 and LEVEL_AT_END.search(branch) is None
 
 
+def _probe(entities: Entities, text: str) -> str:
+    return (normalize(entities.branch) if entities.branch else "") or text
+
+
 def _arguments(plan: str, entities: Entities, text: str, limit: int) -> tuple[object, ...]:
-    probe = (normalize(entities.branch) if entities.branch else "") or text
+    probe = _probe(entities, text)
     filters = tuple(
         _prefix_pattern(entities, probe) if f == "prefix" else getattr(entities, f) for f in _WHERE[plan][1]
     )
-    return (text, probe, entities.city or "", entities.district or "", limit, *filters)
+    city = entities.city or (_capital(entities.province) if plan == "bank_province" else None)
+    return (text, probe, city or "", entities.district or "", limit, *filters)
+
+
+def _capital(province: str | None) -> str | None:
+    capital = Gazetteer.default().capital(province) if province else None
+    return capital.name if capital else None
 
 
 def _prefix_pattern(entities: Entities, probe: str) -> str:

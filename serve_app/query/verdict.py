@@ -30,13 +30,13 @@ from importlib import resources
 from typing import Any
 
 from serve_app.directory.codes import CodeInText
-from serve_app.query.evidence import Fit, evidence, query_keyword, rivals
+from serve_app.query.evidence import Fit, evidence, query_keyword, rivals, writes_a_place
 from serve_app.query.retrieval import Candidate, Retrieval
 from serve_app.schemas import Branch, Entities, Match, Reason, Verdict
 
 #: Bumped whenever verdicts may change for the same candidates (rules here or the shipped model): cached
 #: results depend on it.
-VERDICT_VERSION = 4
+VERDICT_VERSION = 5
 #: The confidence shown for a code's own record when the words beside it contradict it.
 _CONFLICT_CONFIDENCE = 0.5
 
@@ -127,6 +127,12 @@ def assess(
     return scored
 
 
+def judged_entities(entities: Entities, retrieval: Retrieval) -> Entities:
+    """The reading the candidates are judged against: with the keyword they were found by, when retrieval
+    set words after the name aside (``Retrieval.branch``)."""
+    return entities if retrieval.branch is None else entities.model_copy(update={"branch": retrieval.branch})
+
+
 def judge(
     entities: Entities,
     retrieval: Retrieval,
@@ -138,7 +144,8 @@ def judge(
     """The verdict for a query read as ``entities`` (from the normalized text ``written``) whose candidates
     are ``retrieval``."""
     weights = weights or default_weights()
-    if entities.bank and not (entities.branch or entities.city or entities.district or entities.province):
+    entities = judged_entities(entities, retrieval)
+    if entities.bank and not entities.branch and not writes_a_place(entities, written):
         # A bank alone names no branch to pay to, unless the bank's own record is one (a village bank's
         # head office): then only that record is a candidate.
         own = [candidate for candidate in retrieval.candidates if not candidate.branch]
@@ -179,6 +186,7 @@ def judge(
         matches += [_match(fit, p) for fit, p in retired if fit.as_strong_as(best_fit)][: max(top_k - len(matches), 0)]
     if (
         alone  # another branch the evidence cannot tell apart is a choice for a person, however probable
+        and retrieval.branch is None  # words written after the name are not explained: a person reads them
         and best >= weights.match_threshold
         and best_fit.evidence.bank == "exact"
         and best_fit.place != "conflict"  # a place written that is not the branch's is a veto
