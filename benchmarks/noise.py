@@ -230,17 +230,58 @@ def _bank_and_branch(record: Record) -> tuple:
     return (record["bank_name"], record["branch"])
 
 
+# Two classes of real statement lines (issue 25), on the evaluation half only. Written once, before the
+# rules for them, and never to be read while changing the rules.
+
+#: Words that name a kind of local institution, not which one.
+_INSTITUTION_KINDS = ("农村商业银行", "农村信用合作联社", "农村合作银行", "村镇银行")
+#: Banks with province-level branches: the state-owned, policy and joint-stock banks and the postal bank.
+_NATIONAL_CATEGORIES = re.compile(r"^(1\d\d|2\d\d|30\d|310|403)$")
+
+
+def _kind_of(record: Record) -> str | None:
+    return next((kind for kind in _INSTITUTION_KINDS if record["bank_name"].endswith(kind)), None)
+
+
+def institution_kind(record: Record, rng: random.Random) -> str | None:
+    """A local bank written only as its kind, then the branch (农村商业银行城关支行): which one is unknown."""
+    kind = _kind_of(record)
+    if kind is None or not _LEVEL.search(record["branch"]) or len(record["branch"]) < 4:
+        return None
+    return kind + record["branch"]
+
+
+def _kind_and_branch(record: Record) -> tuple:
+    return (_kind_of(record), record["branch"])
+
+
+def province_level(record: Record, rng: random.Random) -> str | None:
+    """A city's branch written under the province-level branch, as some statements print it:
+    中国建设银行四川省分行成都武侯支行. National banks only, outside the municipalities."""
+    branch, city, province = record["branch"], record["city"], record["province"]
+    if not _NATIONAL_CATEGORIES.match(record["bank_code"]) or city == province or not _LEVEL.search(branch):
+        return None
+    if not branch.startswith(stem(city)) or "省" not in province:
+        return None
+    return record["bank_name"] + rng.choice((province, stem(province))) + "分行" + branch
+
+
 def verdict_operators(split: str) -> tuple[Operator, ...]:
     """The operators of the extraction evaluation plus natural questions (phrased per split) and statement
-    lines; on the evaluation half also names cut as statement exports cut them (evaluation only: nothing
-    is fit on them)."""
+    lines; on the evaluation half also names cut as statement exports cut them, local banks written only as
+    their kind, and branches written under their province-level branch (evaluation only: nothing is fit on
+    them)."""
     operators = (
         *OPERATORS,
         Operator("natural_question", natural_question(split), _bank_and_branch),
         Operator("statement_line", statement_line),
     )
     if split == "eval":
-        operators += (Operator("statement_truncation", statement_truncation, prefix=True),)
+        operators += (
+            Operator("statement_truncation", statement_truncation, prefix=True),
+            Operator("institution_kind", institution_kind, _kind_and_branch),
+            Operator("province_level", province_level),
+        )
     return operators
 
 

@@ -159,6 +159,8 @@ def evidence(entities: Entities, keyword: str, candidate: Candidate, written: st
         branch = "prefix"
     elif branch == "none" and query_level is None and len(keyword) == 2 and candidate.branch.startswith(keyword):
         branch = "partial"  # two characters start too many names to be a prefix's evidence (张家 of 张家港…)
+    if branch == "exact" and _named_for_another_place(keyword, entities, candidate):
+        branch = "partial"
     return Fit(
         candidate=candidate,
         evidence=Evidence(bank=bank, city=city, district=district, branch=branch),
@@ -167,6 +169,18 @@ def evidence(entities: Entities, keyword: str, candidate: Candidate, written: st
         places_only=not query_core,
         place_written=written_in(entities.city, outside_bank) or written_in(entities.district, outside_bank),
     )
+
+
+def _named_for_another_place(keyword: str, entities: Entities, candidate: Candidate) -> bool:
+    """Whether the record's name spells a place of its own (its county: 泗阳城中支行) that the query's keyword
+    does not, while the keyword spells another that the name does not (宿迁城中支行): the same unit words,
+    named for another place. A keyword that spells no place (城中支行), or only places the name spells too
+    (法库支行 of 沈阳法库支行), says nothing against it."""
+    own = [place for place in (candidate.district, candidate.city) if place and written_in(place, candidate.branch)]
+    if not own or any(written_in(place, keyword) for place in own):
+        return False
+    read = (entities.province, entities.city, entities.district)
+    return any(written_in(place, keyword) and not written_in(place, candidate.branch) for place in read)
 
 
 def _written_places(entities: Entities, written: str) -> str:
