@@ -268,17 +268,18 @@ async def _assessed(pipeline, query: str):
     retrieval = await pipeline.repository.search(extraction.entities, text, CANDIDATES)
     entities, written = judged_entities(extraction.entities, retrieval), outside_bank(text, extraction.bank_written)
     uncertain = extraction.other_bank is not None
-    return extraction, assess(entities, retrieval.candidates, uncertain, default_weights(), written)
+    return extraction, retrieval, assess(entities, retrieval.candidates, uncertain, default_weights(), written)
 
 
 async def _fit(pipeline, cases: list[dict]) -> VerdictWeights:
     rows, tops = [], []
     per_case = []
     for case in cases:
-        extraction, scored = await _assessed(pipeline, case["query"])
+        extraction, retrieval, scored = await _assessed(pipeline, case["query"])
         shown = [(fit, active) for fit, active, _ in scored if fit.fits]
         rows += [(active, fit.candidate.code in case["truth"]) for fit, active in shown]
-        per_case.append((extraction, shown, case))
+        if retrieval.branch is None:  # words set aside after the name: never a match, so no say in the threshold
+            per_case.append((extraction, shown, case))
     weights, intercept = fit_logistic(rows)
     model = VerdictWeights(weights, intercept, 1.0)
     for extraction, shown, case in per_case:

@@ -108,12 +108,6 @@ class BranchRecordOut(Branch):
     bank_code: str = Field(description="CNAPS bank class: the code's first 3 digits.")
 
 
-_BANK_WRITTEN = (
-    "The bank's name as the text writes it (农商银行 for 农村商业银行): it says where the bank is registered, "
-    "not where the branch is, so a place inside it never contradicts a branch."
-)
-
-
 class Extraction(BaseModel):
     """What an extractor read out of one normalized query."""
 
@@ -123,7 +117,7 @@ class Extraction(BaseModel):
     confidence: float = Field(ge=0.0, le=1.0, description="How complete the reading is; low → ask the model.")
     level: str | None = Field(default=None, description="Branch level at the end of the text, e.g. 支行.")
     other_bank: str | None = Field(default=None, description="A second bank the text names: the bank is uncertain.")
-    bank_written: str | None = Field(default=None, description=_BANK_WRITTEN)
+    bank_written: str | None = Field(default=None, description="The bank as written: its places are not the branch's.")
     extractor_version: int
 
 
@@ -290,10 +284,8 @@ class ExtractionOutcome(BaseModel):
     entities_source: EntitiesSource = None
     model_overruled: ModelOverruled = None
     other_bank: str | None = Field(default=None, description="A second bank the text names: the bank is uncertain.")
-    bank_written: str | None = Field(default=None, description=_BANK_WRITTEN)
-    timings_ms: dict[str, float] = Field(
-        default_factory=dict, description="Milliseconds inside the extraction step: ``rules``, and ``model`` if asked."
-    )
+    bank_written: str | None = Field(default=None, description="The bank as written: its places are not the branch's.")
+    timings_ms: dict[str, float] = Field(default_factory=dict, description="Milliseconds: ``rules``, ``model``.")
 
 
 class BatchItem(BaseModel):

@@ -36,9 +36,9 @@ def fake_answer(**fields) -> ModelAnswer:
 
 
 def test_a_tighter_grounded_branch_from_the_model_is_used(rules) -> None:
-    query = normalize("我要给华夏银行江油西山支行那边打钱，行号多少")
+    query = normalize("我要给华夏银行江油西山支行那边打钱，谢谢")
     read = rules.extract(query)
-    assert read.entities.branch == "江油西山支行那边打钱"  # the rules swept neighbouring words in
+    assert read.entities.branch == "江油西山支行那边打钱谢谢"  # the rules swept neighbouring words in
     outcome = combine(read, query, fake_answer(bank="华夏银行", branch="西山支行"), "job_22", rules)
     assert (outcome.source, outcome.entities.branch) == ("model", "西山支行")
     assert outcome.entities_source["branch"] == "model" and outcome.entities_source["bank"] == "both"
@@ -146,7 +146,7 @@ async def test_a_fake_wrong_model_behind_the_extraction_service_changes_nothing(
 
 
 #: A weak reading for the rules (the question swept into the branch, no level at its end: confidence 0.75).
-WEAK_QUERY = "中国工商银行重庆金开支行网点行号多少啊"
+WEAK_QUERY = "中国工商银行重庆金开支行那边打钱"
 
 
 async def test_a_fallback_the_model_cannot_answer_in_time_keeps_the_rules_reading(sample_pool) -> None:

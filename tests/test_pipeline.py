@@ -205,7 +205,7 @@ async def test_the_ingress_answers_complete_readings_itself_and_delegates_the_re
     assert delegated == [] and here.source == "rules" and set(here.timings_ms) == {"rules"}
     there = await deployment.extract_entities(complete, None, version)
     assert (here.entities, here.confidence) == (there.entities, there.confidence) == (here.entities, 1.0)
-    weak = normalize("中国工商银行重庆金开支行网点行号多少啊")  # no level at the end: the default adapter may be asked
+    weak = normalize("中国工商银行重庆金开支行那边打钱")  # no level at the end: the default adapter may be asked
     await local(weak, None, version)
     await local(complete, "job_22", version)  # a named adapter always goes to the deployment
     assert delegated == [(weak, None), (complete, "job_22")]

@@ -45,6 +45,13 @@ _LATIN_AT_END = re.compile(rf"{_LATIN_RUN}+$")
 #: Place names considered per query. Real queries name two or three; resolution compares every pair, so
 #: this bound keeps arbitrary input (100k characters of place names) linear.
 _MAX_PLACE_MATCHES = 8
+#: Words that name a kind of local institution and not which one (农村商业银行城关支行), with its CNAPS class:
+#: read where no bank is, so the branch words after them are the keyword and the class narrows the search.
+_INSTITUTION_KINDS = {
+    "农村信用合作联社": "402", "农村信用联社": "402", "信用合作联社": "402", "农村信用社": "402",
+    "农村商业银行": "314", "农商银行": "314", "农村合作银行": "317", "村镇银行": "320",
+}  # fmt: skip
+_INSTITUTION_KIND = re.compile("|".join(sorted(_INSTITUTION_KINDS, key=len, reverse=True)))
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,10 @@ class RulesExtractor:
     def extract(self, text: str) -> Extraction:
         """Entities of a *normalized* query (see ``serve_app.normalize``). Never raises."""
         bank, start, end, other_bank = self._match_bank(text)
-        before, after = (text[:start], text[end:]) if bank else ("", text)
+        kind = None if bank else _INSTITUTION_KIND.search(text)
+        if kind is not None:
+            start, end = kind.span()
+        before, after = (text[:start], text[end:]) if bank or kind else ("", text)
         after = strip_question(_LATIN_BEFORE_CHINESE.sub("", after))
         if not _HAN.search(after) and LEVEL_AT_END.search(leading := _LATIN_AT_END.sub("", before)):
             # The bank is named after the branch, as cross-border lines do: 莫城支行(POSTAL … LTD.). Only a
@@ -93,7 +103,7 @@ class RulesExtractor:
         level_match = LEVEL_AT_END.search(after)
         entities = Entities(
             bank=bank,
-            bank_code=self.vocabulary.banks[bank].category_code if bank else None,
+            bank_code=self.vocabulary.banks[bank].category_code if bank else kind and _INSTITUTION_KINDS[kind.group()],
             province=province.name if province else None,
             city=city.name if city else None,
             district=district.name if district else None,

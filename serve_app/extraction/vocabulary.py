@@ -124,7 +124,9 @@ def is_strong_form(form: str) -> bool:
 def build_surface_forms(banks: Iterable[Bank], extra_forms: dict[str, str] | None = None) -> dict[str, str]:
     """Surface form → bank name. Official names win; then a form that needs no province prefix dropped
     (河南农商银行 is 河南农村商业银行, not 青海河南农村商业银行); a form that could still mean two banks is dropped."""
-    banks = list(banks)
+    # A "bank" whose name is a kind of bank (records filed under 农村信用社) names no institution: its words
+    # are read as the kind (``RulesExtractor``), and its records are found by their class.
+    banks = [bank for bank in banks if not _is_generic(bank.name)]
     official = {bank.name: bank.name for bank in banks}
     # form → {bank: cost}; cost 0 for curated aliases and type forms, 1 with a province prefix dropped
     candidates: dict[str, dict[str, int]] = defaultdict(dict)

@@ -159,7 +159,7 @@ def evidence(entities: Entities, keyword: str, candidate: Candidate, written: st
         branch = "prefix"
     elif branch == "none" and query_level is None and len(keyword) == 2 and candidate.branch.startswith(keyword):
         branch = "partial"  # two characters start too many names to be a prefix's evidence (张家 of 张家港…)
-    if branch == "exact" and _named_for_another_place(keyword, entities, candidate):
+    if branch == "exact" and place != "conflict" and _named_for_another_place(keyword, entities, candidate):
         branch = "partial"
     return Fit(
         candidate=candidate,

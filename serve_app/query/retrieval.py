@@ -74,7 +74,9 @@ _WHERE: dict[str, tuple[str, tuple[str, ...]]] = {
     # Last resort for a bank: the keyword verbatim, for probes too short for trigrams. Scans the bank's
     # rows, so it runs only when the indexed statements found nothing.
     "bank_substring": ("bank_name = $6 AND strpos(search_name, $2) > 0", ("bank",)),
-    # Without a bank read: any bank's branches, for a person to choose from.
+    # Without a bank read: a kind of institution written (农村商业银行城关支行), its branches of that name;
+    # else any bank's branches, for a person to choose from.
+    "kind": ("bank_code = $6 AND $2 <% search_name", ("bank_code",)),
     "place": ("(city = $3 OR district = $4) AND $2 <% search_name", ()),
     "province": ("province = $6 AND $2 <% search_name", ("province",)),
     "trgm": ("$2 <% search_name", ()),
@@ -155,7 +157,7 @@ def plan_for(entities: Entities) -> list[str]:
         if has_place:
             return [*first, "bank_place", "bank_substring"]
         return [*first, "bank_province", "bank_substring"] if entities.province else [*first, "bank_substring"]
-    plans = []
+    plans = ["kind"] if entities.bank_code else []
     if has_place:
         plans.append("place")
     if entities.province:
