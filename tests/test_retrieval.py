@@ -100,6 +100,18 @@ def test_plans_go_from_specific_to_general_and_never_leave_the_bank() -> None:
     assert plan_for(Entities(bank="B", branch="宿迁分行")) == ["bank", "bank_substring"]
     assert plan_for(Entities(city="C", province="P")) == ["place", "province", "trgm"]
     assert plan_for(Entities()) == ["trgm"]
+    # A province and no city (湖南分行): the bank's branches in the province; a kind and no bank: its class's.
+    assert plan_for(Entities(bank="B", province="P", branch="湖南分行")) == ["bank", "bank_province", "bank_substring"]
+    assert plan_for(Entities(bank_code="314", branch="城关支行")) == ["kind", "trgm"]
+
+
+async def test_words_after_a_level_are_tried_whole_then_set_aside(sample_pool) -> None:
+    repository = BranchRepository(sample_pool)
+    entities = Entities(bank="华夏银行", city="绵阳市", district="江油市", branch="江油西山支行那边打钱")
+    found = await repository.search(entities, normalize("华夏银行江油西山支行那边打钱"))
+    assert (found.branch, found.candidates[0].code) == ("江油西山支行", SEED_CODE)
+    whole = await repository.search(Entities(bank="中国农业银行", branch="宿迁分行清"), "中国农业银行宿迁分行清")
+    assert whole.branch is None and [c.code for c in whole.candidates] == ["103309046003"]
 
 
 async def test_a_read_bank_is_a_constraint_not_a_hint(sample_pool) -> None:

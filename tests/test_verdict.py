@@ -391,3 +391,75 @@ async def test_a_name_cut_short_that_several_branches_start_with_is_a_choice(pip
     assert (result.verdict, result.reason) == ("ambiguous", "several_fit")
     prefixed = [m for m in result.matches if m.evidence.branch == "prefix"]
     assert len(prefixed) >= 2 and len({m.confidence for m in prefixed}) == 1
+
+
+# --- issue 25's classes of real statement lines, through the real pipeline -----------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "华夏银行江油西山支行这个网点的联行号麻烦发一下",
+        "请问华夏银行江油西山支行，银行代码",
+        "华夏银行江油西山支行CNAPS号",
+    ],
+)
+async def test_the_name_ends_before_what_a_question_asks_for(pipeline, text: str) -> None:
+    result = await ask(pipeline, text)
+    assert result.entities.branch == "江油西山支行"
+    assert (result.verdict, result.matches[0].code) == ("match", SEED_CODE)
+
+
+async def test_words_after_a_name_are_set_aside_to_find_it_but_never_paid_on_their_own(pipeline) -> None:
+    # Nothing starts with 江油西山支行那边打钱: the name as far as its level finds the branch, and a person
+    # reads the rest (it could have been a name cut short: 分行十堰分).
+    result = await ask(pipeline, "华夏银行江油西山支行那边打钱")
+    assert (result.verdict, result.reason, result.matches[0].code) == ("ambiguous", "uncertain_fit", SEED_CODE)
+
+
+async def test_a_unit_cut_short_after_a_level_is_still_read_as_cut(pipeline) -> None:
+    # The whole keyword is tried first: 宿迁分行清 starts 宿迁分行清算中心, not 宿迁分行 with words after it.
+    result = await ask(pipeline, "中国农业银行宿迁分行清")
+    assert (result.verdict, result.matches[0].code) == ("match", "103309046003")
+
+
+async def test_two_characters_cut_short_are_a_choice_among_the_names_they_start(pipeline) -> None:
+    result = await ask(pipeline, "中国建设银行张家")  # 张家港…: too short a prefix to pay to
+    assert (result.verdict, result.reason) == ("ambiguous", "several_fit")
+    assert all(m.name.startswith("中国建设银行股份有限公司张家") for m in result.matches)
+
+
+async def test_a_local_banks_short_name_writes_no_place_of_its_branch(pipeline) -> None:
+    # 亳州药都农商银行 is 亳州药都农村商业银行 (its home 亳州 is the bank's name); its 大寺支行 is filed under 阜阳.
+    result = await ask(pipeline, "亳州药都农商银行大寺支行")
+    assert (result.verdict, result.matches[0].code) == ("match", "402372200396")
+
+
+async def test_a_province_level_name_finds_the_branch_filed_in_the_capital(pipeline) -> None:
+    result = await ask(pipeline, "工行湖南分行")  # 中国工商银行股份有限公司湖南省分行, filed under 长沙市
+    assert (result.entities.province, result.entities.city) == ("湖南省", None)
+    # Found, first, and never "no such branch" (how sure a places-only name is, is the verdict model's).
+    assert result.verdict != "none" and result.matches[0].code == "102551099983"
+    assert result.matches[0].evidence.city == "unstated"  # the capital is where it is filed, not what was written
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [("农村商业银行城关支行", "314"), ("农商银行城关支行", "314"), ("农村信用合作联社城关信用社", "402")],
+)
+async def test_a_local_bank_written_only_as_its_kind_is_a_choice_among_that_kinds_branches(
+    pipeline, text: str, kind: str
+) -> None:
+    result = await ask(pipeline, text)
+    assert (result.entities.bank, result.entities.bank_code) == (None, kind)
+    assert (result.verdict, result.reason) == ("ambiguous", "bank_unknown")
+    assert {m.code[:3] for m in result.matches} == {kind} and {m.evidence.branch for m in result.matches} == {"exact"}
+
+
+def test_the_same_unit_named_for_another_place_is_never_a_payee() -> None:
+    # 泗阳城中支行 lies in 宿迁市, but 宿迁城中支行 names its unit for 宿迁: another branch (or none).
+    entities = Entities(bank="中国工商银行", bank_code="102", province="江苏省", city="宿迁市", branch="宿迁城中支行")
+    other = Candidate("102309304019", "中国工商银行股份有限公司泗阳城中支行", "中国工商银行", "102", "江苏省",
+                      "宿迁市", "泗阳县", "泗阳城中支行", 2.0)  # fmt: skip
+    judgement = judge(entities, Retrieval([other]), top_k=5, written="中国工商银行宿迁城中支行")
+    assert judgement.verdict != "match" and judgement.matches[0].evidence.branch == "partial"
