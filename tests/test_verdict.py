@@ -463,3 +463,11 @@ def test_the_same_unit_named_for_another_place_is_never_a_payee() -> None:
                       "宿迁市", "泗阳县", "泗阳城中支行", 2.0)  # fmt: skip
     judgement = judge(entities, Retrieval([other]), top_k=5, written="中国工商银行宿迁城中支行")
     assert judgement.verdict != "match" and judgement.matches[0].evidence.branch == "partial"
+
+
+@pytest.mark.parametrize("text", ["中国银行（香港）有限公司九龙支行", "中国银行(香港)有限公司", "交通银行香港分行"])
+async def test_a_hong_kong_entity_is_never_a_mainland_branch(pipeline, text: str) -> None:
+    # The bracketed region names the entity (not an annotation dropped with its brackets): its place is read,
+    # and no branch in the directory is there.
+    result = await ask(pipeline, text)
+    assert (result.verdict, result.entities.city) == ("none", "香港")

@@ -15,6 +15,7 @@ its own entry, keyed on the decision.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 from pydantic import BaseModel, ConfigDict
@@ -56,10 +57,16 @@ def text_key(normalized: str, code: CodeInText | None) -> str:
     return f"{normalized} #{code.code}" if code is not None else normalized
 
 
+#: A region in brackets after a bank's name is the entity, not an annotation: 中国银行（香港）有限公司 is the
+#: Hong Kong bank, no branch of 中国银行 in the directory. Kept as words, so the place is read and vetoes
+#: every mainland branch, where normalization would drop it with its brackets.
+_REGION_IN_BRACKETS = re.compile(r"[(（](香港|澳门|澳門|台湾|台灣)[)）]")
+
+
 def read_text(text: str) -> tuple[str, CodeInText | None]:
     """The words of ``text`` as extraction reads them (normalized, without the code), and the code it carries."""
     code, words = split_code(text)
-    return normalize(words), code
+    return normalize(_REGION_IN_BRACKETS.sub(r"\1", words)), code
 
 
 def read_inputs(
