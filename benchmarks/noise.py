@@ -266,16 +266,37 @@ def province_level(record: Record, rng: random.Random) -> str | None:
     return record["bank_name"] + rng.choice((province, stem(province))) + "分行" + branch
 
 
+# Fit half only: a class the evaluation half also has, phrased otherwise, so the verdict model is fit on it.
+
+#: How staff shorten a kind of local bank, so the verdict model sees branches found by a kind.
+_SHORT_KINDS = {
+    "农村商业银行": ("农商银行",),
+    "农村信用合作联社": ("农村信用社", "信用合作联社", "农村信用联社"),
+    "农村合作银行": ("农村合作银行",),
+    "村镇银行": ("村镇银行",),
+}
+
+
+def kind_short(record: Record, rng: random.Random) -> str | None:
+    """A local bank written as its kind, shortened, then the branch (农商银行城关支行)."""
+    kind = _kind_of(record)
+    if kind is None or not _LEVEL.search(record["branch"]):
+        return None
+    return rng.choice(_SHORT_KINDS[kind]) + record["branch"]
+
+
 def verdict_operators(split: str) -> tuple[Operator, ...]:
     """The operators of the extraction evaluation plus natural questions (phrased per split) and statement
-    lines; on the evaluation half also names cut as statement exports cut them, local banks written only as
-    their kind, and branches written under their province-level branch (evaluation only: nothing is fit on
-    them)."""
+    lines; on the fit half also local banks written as a shortened kind; on the evaluation half names cut as
+    statement exports cut them, local banks written only as their kind, and branches written under their
+    province-level branch (evaluation only: nothing is fit on them)."""
     operators = (
         *OPERATORS,
         Operator("natural_question", natural_question(split), _bank_and_branch),
         Operator("statement_line", statement_line),
     )
+    if split == "fit":
+        operators += (Operator("kind_short", kind_short, _kind_and_branch),)
     if split == "eval":
         operators += (
             Operator("statement_truncation", statement_truncation, prefix=True),

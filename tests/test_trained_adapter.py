@@ -19,9 +19,9 @@ from serve_app.models.smollm2 import build_smollm2_base
 pytestmark = pytest.mark.slow  # trains an adapter on the real SmolLM2 base (minutes on 2 cores)
 
 SEED_CODE = "304659715925"
-#: A staff question the rules misread (they sweep the trailing 联行号查询 into the branch name), phrased as
-#: the adapter's training examples phrase questions.
-QUESTION = "华夏银行江油西山支行联行号查询"
+#: A staff question the rules misread (they sweep the trailing 在哪个城市 into the branch name: no word for a
+#: code is asked), phrased as the adapter's training examples phrase questions.
+QUESTION = "华夏银行江油西山支行在哪个城市"
 STEPS = 40
 
 
@@ -49,7 +49,7 @@ def test_the_adapter_reads_what_the_rules_cannot(trained_home: Path, capsys) -> 
     capsys.readouterr()
     assert main(["query", QUESTION, "--json"]) == 0
     rules = json.loads(capsys.readouterr().out)
-    assert rules["source"] == "rules" and rules["entities"]["branch"] == "江油西山支行联行号查询"
+    assert rules["source"] == "rules" and rules["entities"]["branch"] == "江油西山支行在城市"
     assert rules["verdict"] != "match"
     assert main(["query", QUESTION, "--model", "job_q", "--json"]) == 0
     asked = json.loads(capsys.readouterr().out)
