@@ -103,7 +103,7 @@ class RulesExtractor:
         level_match = LEVEL_AT_END.search(after)
         entities = Entities(
             bank=bank,
-            bank_code=self.vocabulary.banks[bank].category_code if bank else kind and _INSTITUTION_KINDS[kind.group()],
+            bank_code=self._bank_code(bank, kind),
             province=province.name if province else None,
             city=city.name if city else None,
             district=district.name if district else None,
@@ -118,6 +118,12 @@ class RulesExtractor:
             bank_written=text[start:end] if bank else None,
             extractor_version=EXTRACTOR_VERSION,
         )
+
+    def _bank_code(self, bank: str | None, kind: re.Match | None) -> str | None:
+        """The CNAPS class of the bank read, or of the kind of institution written in its place."""
+        if bank:
+            return self.vocabulary.banks[bank].category_code
+        return _INSTITUTION_KINDS[kind.group()] if kind else None
 
     def banks_named(self, text: str) -> set[str]:
         """Every bank one of whose surface forms occurs anywhere in ``text``, with no reading rules applied."""

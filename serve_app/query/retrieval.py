@@ -189,7 +189,7 @@ class BranchRepository:
         async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
             for plan, read in _stages(entities):
                 rows = await conn.fetch(STATEMENTS[plan], *_arguments(plan, read, text, limit))
-                if plan == "bank_place" and not any(_probe(read, text) in row["branch"] for row in rows):
+                if plan == "bank_place" and read.branch and not any(_probe(read, text) in r["branch"] for r in rows):
                     # None of the bank's branches in the place carries the keyword: one elsewhere that does
                     # (a branch filed under another city) is a candidate too, first.
                     substring = "bank_substring"
@@ -229,7 +229,7 @@ class BranchRepository:
 
 def _stages(entities: Entities) -> list[tuple[str, Entities]]:
     """(statement, the entities it searches by), in order: the keyword as read, then — when words that end
-    no name follow its level (…支行开户行行号) — the name as far as that level, in every statement."""
+    no name follow its level (…支行那边打钱) — the name as far as that level, in every statement."""
     plans = plan_for(entities)
     shortened = name_before_tail(entities.branch)
     if shortened is None:
