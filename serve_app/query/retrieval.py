@@ -74,9 +74,10 @@ _WHERE: dict[str, tuple[str, tuple[str, ...]]] = {
     # Last resort for a bank: the keyword verbatim, for probes too short for trigrams. Scans the bank's
     # rows, so it runs only when the indexed statements found nothing.
     "bank_substring": ("bank_name = $6 AND strpos(search_name, $2) > 0", ("bank",)),
-    # Without a bank read: a kind of institution written (农村商业银行城关支行), its branches of that name;
-    # else any bank's branches, for a person to choose from.
-    "kind": ("bank_code = $6 AND $2 <% search_name", ("bank_code",)),
+    # Without a bank read: a kind of institution written (农村商业银行城关支行), the branches of that name of
+    # the banks of that kind (by their names: a 农商银行 converted from a 联社 keeps its 402 codes); else any
+    # bank's branches, for a person to choose from.
+    "kind": ("bank_name ~ $6 AND $2 <% search_name", ("kind",)),
     "place": ("(city = $3 OR district = $4) AND $2 <% search_name", ()),
     "province": ("province = $6 AND $2 <% search_name", ("province",)),
     "trgm": ("$2 <% search_name", ()),
@@ -144,6 +145,13 @@ class Retrieval:
     branch: str | None = None
 
 
+#: How the banks of each kind of local institution (``Entities.bank_code`` read from the kind) end their names.
+_KIND_NAMES = {
+    "314": "(农村商业银行|农商银行)$",
+    "317": "农村合作银行$",
+    "320": "村镇银行$",
+    "402": "(农村信用合作联社|农村信用联社|信用合作联社|信用联社|农村信用社)$",
+}
 #: Statements that find names *similar to the keyword*. A keyword with words after its name is tried whole
 #: in these first (分行清算中心 is a whole name; 分行营业 one cut short), then as far as its level in all.
 _KEYWORD_PLANS = frozenset({"bank_prefix", "bank", "place", "province", "trgm"})
@@ -157,7 +165,7 @@ def plan_for(entities: Entities) -> list[str]:
         if has_place:
             return [*first, "bank_place", "bank_substring"]
         return [*first, "bank_province", "bank_substring"] if entities.province else [*first, "bank_substring"]
-    plans = ["kind"] if entities.bank_code else []
+    plans = ["kind"] if entities.bank_code in _KIND_NAMES else []
     if has_place:
         plans.append("place")
     if entities.province:
@@ -189,6 +197,11 @@ class BranchRepository:
         async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
             for plan, read in _stages(entities):
                 rows = await conn.fetch(STATEMENTS[plan], *_arguments(plan, read, text, limit))
+                if plan == "bank" and _all_elsewhere(rows, read):
+                    # Every similar name is elsewhere (珠海江湾支行 for 上海江湾支行, where the name in the place is
+                    # spelt 上海市江湾支行): the bank's branches in the place written are candidates too.
+                    there = await conn.fetch(STATEMENTS["bank_place"], *_arguments("bank_place", read, text, limit))
+                    rows = _merged(rows, there, 2 * limit)
                 if plan == "bank_place" and read.branch and not any(_probe(read, text) in r["branch"] for r in rows):
                     # None of the bank's branches in the place carries the keyword: one elsewhere that does
                     # (a branch filed under another city) is a candidate too, first.
@@ -238,6 +251,16 @@ def _stages(entities: Entities) -> list[tuple[str, Entities]]:
     return [(plan, entities) for plan in plans if plan in _KEYWORD_PLANS] + [(plan, cut) for plan in plan_for(cut)]
 
 
+def _all_elsewhere(rows: list, entities: Entities) -> bool:
+    """Whether a place was read and none of ``rows`` is in it."""
+    if not rows or not (entities.city or entities.district):
+        return False
+    return not any(
+        (entities.city and row["city"] == entities.city) or (entities.district and row["district"] == entities.district)
+        for row in rows
+    )
+
+
 def _merged(first: list, then: list, limit: int) -> list:
     seen = {row["code"] for row in first}
     return (first + [row for row in then if row["code"] not in seen])[:limit]
@@ -253,11 +276,17 @@ def _probe(entities: Entities, text: str) -> str:
 
 def _arguments(plan: str, entities: Entities, text: str, limit: int) -> tuple[object, ...]:
     probe = _probe(entities, text)
-    filters = tuple(
-        _prefix_pattern(entities, probe) if f == "prefix" else getattr(entities, f) for f in _WHERE[plan][1]
-    )
+    filters = tuple(_filter(f, entities, probe) for f in _WHERE[plan][1])
     city = entities.city or (_capital(entities.province) if plan == "bank_province" else None)
     return (text, probe, city or "", entities.district or "", limit, *filters)
+
+
+def _filter(field: str, entities: Entities, probe: str) -> object:
+    if field == "prefix":
+        return _prefix_pattern(entities, probe)
+    if field == "kind":
+        return _KIND_NAMES[entities.bank_code or ""]
+    return getattr(entities, field)
 
 
 def _capital(province: str | None) -> str | None:
