@@ -251,7 +251,7 @@ def _stages(entities: Entities) -> list[tuple[str, Entities]]:
     return [(plan, entities) for plan in plans if plan in _KEYWORD_PLANS] + [(plan, cut) for plan in plan_for(cut)]
 
 
-def _all_elsewhere(rows: list, entities: Entities) -> bool:
+def _all_elsewhere(rows: list[asyncpg.Record], entities: Entities) -> bool:
     """Whether a place was read and none of ``rows`` is in it."""
     if not rows or not (entities.city or entities.district):
         return False
@@ -261,7 +261,7 @@ def _all_elsewhere(rows: list, entities: Entities) -> bool:
     )
 
 
-def _merged(first: list, then: list, limit: int) -> list:
+def _merged(first: list[asyncpg.Record], then: list[asyncpg.Record], limit: int) -> list[asyncpg.Record]:
     seen = {row["code"] for row in first}
     return (first + [row for row in then if row["code"] not in seen])[:limit]
 
