@@ -5,12 +5,12 @@ uses the right index and no SQL is ever built from values:
 
 - bank known → only that bank's branches: first those whose name is similar to the branch keyword (the
   GIN index over ``(bank_name, search_name)`` trigrams, bank and trigrams intersected inside the index),
-  ranked with bonuses for the extracted city and district; when none is, the bank's branches in that
-  city or district (``(city, district)``, ``(district)``); then the bank's rows containing the keyword
+  ranked with bonuses for the extracted city and district (also when all similar ones lie elsewhere); when
+  none is, the bank's branches in that city or district, or province; then its rows containing the keyword
   verbatim. The bank is a constraint, never a hint: when none of its branches is similar, the answer is
   that none is, not another bank's branch with the same street name.
-- no bank read, place known → branches in that city or district whose name matches the keyword;
-- otherwise → the trigram index alone.
+- no bank read → a kind of bank written (农商银行), that kind's banks; a place, branches there; the index alone.
+Words after a name's level are tried whole, then set aside (``_stages``).
 
 Keyword matching is word similarity (``<%``): most of the probe's trigrams must occur, in order, which
 lets GIN skip the posting lists of trigrams every name shares (银行, 支行). Whether a candidate *fits*
