@@ -178,8 +178,9 @@ async def test_a_bank_and_place_alone_is_a_choice_among_its_branches_there(pipel
     assert {(m.bank, m.city) for m in result.matches} == {(result.entities.bank, result.entities.city)}
 
 
-async def test_a_bank_alone_read_as_in_its_home_names_no_branch(pipeline) -> None:
-    # 九江银行 is read as in 九江, but that is the bank's name: no place and no branch is written.
+async def test_a_bank_alone_read_as_in_its_home_is_only_its_own_record(pipeline) -> None:
+    # 九江银行 is read as in 九江, but that is the bank's name: no place and no branch is written, so only the
+    # bank's own record (its head office) is offered, and not paid.
     result = await ask(pipeline, "九江银行")
     assert result.verdict == "ambiguous" and [m.name for m in result.matches] == ["九江银行股份有限公司"]
 
