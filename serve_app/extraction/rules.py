@@ -17,6 +17,7 @@ import ahocorasick
 
 from serve_app.directory.gazetteer import Gazetteer, Region
 from serve_app.directory.institutions import CENTRAL_BANK
+from serve_app.extraction.kinds import WRITTEN_KIND, WRITTEN_KINDS
 from serve_app.extraction.levels import LEVEL_AT_END
 from serve_app.extraction.question import strip_question
 from serve_app.extraction.vocabulary import Vocabulary, is_strong_form
@@ -45,13 +46,6 @@ _LATIN_AT_END = re.compile(rf"{_LATIN_RUN}+$")
 #: Place names considered per query. Real queries name two or three; resolution compares every pair, so
 #: this bound keeps arbitrary input (100k characters of place names) linear.
 _MAX_PLACE_MATCHES = 8
-#: Words that name a kind of local institution and not which one (农村商业银行城关支行), with its CNAPS class:
-#: read where no bank is, so the branch words after them are the keyword and the class narrows the search.
-_INSTITUTION_KINDS = {
-    "农村信用合作联社": "402", "农村信用联社": "402", "信用合作联社": "402", "农村信用社": "402",
-    "农村商业银行": "314", "农商银行": "314", "农村合作银行": "317", "村镇银行": "320",
-}  # fmt: skip
-_INSTITUTION_KIND = re.compile("|".join(sorted(_INSTITUTION_KINDS, key=len, reverse=True)))
 
 
 @dataclass(frozen=True)
@@ -85,7 +79,7 @@ class RulesExtractor:
     def extract(self, text: str) -> Extraction:
         """Entities of a *normalized* query (see ``serve_app.normalize``). Never raises."""
         bank, start, end, other_bank = self._match_bank(text)
-        kind = None if bank else _INSTITUTION_KIND.search(text)
+        kind = None if bank else WRITTEN_KIND.search(text)
         if kind is not None:
             start, end = kind.span()
         before, after = (text[:start], text[end:]) if bank or kind else ("", text)
@@ -123,7 +117,7 @@ class RulesExtractor:
         """The CNAPS class of the bank read, or of the kind of institution written in its place."""
         if bank:
             return self.vocabulary.banks[bank].category_code
-        return _INSTITUTION_KINDS[kind.group()] if kind else None
+        return WRITTEN_KINDS[kind.group()] if kind else None
 
     def banks_named(self, text: str) -> set[str]:
         """Every bank one of whose surface forms occurs anywhere in ``text``, with no reading rules applied."""

@@ -27,6 +27,7 @@ import asyncpg
 from serve_app.db.errors import DIRECTORY, database_errors
 from serve_app.db.sql import escape_like
 from serve_app.directory.gazetteer import Gazetteer
+from serve_app.extraction.kinds import NAME_ENDINGS
 from serve_app.extraction.levels import LEVEL_AT_END, name_before_tail
 from serve_app.normalize import normalize
 from serve_app.schemas import Entities
@@ -145,13 +146,6 @@ class Retrieval:
     branch: str | None = None
 
 
-#: How the banks of each kind of local institution (``Entities.bank_code`` read from the kind) end their names.
-_KIND_NAMES = {
-    "314": "(农村商业银行|农商银行)$",
-    "317": "农村合作银行$",
-    "320": "村镇银行$",
-    "402": "(农村信用合作联社|农村信用联社|信用合作联社|信用联社|农村信用社)$",
-}
 #: Statements that find names *similar to the keyword*. A keyword with words after its name is tried whole
 #: in these first (分行清算中心 is a whole name; 分行营业 one cut short), then as far as its level in all.
 _KEYWORD_PLANS = frozenset({"bank_prefix", "bank", "place", "province", "trgm"})
@@ -165,7 +159,7 @@ def plan_for(entities: Entities) -> list[str]:
         if has_place:
             return [*first, "bank_place", "bank_substring"]
         return [*first, "bank_province", "bank_substring"] if entities.province else [*first, "bank_substring"]
-    plans = ["kind"] if entities.bank_code in _KIND_NAMES else []
+    plans = ["kind"] if entities.bank_code in NAME_ENDINGS else []
     if has_place:
         plans.append("place")
     if entities.province:
@@ -285,7 +279,7 @@ def _filter(field: str, entities: Entities, probe: str) -> object:
     if field == "prefix":
         return _prefix_pattern(entities, probe)
     if field == "kind":
-        return _KIND_NAMES[entities.bank_code or ""]
+        return NAME_ENDINGS[entities.bank_code or ""]
     return getattr(entities, field)
 
 
