@@ -423,22 +423,35 @@ def test_a_training_run_in_a_ray_actor_registers_a_revision_that_serves(serve_ap
 @pytest.mark.browser
 def test_the_page_starts_a_training_run_and_shows_its_gate(serve_app: str) -> None:
     """On the page, in Chinese: name the adapter, start a short run, and follow it to its end, with the gate's
-    measurements of the new revision, the serving one and the rules alone."""
+    measurements of the new revision, the serving one and the rules alone — also past a look at the runs
+    that fails (the service busy or restarting): the page keeps following the run."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     with headless_chromium() as driver:
-        wait = WebDriverWait(driver, 300)
+        wait = WebDriverWait(driver, 300, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
         driver.get(f"{serve_app}/")
+        # The first look at the runs after the start fails, as a dropped connection does.
+        driver.execute_script(
+            """const realFetch = window.fetch; let failures = 1;
+            window.fetch = (path, options) => String(path).endsWith("/training") && !(options && options.method)
+              && failures-- > 0 ? Promise.reject(new TypeError("connection dropped")) : realFetch(path, options);"""
+        )
         driver.find_element(By.ID, "training-adapter").send_keys("job_24")
         steps = driver.find_element(By.ID, "training-steps")
         steps.clear()
         steps.send_keys("2")
         driver.find_element(By.ID, "training-start").click()
+        wait.until(lambda d: d.find_element(By.ID, "training-error").is_displayed())
         newest = (By.CSS_SELECTOR, "#training-runs tr:first-child")
-        wait.until(lambda d: d.find_element(*newest).get_attribute("data-state") in ("registered", "rejected"))
-        text = driver.find_element(*newest).text
+        ended = ("registered", "rejected", "failed")
+        wait.until(lambda d: d.find_element(*newest).get_attribute("data-state") in ended)
+        row = driver.find_element(*newest)
+        text = row.text
+        assert row.get_attribute("data-state") == "registered", text
         assert "已启用" in text and "新版本" in text and "现有版本" in text and "纯规则" in text, text
+        assert not driver.find_element(By.ID, "training-error").is_displayed()
 
 
 def test_adapter_churn_through_serve_never_fails(serve_app: str) -> None:

@@ -3,24 +3,27 @@
 "use strict";
 
 let trainingTimer = null;
+let trainingFollowed = false; // a run of the adapter shown is queued or running: keep following it
 
-async function loadTrainingRuns() {
+// keepError: an error just shown (a run refused) stays in view above the runs listed.
+async function loadTrainingRuns(keepError = false) {
   const adapter = $("training-adapter").value.trim();
   clearTimeout(trainingTimer);
   if (!adapter) return;
-  show($("training-error"), false);
   try {
     const runs = await (await api(`/api/v1/adapters/${encodeURIComponent(adapter)}/training`)).json();
+    if (keepError !== true) show($("training-error"), false);
     const body = $("training-runs");
     body.replaceChildren();
     for (const run of runs) body.appendChild(trainingRow(run));
     if (!runs.length) cell(body.insertRow(), t("training.none"));
-    if (runs.some((run) => run.state === "queued" || run.state === "running")) {
-      trainingTimer = setTimeout(loadTrainingRuns, 2000);
-    }
+    trainingFollowed = runs.some((run) => run.state === "queued" || run.state === "running");
+    if (trainingFollowed) trainingTimer = setTimeout(() => loadTrainingRuns(keepError), 2000);
   } catch (error) {
     $("training-error").textContent = error.message;
     show($("training-error"), true);
+    // A failed look (the service busy or restarting) does not stop following a run that is training.
+    if (trainingFollowed) trainingTimer = setTimeout(() => loadTrainingRuns(keepError), 5000);
   }
 }
 
@@ -63,10 +66,13 @@ $("training-form").addEventListener("submit", async (event) => {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ steps: Number($("training-steps").value) || 60 }),
     });
+    trainingFollowed = true;
   } catch (error) {
     $("training-error").textContent = error.message;
     show($("training-error"), true);
+    loadTrainingRuns(true); // the run in the way, if one is (this adapter is being trained)
+    return;
   }
   loadTrainingRuns();
 });
-$("training-show").addEventListener("click", loadTrainingRuns);
+$("training-show").addEventListener("click", () => loadTrainingRuns());
