@@ -180,10 +180,19 @@ async def test_a_known_bank_without_branches_in_the_directory(pipeline, text: st
     assert (result.verdict, result.reason, result.matches) == ("none", "bank_not_in_directory", [])
 
 
-@pytest.mark.parametrize("text", ["华夏银行绵阳", "绵阳华夏银行", "中国农业银行淮安"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "华夏银行绵阳",
+        "绵阳华夏银行",
+        "中国农业银行淮安",
+        "中国农业银行岳阳支行",  # a unit named by its place alone, and the bank has none named so there
+        "中国工商银行锦州支行",
+    ],
+)
 async def test_a_bank_and_place_alone_is_a_choice_among_its_branches_there(pipeline, text: str) -> None:
-    # No branch is named, so none is paid to; but the bank has branches in the place written (a name cut
-    # after its place, as statement exports cut it): "no such branch" would be false.
+    # No branch is named by more than its place, so none is paid to; but the bank has branches in the place
+    # written (a name cut after its place, as statement exports cut it): "no such branch" would be false.
     result = await ask(pipeline, text)
     assert result.verdict == "ambiguous" and result.matches
     assert {(m.bank, m.city) for m in result.matches} == {(result.entities.bank, result.entities.city)}
@@ -325,8 +334,6 @@ async def test_a_generic_unit_is_matched_in_its_own_city(pipeline, text: str, co
     [
         "中国农业银行大连分行清算中心",  # ABC has 清算中心 in 宿迁 and 衡阳, none in 大连
         "兴业银行漳州分行清算中心",
-        "农行成都高新区支行",  # 高新区 branches exist in 鞍山 and 南通; 高新区 is in many cities
-        "成都农行高新区支行",  # the city written before the bank is written all the same
     ],
 )
 async def test_a_place_written_that_contradicts_every_candidate_is_never_a_match(pipeline, text: str) -> None:
@@ -338,6 +345,14 @@ async def test_a_place_written_that_contradicts_every_candidate_is_never_a_match
         "bank_not_in_directory",
     }
     assert all(m.evidence.city == "none" for m in result.matches)
+
+
+@pytest.mark.parametrize("text", ["农行成都高新区支行", "成都农行高新区支行"])  # the city before the bank, too
+async def test_a_zone_name_shared_by_many_cities_finds_the_branch_in_the_city_written(pipeline, text: str) -> None:
+    # 高新区 branches exist in 鞍山 and 南通 as well: never a match there, and 成都's (spelt 成都高新技术产业开发区支行)
+    # comes first.
+    result = await ask(pipeline, text)
+    assert result.verdict != "match" and result.matches[0].code == "103651080880"
 
 
 async def test_a_place_inferred_from_the_branch_name_is_not_a_contradiction(pipeline) -> None:
@@ -463,6 +478,29 @@ def test_the_same_unit_named_for_another_place_is_never_a_payee() -> None:
                       "宿迁市", "泗阳县", "泗阳城中支行", 2.0)  # fmt: skip
     judgement = judge(entities, Retrieval([other]), top_k=5, written="中国工商银行宿迁城中支行")
     assert judgement.verdict != "match" and judgement.matches[0].evidence.branch == "partial"
+
+
+@pytest.mark.parametrize(
+    ("text", "elsewhere"),
+    [
+        ("中国建设银行汉中支行", "105799200014"),  # 汉中南郑区支行: a district's branch of 汉中
+        ("中原银行新乡支行", "313498174302"),  # 新乡县支行: 新乡 was read as the city
+        ("中国工商银行南阳支行", "102306600161"),  # 启东南阳支行: a town's, in 南通
+    ],
+)
+async def test_a_unit_named_by_its_place_alone_is_not_a_branch_that_names_another_place(
+    pipeline, text: str, elsewhere: str
+) -> None:
+    result = await ask(pipeline, text)
+    assert result.verdict == "ambiguous"
+    assert {m.code: m.evidence.branch for m in result.matches}.get(elsewhere) in {"partial", "none"}
+
+
+async def test_a_district_name_that_is_also_a_street_is_a_choice_among_its_branches(pipeline) -> None:
+    # 中山 is 大连's 中山区 and a street in many cities: 大连中山支行 is no surer than 沈阳中山支行.
+    result = await ask(pipeline, "中国农业银行中山支行")
+    assert (result.verdict, result.reason) == ("ambiguous", "several_fit")
+    assert {"103222009201", "103221019607"} <= {m.code for m in result.matches}
 
 
 @pytest.mark.parametrize("text", ["中国银行（香港）有限公司九龙支行", "中国银行(香港)有限公司", "交通银行香港分行"])

@@ -58,10 +58,10 @@ class Fit:
     @property
     def fits(self) -> bool:
         """Worth showing a person: the keyword agrees, and the place does not contradict a partial one (or a
-        prefix); or the query names a bank and a place and no branch (中国农业银行淮安: a name cut after its
-        place), and this is one of the bank's branches in that place."""
+        prefix); or the query names a bank and a place and no branch words (中国农业银行淮安: a name cut after its
+        place; 淮安支行: a unit named by its place alone), and this is one of the bank's branches in that place."""
         branch = self.evidence.branch
-        if self.vague and self.place_written and self.place in {"exact", "city"}:
+        if (self.vague or self.places_only) and self.place_written and self.place in {"exact", "city"}:
             return True
         return branch == "exact" or (branch in {"prefix", "partial"} and self.place != "conflict")
 
@@ -159,7 +159,7 @@ def evidence(entities: Entities, keyword: str, candidate: Candidate, written: st
         branch = "prefix"
     elif branch == "none" and query_level is None and len(keyword) == 2 and candidate.branch.startswith(keyword):
         branch = "partial"  # two characters start too many names to be a prefix's evidence (张家 of 张家港…)
-    if branch == "exact" and place != "conflict" and _named_for_another_place(keyword, entities, candidate):
+    if branch == "exact" and place != "conflict" and _named_for_another_place(keyword, entities, candidate, query_core):
         branch = "partial"
     return Fit(
         candidate=candidate,
@@ -171,16 +171,34 @@ def evidence(entities: Entities, keyword: str, candidate: Candidate, written: st
     )
 
 
-def _named_for_another_place(keyword: str, entities: Entities, candidate: Candidate) -> bool:
+def _named_for_another_place(keyword: str, entities: Entities, candidate: Candidate, query_core: str) -> bool:
     """Whether the record's name spells a place of its own (its county: 泗阳城中支行) that the query's keyword
     does not, while the keyword spells another that the name does not (宿迁城中支行): the same unit words,
     named for another place. A keyword that spells no place (城中支行), or only places the name spells too
-    (法库支行 of 沈阳法库支行), says nothing against it."""
+    (法库支行 of 沈阳法库支行), says nothing against it.
+
+    A keyword of places alone (汉中支行, 南阳支行) that writes the record's places, or a city, names its unit by
+    them only: a record whose name spells a place of its own that was not read from the query is another
+    unit, however alike the words — a district's (汉中南郑区支行), a county's named like its city (衡阳县支行,
+    where 衡阳 was read as the city), or a town's named like a city elsewhere (启东南阳支行 for 南阳支行, which
+    may as well be 南阳's own). A district name read elsewhere is no such evidence: 中山支行 is as much a
+    street's branch (沈阳中山支行) as 大连's 中山区 one."""
     own = [place for place in (candidate.district, candidate.city) if place and written_in(place, candidate.branch)]
-    if not own or any(written_in(place, keyword) for place in own):
+    if not own:
         return False
-    read = (entities.province, entities.city, entities.district)
-    return any(written_in(place, keyword) and not written_in(place, candidate.branch) for place in read)
+    read = (entities.city, entities.district)
+    read_here = [place for place in read if place and written_in(place, keyword)]
+    if (
+        not query_core
+        and read_here
+        and (entities.city in read_here or set(read_here) <= {candidate.city, candidate.district})
+    ):
+        return any(place not in read for place in own)
+    if any(written_in(place, keyword) for place in own):
+        return False
+    return any(
+        written_in(place, keyword) and not written_in(place, candidate.branch) for place in (entities.province, *read)
+    )
 
 
 def _written_places(entities: Entities, written: str) -> str:
