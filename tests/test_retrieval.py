@@ -169,3 +169,15 @@ async def test_explain_uses_the_indexes_at_scale(
     used = set(re.findall(r"Index Scan (?:on|using) (\w+)", plan_text))
     assert used and used <= indexes, plan_text
     assert "Seq Scan" not in plan_text, plan_text
+
+
+async def test_a_bank_and_place_with_no_level_counts_the_banks_branches_there(sample_pool) -> None:
+    # 中国银行安远 (a name cut after its place, or a bank and a place alone): how many branches the bank has
+    # there decides whether the one found is the one meant. A name with a level is not asked about.
+    repository = BranchRepository(sample_pool)
+    one = Entities(bank="中国银行", city="赣州市", district="安远县", branch="安远")
+    assert (await repository.search(one, normalize("中国银行安远"))).branches_there == 1
+    many = Entities(bank="中国农业银行", city="淮安市", branch="淮安")
+    assert (await repository.search(many, normalize("中国农业银行淮安"))).branches_there > 1
+    named = Entities(bank="中国银行", city="赣州市", district="安远县", branch="安远支行")
+    assert (await repository.search(named, normalize("中国银行安远支行"))).branches_there is None

@@ -13,8 +13,8 @@ import pytest
 from serve_app.directory.codes import CodeInText, check_digit, find_code, is_valid_code
 from serve_app.directory.institutions import CENTRAL_BANK, english_form, licensed_institutions
 from serve_app.extraction.question import strip_question
+from serve_app.query.candidates import Candidate, Retrieval
 from serve_app.query.pipeline import build_pipeline
-from serve_app.query.retrieval import Candidate, Retrieval
 from serve_app.query.verdict import default_weights, judge
 from serve_app.schemas import Entities, QueryRequest
 
@@ -196,6 +196,12 @@ async def test_a_bank_and_place_alone_is_a_choice_among_its_branches_there(pipel
     result = await ask(pipeline, text)
     assert result.verdict == "ambiguous" and result.matches
     assert {(m.bank, m.city) for m in result.matches} == {(result.entities.bank, result.entities.city)}
+
+
+async def test_a_bank_and_place_where_the_bank_has_one_branch_is_that_branch(pipeline) -> None:
+    # 中国银行安远, as exports cut 中国银行安远支行: the bank's one branch in 安远县 is the branch meant.
+    result = await ask(pipeline, "中国银行安远")
+    assert (result.verdict, result.matches[0].code) == ("match", "104428866019")
 
 
 async def test_a_bank_alone_read_as_in_its_home_is_only_its_own_record(pipeline) -> None:

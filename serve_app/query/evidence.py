@@ -14,7 +14,7 @@ from functools import lru_cache
 from serve_app.directory.gazetteer import Gazetteer, stem
 from serve_app.extraction.levels import LEVEL_AT_END
 from serve_app.normalize import normalize
-from serve_app.query.retrieval import Candidate
+from serve_app.query.candidates import Candidate
 from serve_app.schemas import Agreement, Entities, Evidence
 
 #: Levels people write for one another. 分行 and 分行营业部 are not among them: the directory lists a

@@ -15,9 +15,10 @@ from serve_app.config import ExtractorTunables
 from serve_app.directory.loader import read_directory_state
 from serve_app.extraction.rules import RulesExtractor
 from serve_app.extraction.service import ExtractEntities, ExtractionService, ModelReader
+from serve_app.query.candidates import Candidate, Retrieval
 from serve_app.query.evidence import outside_bank
 from serve_app.query.inputs import AnswerInputs, read_inputs
-from serve_app.query.retrieval import BranchRepository, Candidate, Retrieval
+from serve_app.query.retrieval import BranchRepository
 from serve_app.query.verdict import Judgement, judge, judge_code
 from serve_app.schemas import (
     Branch,

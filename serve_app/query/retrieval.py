@@ -19,9 +19,6 @@ the query, and how sure that is, is decided afterwards by ``serve_app.query.verd
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date
-
 import asyncpg
 
 from serve_app.db.errors import DIRECTORY, database_errors
@@ -30,6 +27,7 @@ from serve_app.directory.gazetteer import Gazetteer
 from serve_app.extraction.kinds import NAME_ENDINGS
 from serve_app.extraction.levels import LEVEL_AT_END, name_before_tail
 from serve_app.normalize import normalize
+from serve_app.query.candidates import Candidate, Retrieval
 from serve_app.schemas import Entities
 
 #: Score bonuses for agreeing with the extracted place and for containing the whole branch keyword;
@@ -101,49 +99,8 @@ ORDER BY added_version IS NOT DISTINCT FROM (SELECT retired_version FROM branche
 LIMIT $5
 """  # noqa: S608 - constants only
 _BANK_HAS_BRANCHES = "SELECT EXISTS (SELECT 1 FROM branches WHERE bank_name = $1)"
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A directory record considered for a query, with the ranking score of the statement that found it."""
-
-    code: str
-    name: str
-    bank: str
-    bank_code: str
-    province: str
-    city: str
-    district: str | None
-    branch: str  # the record's branch keyword: its normalized name after the institution
-    score: float
-    clearing_code: str | None = None
-    retired_on: date | None = None  # set when a snapshot no longer has the code: never payable
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Candidate:
-        return cls(
-            code=row["code"],
-            name=row["name"],
-            bank=row["bank_name"],
-            bank_code=row["bank_code"],
-            province=row["province"],
-            city=row["city"],
-            district=row["district"],
-            branch=row["branch"],
-            score=round(float(row["score"]), 4),
-            clearing_code=row["clearing_code"],
-            retired_on=row["retired_on"],
-        )
-
-
-@dataclass(frozen=True)
-class Retrieval:
-    candidates: list[Candidate]
-    #: For a query whose bank was read and that found no candidate: does the directory hold that bank at all?
-    bank_in_directory: bool | None = None
-    #: The branch keyword the candidates were found by, when it is not the one read: the name as far as its
-    #: last level, the words written after it set aside (``name_before_tail``). The verdict judges by it.
-    branch: str | None = None
+_BRANCHES_THERE = """SELECT count(*) FROM branches
+WHERE bank_name = $1 AND city = $2 AND ($3 = '' OR district = $3) AND retired_on IS NULL"""
 
 
 #: Statements that find names *similar to the keyword*. A keyword with words after its name is tried whole
@@ -204,7 +161,8 @@ class BranchRepository:
                     rows = _merged(verbatim, rows, limit)
                 if rows:
                     branch = read.branch if read is not entities else None
-                    return Retrieval([Candidate.from_row(row) for row in rows], branch=branch)
+                    there = await conn.fetchval(_BRANCHES_THERE, *_place_of(read)) if _names_a_place(read) else None
+                    return Retrieval([Candidate.from_row(row) for row in rows], branch=branch, branches_there=there)
             if entities.bank:
                 return Retrieval([], bank_in_directory=await conn.fetchval(_BANK_HAS_BRANCHES, entities.bank))
         return Retrieval([])
@@ -253,6 +211,18 @@ def _all_elsewhere(rows: list[asyncpg.Record], entities: Entities) -> bool:
         (entities.city and row["city"] == entities.city) or (entities.district and row["district"] == entities.district)
         for row in rows
     )
+
+
+def _names_a_place(entities: Entities) -> bool:
+    """Whether the query is a bank and a place with no level after them (中国银行安远, 华夏银行绵阳): a name cut
+    after its place, or a bank and a place alone. How many branches the bank has there decides it."""
+    return bool(entities.bank and entities.city) and (
+        not entities.branch or LEVEL_AT_END.search(entities.branch) is None
+    )
+
+
+def _place_of(entities: Entities) -> tuple[str, str, str]:
+    return entities.bank or "", entities.city or "", entities.district or ""
 
 
 def _merged(first: list[asyncpg.Record], then: list[asyncpg.Record], limit: int) -> list[asyncpg.Record]:

@@ -12,7 +12,8 @@ steps, each a pure function:
    observed frequency with which a candidate with that evidence was the branch meant.
 3. ``judge`` gives the verdict: ``match`` only when the bank was read without doubt, the best candidate is
    of that bank, its confidence reaches the model's ``match_threshold``, no place written contradicts it,
-   no other candidate fits as well, and it takes payments; ``ambiguous`` when candidates fit but not
+   no other candidate fits as well, it takes payments, and a query naming no branch beyond its place
+   (中国银行安远) names the bank's only branch there; ``ambiguous`` when candidates fit but not
    surely; ``none`` when nothing in the directory fits what was written (branches of those words that lie
    only elsewhere are listed, ``no_branch_in_place``; a branch the directory has retired is ``none``,
    ``branch_retired``, and never a ``match``). A code in the query is checked and looked up instead
@@ -30,8 +31,8 @@ from importlib import resources
 from typing import Any
 
 from serve_app.directory.codes import CodeInText
+from serve_app.query.candidates import Candidate, Retrieval
 from serve_app.query.evidence import Fit, evidence, query_keyword, rivals, writes_a_place
-from serve_app.query.retrieval import Candidate, Retrieval
 from serve_app.schemas import Branch, Entities, Match, Reason, Verdict
 
 #: Bumped whenever verdicts may change for the same candidates (rules here or the shipped model): cached
@@ -191,7 +192,7 @@ def judge(
         and best_fit.evidence.bank == "exact"
         and best_fit.place != "conflict"  # a place written that is not the branch's is a veto
         and best_fit.payable
-        and not best_fit.vague
+        and (not best_fit.vague or _only_branch_there(best_fit, retrieval))
     ):
         return Judgement("match", "unique_fit", matches)
     if not best_fit.payable:
@@ -199,6 +200,12 @@ def judge(
     if not alone and best_fit.place != "conflict":
         return Judgement("ambiguous", "several_fit", matches)
     return Judgement("ambiguous", "uncertain_fit", matches)
+
+
+def _only_branch_there(fit: Fit, retrieval: Retrieval) -> bool:
+    """A query that names no branch beyond its place (中国银行安远: a name cut after it, or a bank and a place
+    alone) names the bank's one branch in that place, when it has only one and this is it."""
+    return retrieval.branches_there == 1 and fit.place == "exact"
 
 
 def _without_superseded(candidates: list[Candidate]) -> list[Candidate]:
