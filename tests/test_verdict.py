@@ -509,6 +509,19 @@ async def test_a_district_name_that_is_also_a_street_is_a_choice_among_its_branc
     assert {"103222009201", "103221019607"} <= {m.code for m in result.matches}
 
 
+def test_a_bank_and_place_alone_is_paid_only_to_the_branch_that_was_counted_there() -> None:
+    # Fakes of retrieval: the bank has one branch in 天水市 by its records, but the candidate found is filed in
+    # 宁波市 (its name spells 天水): it is not the one counted, so it is a choice, not a payee.
+    entities = Entities(bank="宁波银行", bank_code="313", province="甘肃省", city="天水市", branch="天水")
+    filed_elsewhere = Candidate("313332083185", "宁波银行股份有限公司天水支行", "宁波银行", "313", "浙江省", "宁波市",
+                                None, "天水支行", 2.0)  # fmt: skip
+    there = Candidate("313332083186", "宁波银行股份有限公司天水支行", "宁波银行", "313", "甘肃省", "天水市", None,
+                      "天水支行", 2.0)  # fmt: skip
+    assert judge(entities, Retrieval([filed_elsewhere], branches_there=1), 5, written="宁波银行天水").verdict != "match"
+    assert judge(entities, Retrieval([there], branches_there=1), 5, written="宁波银行天水").verdict == "match"
+    assert judge(entities, Retrieval([there], branches_there=2), 5, written="宁波银行天水").verdict != "match"
+
+
 @pytest.mark.parametrize("text", ["中国银行（香港）有限公司九龙支行", "中国银行(香港)有限公司", "交通银行香港分行"])
 async def test_a_hong_kong_entity_is_never_a_mainland_branch(pipeline, text: str) -> None:
     # The bracketed region names the entity (not an annotation dropped with its brackets): its place is read,

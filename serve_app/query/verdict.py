@@ -192,7 +192,7 @@ def judge(
         and best_fit.evidence.bank == "exact"
         and best_fit.place != "conflict"  # a place written that is not the branch's is a veto
         and best_fit.payable
-        and (not best_fit.vague or _only_branch_there(best_fit, retrieval))
+        and (not best_fit.vague or _only_branch_there(best_fit, entities, retrieval))
     ):
         return Judgement("match", "unique_fit", matches)
     if not best_fit.payable:
@@ -202,10 +202,13 @@ def judge(
     return Judgement("ambiguous", "uncertain_fit", matches)
 
 
-def _only_branch_there(fit: Fit, retrieval: Retrieval) -> bool:
+def _only_branch_there(fit: Fit, entities: Entities, retrieval: Retrieval) -> bool:
     """A query that names no branch beyond its place (中国银行安远: a name cut after it, or a bank and a place
-    alone) names the bank's one branch in that place, when it has only one and this is it."""
-    return retrieval.branches_there == 1 and fit.place == "exact"
+    alone) names the bank's one branch in that place, when it has only one and this is it (by its record's
+    place, which is what was counted)."""
+    candidate = fit.candidate
+    in_place = candidate.city == entities.city and (not entities.district or candidate.district == entities.district)
+    return retrieval.branches_there == 1 and in_place
 
 
 def _without_superseded(candidates: list[Candidate]) -> list[Candidate]:
