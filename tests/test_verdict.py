@@ -198,6 +198,13 @@ async def test_a_bank_and_place_alone_is_a_choice_among_its_branches_there(pipel
     assert {(m.bank, m.city) for m in result.matches} == {(result.entities.bank, result.entities.city)}
 
 
+async def test_a_name_found_only_loosely_is_a_choice_never_a_payee(pipeline) -> None:
+    # A place dropped from inside the name (云南自贸试验区红河片区支行): the branches of those words are listed for a
+    # person — 红河's and 连云港's both read as 自贸试验区片区 once their places are set aside — never "no such branch".
+    result = await ask(pipeline, "中国农业银行自贸试验区片区支行")
+    assert result.verdict == "ambiguous" and "103744426610" in {m.code for m in result.matches}
+
+
 async def test_a_bank_and_place_where_the_bank_has_one_branch_is_that_branch(pipeline) -> None:
     # 中国银行安远, as exports cut 中国银行安远支行: the bank's one branch in 安远县 is the branch meant.
     result = await ask(pipeline, "中国银行安远")

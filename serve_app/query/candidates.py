@@ -53,3 +53,5 @@ class Retrieval:
     #: For a bank and a place with no level after them (中国银行安远): how many active branches the bank has in
     #: that place (its district, when one was read). None when not asked.
     branches_there: int | None = None
+    #: Found only by the last resort, names sharing some of the keyword's trigrams: a choice, never a match.
+    loosely: bool = False

@@ -7,8 +7,9 @@ uses the right index and no SQL is ever built from values:
   GIN index over ``(bank_name, search_name)`` trigrams, bank and trigrams intersected inside the index),
   ranked with bonuses for the extracted city and district (also when all similar ones lie elsewhere); when
   none is, the bank's branches in that city or district, or province; then its rows containing the keyword
-  verbatim. The bank is a constraint, never a hint: when none of its branches is similar, the answer is
-  that none is, not another bank's branch with the same street name.
+  verbatim; last, its names sharing some of the keyword's trigrams (never a ``match``). The bank is a
+  constraint, never a hint: when none of its branches is similar, the answer is that none is, not another
+  bank's branch with the same street name.
 - no bank read → a kind of bank written (农商银行), that kind's banks; a place, branches there; the index alone.
 Words after a name's level are tried whole, then set aside (``_stages``).
 
@@ -18,6 +19,9 @@ the query, and how sure that is, is decided afterwards by ``serve_app.query.verd
 """
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 
@@ -35,6 +39,8 @@ from serve_app.schemas import Entities
 CITY_BONUS = 0.5
 DISTRICT_BONUS = 0.3
 KEYWORD_BONUS = 0.5
+#: The least word similarity of a name found by the last resort (``bank_loose``); the verdict decides what fits.
+LOOSE_SIMILARITY = 0.3
 
 # score = trigram similarity of the whole query + word similarity of the probe (branch keyword, else
 # the text) + bonuses for the extracted city and district and for containing the probe verbatim (short
@@ -73,6 +79,10 @@ _WHERE: dict[str, tuple[str, tuple[str, ...]]] = {
     # Last resort for a bank: the keyword verbatim, for probes too short for trigrams. Scans the bank's
     # rows, so it runs only when the indexed statements found nothing.
     "bank_substring": ("bank_name = $6 AND strpos(search_name, $2) > 0", ("bank",)),
+    # The very last: ``bank`` at a lower word-similarity threshold (``LOOSE_SIMILARITY``, set for the one
+    # statement), names that share some of the keyword's trigrams (a place dropped from inside a name:
+    # 自贸试验区片区支行 of 云南自贸试验区红河片区支行). What it finds is never a `match`.
+    "bank_loose": ("bank_name = $6 AND $2 <% search_name", ("bank",)),
     # Without a bank read: a kind of institution written (农村商业银行城关支行), the branches of that name of
     # the banks of that kind (by their names: a 农商银行 converted from a 联社 keeps its 402 codes); else any
     # bank's branches, for a person to choose from.
@@ -114,8 +124,10 @@ def plan_for(entities: Entities) -> list[str]:
     if entities.bank:
         first = ["bank_prefix", "bank"] if _may_be_cut_short(entities.branch) else ["bank"]
         if has_place:
-            return [*first, "bank_place", "bank_substring"]
-        return [*first, "bank_province", "bank_substring"] if entities.province else [*first, "bank_substring"]
+            return [*first, "bank_place", "bank_substring", "bank_loose"]
+        if entities.province:
+            return [*first, "bank_province", "bank_substring", "bank_loose"]
+        return [*first, "bank_substring", "bank_loose"]
     plans = ["kind"] if entities.bank_code in NAME_ENDINGS else []
     if has_place:
         plans.append("place")
@@ -147,7 +159,7 @@ class BranchRepository:
     async def _search(self, entities: Entities, text: str, limit: int) -> Retrieval:
         async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
             for plan, read in _stages(entities):
-                rows = await conn.fetch(STATEMENTS[plan], *_arguments(plan, read, text, limit))
+                rows = await _fetch(conn, plan, read, text, limit)
                 if plan == "bank" and _all_elsewhere(rows, read):
                     # Every similar name is elsewhere (珠海江湾支行 for 上海江湾支行, where the name in the place is
                     # spelt 上海市江湾支行): the bank's branches in the place written are candidates too.
@@ -162,7 +174,8 @@ class BranchRepository:
                 if rows:
                     branch = read.branch if read is not entities else None
                     there = await conn.fetchval(_BRANCHES_THERE, *_place_of(read)) if _names_a_place(read) else None
-                    return Retrieval([Candidate.from_row(row) for row in rows], branch=branch, branches_there=there)
+                    candidates = [Candidate.from_row(row) for row in rows]
+                    return Retrieval(candidates, branch=branch, branches_there=there, loosely=plan == "bank_loose")
             if entities.bank:
                 return Retrieval([], bank_in_directory=await conn.fetchval(_BANK_HAS_BRANCHES, entities.bank))
         return Retrieval([])
@@ -185,11 +198,31 @@ class BranchRepository:
 
     async def explain(self, plan: str, entities: Entities, text: str, limit: int = 20) -> str:
         """EXPLAIN (ANALYZE) of one statement, for tests and the benchmark."""
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, _settings_of(conn, plan):
             rows = await conn.fetch(
                 "EXPLAIN (ANALYZE, COSTS OFF) " + STATEMENTS[plan], *_arguments(plan, entities, text, limit)
             )
         return "\n".join(row[0] for row in rows)
+
+
+async def _fetch(
+    conn: asyncpg.Connection, plan: str, entities: Entities, text: str, limit: int
+) -> list[asyncpg.Record]:
+    async with _settings_of(conn, plan):
+        rows: list[asyncpg.Record] = await conn.fetch(STATEMENTS[plan], *_arguments(plan, entities, text, limit))
+    return rows
+
+
+@asynccontextmanager
+async def _settings_of(conn: asyncpg.Connection, plan: str) -> AsyncIterator[None]:
+    """``bank_loose`` is ``bank`` at a lower word-similarity threshold, set for its one statement (in a
+    transaction of its own: the other statements pay no round trip for it)."""
+    if plan != "bank_loose":
+        yield
+        return
+    async with conn.transaction():
+        await conn.execute(f"SET LOCAL pg_trgm.word_similarity_threshold = {LOOSE_SIMILARITY}")
+        yield
 
 
 def _stages(entities: Entities) -> list[tuple[str, Entities]]:

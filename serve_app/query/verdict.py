@@ -188,6 +188,7 @@ def judge(
     if (
         alone  # another branch the evidence cannot tell apart is a choice for a person, however probable
         and retrieval.branch is None  # words written after the name are not explained: a person reads them
+        and not retrieval.loosely  # a name only loosely like any in the directory: a person compares them
         and best >= weights.match_threshold
         and best_fit.evidence.bank == "exact"
         and best_fit.place != "conflict"  # a place written that is not the branch's is a veto
