@@ -54,6 +54,16 @@ def read(extractor: RulesExtractor, text: str) -> dict:
         ("农业银行通州支行", {"bank": "中国农业银行", "bank_code": "103", "branch": "通州支行"}),
         # A street named after a city is a street.
         ("建行中山路支行", {"bank": "中国建设银行", "bank_code": "105", "branch": "中山路支行"}),
+        # …also with a direction, after the city it runs in (a district of that city stays a district).
+        ("平安银行青岛香港中路支行",
+         {"bank": "平安银行", "bank_code": "307", "province": "山东省", "city": "青岛市",
+          "branch": "青岛香港中路支行"}),
+        ("民生银行南京北京西路支行",
+         {"bank": "中国民生银行", "bank_code": "305", "province": "江苏省", "city": "南京市",
+          "branch": "南京北京西路支行"}),
+        ("建行沈阳和平北大街支行",
+         {"bank": "中国建设银行", "bank_code": "105", "province": "辽宁省", "city": "沈阳市", "district": "和平区",
+          "branch": "沈阳和平北大街支行"}),
         # Registered English names: the whole name is the bank, its CO.,LTD. not the branch's.
         ("AGRICULTURAL BANK OF CHINA LIMITED 通州支行",
          {"bank": "中国农业银行", "bank_code": "103", "branch": "通州支行"}),

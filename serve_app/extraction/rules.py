@@ -24,10 +24,16 @@ from serve_app.extraction.vocabulary import Vocabulary, is_strong_form
 from serve_app.schemas import Entities, Extraction
 
 #: Bumped whenever extraction output may change for the same input: cached answers are keyed on it.
-EXTRACTOR_VERSION = 8
+EXTRACTOR_VERSION = 9
 
 #: A place name directly followed by one of these is a street or landmark (中山路, 人民广场), not a place.
 _STREET_AFTER = ("路", "街", "大道", "道", "巷", "广场", "大街", "大厦", "小区", "村", "镇", "乡", "门", "桥")
+#: After a place already read, a place name followed by a direction and a street is a street named for it
+#: (南京北京西路, 青岛香港中路), unless it is a district of the city read (沈阳和平北大街); first in a name it
+#: may be the city's own (成都东大街).
+_DIRECTED_STREET_AFTER = tuple(
+    direction + street for direction in "东西南北中" for street in ("路", "街", "大街", "大道")
+)
 #: Classes of banks named after their home region (城商行, 农商行, 农合行, 村镇银行, 信用社): their name
 #: says where they are when the rest of the query does not.
 _NAMED_AFTER_HOME = frozenset({"313", "314", "317", "320", "402"})
@@ -171,11 +177,21 @@ class RulesExtractor:
         for start, end, name, regions in found:
             if start < covered_until or text.startswith(_STREET_AFTER, end):
                 continue
+            if matches and text.startswith(_DIRECTED_STREET_AFTER, end) and not self._within(regions, matches):
+                continue
             matches.append(_PlaceMatch(start, end, regions, full_name=any(r.name == name for r in regions)))
             covered_until = end
             if len(matches) == _MAX_PLACE_MATCHES:
                 break
         return matches
+
+    def _within(self, regions: tuple[Region, ...], earlier: list[_PlaceMatch]) -> bool:
+        """Whether one reading of ``regions`` lies in a city read before (和平 of 沈阳和平北大街)."""
+        gz = self.gazetteer
+        cities = {
+            (r if r.level == "city" else gz.parent(r)) for m in earlier for r in m.regions if r.level != "province"
+        }
+        return any(gz.parent(r) in cities for r in regions if r.level == "district")
 
     def _resolve_places(
         self, matches: list[_PlaceMatch], bank: str | None
