@@ -163,14 +163,11 @@ class BranchRepository:
                 if plan == "bank" and _all_elsewhere(rows, read):
                     # Every similar name is elsewhere (珠海江湾支行 for 上海江湾支行, where the name in the place is
                     # spelt 上海市江湾支行): the bank's branches in the place written are candidates too.
-                    there = await conn.fetch(STATEMENTS["bank_place"], *_arguments("bank_place", read, text, limit))
-                    rows = _merged(rows, there, 2 * limit)
+                    rows = _merged(rows, await _fetch(conn, "bank_place", read, text, limit), 2 * limit)
                 if plan == "bank_place" and read.branch and not any(_probe(read, text) in r["branch"] for r in rows):
                     # None of the bank's branches in the place carries the keyword: one elsewhere that does
                     # (a branch filed under another city) is a candidate too, first.
-                    substring = "bank_substring"
-                    verbatim = await conn.fetch(STATEMENTS[substring], *_arguments(substring, read, text, limit))
-                    rows = _merged(verbatim, rows, limit)
+                    rows = _merged(await _fetch(conn, "bank_substring", read, text, limit), rows, limit)
                 if rows:
                     branch = read.branch if read is not entities else None
                     there = await conn.fetchval(_BRANCHES_THERE, *_place_of(read)) if _names_a_place(read) else None

@@ -12,7 +12,7 @@ async function loadTrainingRuns(keepError = false) {
   if (!adapter) return;
   try {
     const runs = await (await api(`/api/v1/adapters/${encodeURIComponent(adapter)}/training`)).json();
-    if (keepError !== true) show($("training-error"), false);
+    if (!keepError) show($("training-error"), false);
     const body = $("training-runs");
     body.replaceChildren();
     for (const run of runs) body.appendChild(trainingRow(run));
