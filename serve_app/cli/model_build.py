@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import IO
@@ -42,12 +43,22 @@ def _client_env(env: dict) -> dict:
     return env if "RAY_AUTH_MODE" in env else env | {"RAY_AUTH_MODE": "token"}
 
 
+class BuildStopped(Exception):
+    """The service is stopping: the build gives up at its next training step."""
+
+
 class ModelBuild:
     def __init__(self, settings: Settings, database_url: str, deploy: list[str], env: dict, log_path: Path,
                  log: IO[bytes], port: int, tiny: bool = False):  # fmt: skip
         """``deploy``: ``serve deploy CONFIG``; the dashboard's address is added from ``log_path``."""
         self.settings, self.database_url, self.deploy, self.env = settings, database_url, deploy, env
         self.log_path, self.log, self.port, self.tiny = log_path, log, port, tiny
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Give the build up at its next training step (Ctrl-C), so that the process exits in seconds and not
+        when training would have ended. Nothing half-built counts as built: the next run builds it again."""
+        self._stopping.set()
 
     def run(self) -> None:
         """Build, register, deploy, wait for the model replicas; any failure is said on the console (the rules
@@ -68,12 +79,16 @@ class ModelBuild:
                             interval_s=2)  # fmt: skip
             print(f"model replicas ready {time.perf_counter() - started:.0f}s after the first answer: adapters "
                   f"{', '.join(DEMO_ADAPTERS)}", flush=True)  # fmt: skip
+        except BuildStopped:
+            print("the demo model's build stopped with the service; the next run starts it again", flush=True)
         except Exception as exc:  # noqa: BLE001 - said, not raised: the service goes on answering from the rules
             print(f"the demo model did not join ({type(exc).__name__}: {exc}); answers stay rules-only", flush=True)
         finally:
             clear_progress(models_dir)
 
     def _trained(self, adapter: str, progress) -> None:
+        if self._stopping.is_set():
+            raise BuildStopped  # from the training thread: ends the training loop, then the build
         print_progress(adapter, progress)
         eta = None if progress.eta_s != progress.eta_s else round(progress.eta_s)  # NaN before the first step
         state = {"phase": "training", "adapter": adapter, "step": progress.step, "steps": progress.steps,

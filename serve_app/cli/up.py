@@ -129,6 +129,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         print(f"Ray and Serve log to {log_path} (Ray's own logs: /tmp/ray/session_latest/logs)")
         log = log_path.open("ab")
+        background: ModelBuild | None = None
         process = subprocess.Popen([str(serve_bin), "run", str(first_config)], env=env, start_new_session=True,
                                    stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         try:
@@ -147,6 +148,8 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print("\nstopping …")
         finally:
+            if background is not None:
+                background.stop()
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGINT)
                 try:
