@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import random
 import sys
 import tempfile
@@ -222,7 +223,10 @@ def fit_logistic(rows: list[tuple[list[str], bool]]) -> tuple[dict[str, float], 
 
 
 def choose_threshold(tops: list[tuple[float, bool]]) -> float:
-    """The lowest confidence at which answering ``match`` keeps the fit half's precision at the target."""
+    """The lowest confidence at which answering ``match`` keeps the fit half's precision at the target.
+
+    Rounded down, never up: many answers share one confidence (a prefix that only one branch starts with), and
+    a threshold rounded above the value it was chosen at would refuse every one of them."""
     eligible = sorted(tops, key=lambda t: -t[0])
     best = 1.0
     right = 0
@@ -230,7 +234,7 @@ def choose_threshold(tops: list[tuple[float, bool]]) -> float:
         right += correct
         if right / count >= TARGET_PRECISION:
             best = confidence
-    return max(round(best, 4), MIN_THRESHOLD)
+    return max(math.floor(best * 10_000) / 10_000, MIN_THRESHOLD)
 
 
 async def evaluate(per_type: int, absent_share: float, seed: int, fit: bool, unknown: int, codes: int) -> dict:

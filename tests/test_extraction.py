@@ -100,6 +100,29 @@ def test_local_bank_is_not_placed_where_it_has_no_branches(extractor: RulesExtra
     assert entities.get("city") != "扬州市"
 
 
+@pytest.mark.parametrize(
+    ("text", "city"),
+    [
+        ("江苏泗阳农村商业银行股份有限公司桃源支行", "宿迁市"),  # 桃源 is 常德's county elsewhere: its name's 泗阳 says
+        ("湖南衡南农村商业银行股份有限公司松江支行", "衡阳市"),  # 松江 is a town of 衡南 here, not Shanghai's district
+        ("陕西秦农农村商业银行股份有限公司向阳路支行", "西安市"),  # no place in its name: all its branches are in 西安
+        ("江苏民丰农村商业银行股份有限公司丁嘴支行", "宿迁市"),
+    ],
+)
+def test_a_rural_bank_reads_its_home_city_when_the_branch_words_do_not(
+    extractor: RulesExtractor, text: str, city: str
+) -> None:
+    entities = read(extractor, text)
+    assert entities.get("city") == city
+    assert "district" not in entities  # a district in a bank's name is where it is registered, not the branch
+
+
+def test_a_city_bank_is_not_placed_at_its_home_when_its_branch_words_name_a_place(extractor: RulesExtractor) -> None:
+    # City banks branch out (九江银行 has branches in 南昌): the home is read only when nothing else is written.
+    assert read(extractor, "九江银行南昌分行")["city"] == "南昌市"
+    assert read(extractor, "九江银行股份有限公司")["city"] == "九江市"
+
+
 def test_vocabulary_surface_forms(extractor: RulesExtractor) -> None:
     forms = extractor.vocabulary.surface_forms
     assert forms["工行"] == "中国工商银行"

@@ -100,14 +100,16 @@ def test_plans_go_from_specific_to_general_and_never_leave_the_bank() -> None:
     assert plan_for(Entities(bank="B", branch="宿迁分行")) == ["bank", "bank_substring", "bank_loose"]
     assert plan_for(Entities(city="C", province="P")) == ["place", "province", "trgm"]
     assert plan_for(Entities()) == ["trgm"]
-    # A province and no city (湖南分行): the bank's branches in the province; a kind and no bank: its class's.
+    # A province and no city (湖南分行): the bank's branches in the province; a kind and no bank: its class's
+    # alone, wherever a place is written (a kind contradicts every bank of another kind).
     assert plan_for(Entities(bank="B", province="P", branch="湖南分行")) == [
         "bank",
         "bank_province",
         "bank_substring",
         "bank_loose",
     ]
-    assert plan_for(Entities(bank_code="314", branch="城关支行")) == ["kind", "trgm"]
+    assert plan_for(Entities(bank_code="314", branch="城关支行")) == ["kind"]
+    assert plan_for(Entities(bank_code="314", city="C", province="P", branch="城关支行")) == ["kind"]
 
 
 async def test_words_after_a_level_are_tried_whole_then_set_aside(sample_pool) -> None:

@@ -484,6 +484,13 @@ async def test_a_local_bank_written_only_as_its_kind_is_a_choice_among_that_kind
     assert {m.evidence.branch for m in result.matches} == {"exact"}
 
 
+async def test_a_kind_written_is_never_answered_with_a_bank_of_another_kind(pipeline) -> None:
+    # The directory's only 西楚支行 in 宜昌 is 中国建设银行's: a 农商银行 is no 建设银行, so nothing written fits.
+    result = await ask(pipeline, "农商银行宜昌西楚支行")
+    assert (result.entities.bank_code, result.entities.city) == ("314", "宜昌市")
+    assert (result.verdict, result.reason, result.matches) == ("none", "no_branch_fits", [])
+
+
 def test_the_same_unit_named_for_another_place_is_never_a_payee() -> None:
     # 泗阳城中支行 lies in 宿迁市, but 宿迁城中支行 names its unit for 宿迁: another branch (or none).
     entities = Entities(bank="中国工商银行", bank_code="102", province="江苏省", city="宿迁市", branch="宿迁城中支行")

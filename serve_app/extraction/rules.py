@@ -24,7 +24,7 @@ from serve_app.extraction.vocabulary import Vocabulary, is_strong_form
 from serve_app.schemas import Entities, Extraction
 
 #: Bumped whenever extraction output may change for the same input: cached answers are keyed on it.
-EXTRACTOR_VERSION = 9
+EXTRACTOR_VERSION = 10
 
 #: A place name directly followed by one of these is a street or landmark (中山路, 人民广场), not a place.
 _STREET_AFTER = ("路", "街", "大道", "道", "巷", "广场", "大街", "大厦", "小区", "村", "镇", "乡", "门", "桥")
@@ -98,6 +98,10 @@ class RulesExtractor:
         if not places and bank and self.vocabulary.banks[bank].category_code in _NAMED_AFTER_HOME:
             places = self._match_places(bank)
         province, city, district = self._resolve_places(places, bank)
+        if city is None and bank and self.vocabulary.banks[bank].category_code in _CONFINED_TO_HOME:
+            home = self._home_city(bank)
+            if home is not None and province in (None, self.gazetteer.province_of(home)):
+                province, city, district = self.gazetteer.province_of(home), home, None
         # Latin alone (the rest of an English name, a romanised branch) matches no name in the directory.
         branch = after if _HAN.search(after) else None
         level_match = LEVEL_AT_END.search(after)
@@ -165,6 +169,19 @@ class RulesExtractor:
                 end = e
         others = {b for s, e, b, strong in chosen if strong and b != bank and (s >= end or e <= start)}
         return bank, start, end, min(others) if others else None
+
+    def _home_city(self, bank: str) -> Region | None:
+        """The city of a rural bank, which does not branch out of its region: the one its name spells (江苏泗阳
+        农村商业银行 → 宿迁市), else the one city that holds all its branches in the directory (陕西秦农农村商业
+        银行 → 西安市). The branch is there even when the words written read as a place elsewhere (湖南衡南农村
+        商业银行松江支行: 松江 is no Shanghai district here). Only the city: the district in a bank's name is
+        where it is registered, not necessarily the branch's."""
+        _, city, _ = self._resolve_places(self._match_places(bank), bank)
+        cities = self.vocabulary.cities.get(bank, Counter())
+        if city is not None or len(cities) != 1:
+            return city
+        (name,) = cities
+        return next((region for region in self.gazetteer.named(name) if region.level == "city"), None)
 
     def _match_places(self, text: str) -> list[_PlaceMatch]:
         """Longest non-overlapping place names, left to right, that are not street names."""

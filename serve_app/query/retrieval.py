@@ -10,7 +10,8 @@ uses the right index and no SQL is ever built from values:
   verbatim; last, its names sharing some of the keyword's trigrams (never a ``match``). The bank is a
   constraint, never a hint: when none of its branches is similar, the answer is that none is, not another
   bank's branch with the same street name.
-- no bank read → a kind of bank written (农商银行), that kind's banks; a place, branches there; the index alone.
+- no bank read → a kind of bank written (农商银行), only that kind's banks (a kind is a constraint too);
+  else a place, branches there; the index alone.
 Words after a name's level are tried whole, then set aside (``_stages``).
 
 Keyword matching is word similarity (``<%``): most of the probe's trigrams must occur, in order, which
@@ -84,8 +85,8 @@ _WHERE: dict[str, tuple[str, tuple[str, ...]]] = {
     # 自贸试验区片区支行 of 云南自贸试验区红河片区支行). What it finds is never a `match`.
     "bank_loose": ("bank_name = $6 AND $2 <% search_name", ("bank",)),
     # Without a bank read: a kind of institution written (农村商业银行城关支行), the branches of that name of
-    # the banks of that kind (by their names: a 农商银行 converted from a 联社 keeps its 402 codes); else any
-    # bank's branches, for a person to choose from.
+    # the banks of that kind (by their names: a 农商银行 converted from a 联社 keeps its 402 codes), and no
+    # other bank's; with neither a bank nor a kind, any bank's branches, for a person to choose from.
     "kind": ("bank_name ~ $6 AND $2 <% search_name", ("kind",)),
     "place": ("(city = $3 OR district = $4) AND $2 <% search_name", ()),
     "province": ("province = $6 AND $2 <% search_name", ("province",)),
@@ -128,7 +129,9 @@ def plan_for(entities: Entities) -> list[str]:
         if entities.province:
             return [*first, "bank_province", "bank_substring", "bank_loose"]
         return [*first, "bank_substring", "bank_loose"]
-    plans = ["kind"] if entities.bank_code in NAME_ENDINGS else []
+    if entities.bank_code in NAME_ENDINGS:
+        return ["kind"]  # a kind written is a constraint as a bank is: 农商银行 is never 中国农业银行
+    plans = []
     if has_place:
         plans.append("place")
     if entities.province:
