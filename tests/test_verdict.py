@@ -362,10 +362,11 @@ async def test_a_place_written_that_contradicts_every_candidate_is_never_a_match
 
 @pytest.mark.parametrize("text", ["农行成都高新区支行", "成都农行高新区支行"])  # the city before the bank, too
 async def test_a_zone_name_shared_by_many_cities_finds_the_branch_in_the_city_written(pipeline, text: str) -> None:
-    # 高新区 branches exist in 鞍山 and 南通 as well: never a match there, and 成都's (spelt 成都高新技术产业开发区支行)
-    # comes first.
+    # 高新区 branches exist in 鞍山 and 南通 as well: never a match there. 成都's is spelt 成都高新技术产业开发区支行,
+    # a zone named with its city's name: set aside whole, its keyword is the query's (not 高新技术产业开发区).
     result = await ask(pipeline, text)
-    assert result.verdict != "match" and result.matches[0].code == "103651080880"
+    assert (result.verdict, result.matches[0].code) == ("match", "103651080880")
+    assert result.matches[0].evidence.branch == "exact"
 
 
 async def test_a_place_inferred_from_the_branch_name_is_not_a_contradiction(pipeline) -> None:

@@ -89,11 +89,24 @@ def _strip_levels(keyword: str) -> tuple[str, str | None]:
     return keyword, last
 
 
+#: Words of a zone's name (成都高新技术产业开发区, 郑州航空港经济综合实验区), which starts with its city's.
+_ZONE_WORDS = ("开发", "园区", "新区", "高新", "实验区", "试验区")
+
+
 def keyword_core(keyword: str, places: tuple[str | None, ...]) -> tuple[str, str | None]:
-    """What names the branch itself: the keyword without levels, place names and inner 分行; and its level."""
+    """What names the branch itself: the keyword without levels, place names and inner 分行; and its level.
+
+    Places are set aside in order, the query's first, so a county named like its city (衡阳县) keeps its 县
+    against a keyword that writes the city (衡阳城关 is not 衡阳县城关). A zone named with its city's name goes
+    first, whole: setting the city aside first would leave the rest of it (高新技术产业开发区 of 成都高新技术
+    产业开发区) to read as the branch's own words."""
     core, level = _strip_levels(keyword)
-    for place in places:
-        for form in _place_forms(place):
+    forms = [_place_forms(place) for place in places]
+    zones = {form for place_forms in forms for form in place_forms if any(w in form for w in _ZONE_WORDS)}
+    for form in sorted(zones, key=len, reverse=True):
+        core = core.replace(form, "")
+    for place_forms in forms:
+        for form in place_forms:
             core = core.replace(form, "")
     return core.replace("分行", ""), level
 

@@ -37,7 +37,7 @@ from serve_app.schemas import Branch, Entities, Match, Reason, Verdict
 
 #: Bumped whenever verdicts may change for the same candidates (rules here or the shipped model): cached
 #: results depend on it.
-VERDICT_VERSION = 6
+VERDICT_VERSION = 7
 #: The confidence shown for a code's own record when the words beside it contradict it.
 _CONFLICT_CONFIDENCE = 0.5
 
