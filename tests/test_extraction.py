@@ -64,6 +64,14 @@ def read(extractor: RulesExtractor, text: str) -> dict:
         ("建行沈阳和平北大街支行",
          {"bank": "中国建设银行", "bank_code": "105", "province": "辽宁省", "city": "沈阳市", "district": "和平区",
           "branch": "沈阳和平北大街支行"}),
+        # A city's name before a bridge's quarter (桥西, 桥头) is the city; before a bridge (柳林桥), a landmark.
+        ("中国工商银行锦州桥西支行",
+         {"bank": "中国工商银行", "bank_code": "102", "province": "辽宁省", "city": "锦州市",
+          "branch": "锦州桥西支行"}),
+        ("中国农业银行本溪桥头支行",
+         {"bank": "中国农业银行", "bank_code": "103", "province": "辽宁省", "city": "本溪市",
+          "branch": "本溪桥头支行"}),
+        ("农行柳林桥支行", {"bank": "中国农业银行", "bank_code": "103", "branch": "柳林桥支行"}),
         # Registered English names: the whole name is the bank, its CO.,LTD. not the branch's.
         ("AGRICULTURAL BANK OF CHINA LIMITED 通州支行",
          {"bank": "中国农业银行", "bank_code": "103", "branch": "通州支行"}),

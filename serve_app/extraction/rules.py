@@ -28,6 +28,8 @@ EXTRACTOR_VERSION = 10
 
 #: A place name directly followed by one of these is a street or landmark (中山路, 人民广场), not a place.
 _STREET_AFTER = ("路", "街", "大道", "道", "巷", "广场", "大街", "大厦", "小区", "村", "镇", "乡", "门", "桥")
+#: …but a bridge's quarter (桥西, 桥头: 石家庄's 桥西区 is named so) after a city's name is the city's (锦州桥西支行).
+_QUARTER_AFTER = tuple("桥" + side for side in ("东", "西", "南", "北", "头", "口"))
 #: After a place already read, a place name followed by a direction and a street is a street named for it
 #: (南京北京西路, 青岛香港中路), unless it is a district of the city read (沈阳和平北大街); first in a name it
 #: may be the city's own (成都东大街).
@@ -192,7 +194,9 @@ class RulesExtractor:
         matches: list[_PlaceMatch] = []
         covered_until = 0
         for start, end, name, regions in found:
-            if start < covered_until or text.startswith(_STREET_AFTER, end):
+            if start < covered_until or (
+                text.startswith(_STREET_AFTER, end) and not self._before_quarter(text, end, regions)
+            ):
                 continue
             if matches and text.startswith(_DIRECTED_STREET_AFTER, end) and not self._within(regions, matches):
                 continue
@@ -201,6 +205,11 @@ class RulesExtractor:
             if len(matches) == _MAX_PLACE_MATCHES:
                 break
         return matches
+
+    @staticmethod
+    def _before_quarter(text: str, end: int, regions: tuple[Region, ...]) -> bool:
+        """Whether a city's name is followed by a quarter named for a bridge (锦州桥西, 本溪桥头), not by a bridge."""
+        return text.startswith(_QUARTER_AFTER, end) and any(region.level == "city" for region in regions)
 
     def _within(self, regions: tuple[Region, ...], earlier: list[_PlaceMatch]) -> bool:
         """Whether one reading of ``regions`` lies in a city read before (和平 of 沈阳和平北大街)."""
