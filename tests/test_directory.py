@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections import Counter
 
 from serve_app.db.migrate import apply_migrations
 from serve_app.db.pool import connect_admin
@@ -10,6 +11,7 @@ from serve_app.directory.banks import parse_institution
 from serve_app.directory.gazetteer import Gazetteer
 from serve_app.directory.loader import directory_stats, load_directory
 from serve_app.directory.records import PlaceResolver, demo_cnaps_path, read_cnaps
+from serve_app.directory.spellings import filed_as
 from serve_app.directory.synthetic import check_digit, synthetic_branches
 from serve_app.normalize import normalize
 from tests.conftest import SCALE_SYNTHETIC_ROWS
@@ -63,6 +65,21 @@ def test_records_read_from_the_sample() -> None:
     # A village bank listed under its sponsor bank is still its own institution.
     village = [r for r in records.values() if r.bank_code == "320"]
     assert village and all("村镇银行" in r.bank_name for r in village)
+
+
+def test_an_institution_spelled_two_ways_in_one_file_is_filed_under_one_name() -> None:
+    # The sample publishes 29 of 长治漳泽农村商业银行's rows under that name and 2 as 长治漳泽农商银行…: one bank.
+    banks = Counter(record.bank_name for record in read_cnaps(demo_cnaps_path()))
+    assert (banks["长治漳泽农村商业银行"], banks["长治漳泽农商银行"]) == (31, 0)
+    assert banks["成都农商银行"] > 0 and banks["成都农村商业银行"] == 0  # spelled one way: its registered name
+    # The spelling with more branches wins, the full form on a tie; a chain ends where the most are.
+    assert filed_as(Counter({"甲农商银行": 2, "甲农村商业银行": 5})) == {"甲农商银行": "甲农村商业银行"}
+    assert filed_as(Counter({"甲农商银行": 3, "甲农村商业银行": 3})) == {"甲农商银行": "甲农村商业银行"}
+    assert filed_as(Counter({"乙农商行": 1, "乙农村商业银行": 2, "乙农商银行": 4})) == {
+        "乙农商行": "乙农商银行",
+        "乙农村商业银行": "乙农商银行",
+    }
+    assert filed_as(Counter({"丙农商银行": 1, "丁农村商业银行": 9})) == {}
 
 
 def test_synthetic_branches_are_deterministic_valid_and_new() -> None:

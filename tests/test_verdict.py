@@ -485,6 +485,15 @@ async def test_a_local_bank_written_only_as_its_kind_is_a_choice_among_that_kind
     assert {m.evidence.branch for m in result.matches} == {"exact"}
 
 
+async def test_a_bank_the_directory_spells_two_ways_finds_all_its_branches(pipeline) -> None:
+    # 长治漳泽农商银行 is how the file spells 2 of 长治漳泽农村商业银行's rows: either way, every branch is found.
+    result = await ask(pipeline, "长治漳泽农商银行老顶山支行")
+    assert result.entities.bank == "长治漳泽农村商业银行"
+    assert (result.verdict, result.matches[0].code) == ("match", "402164010034")
+    result = await ask(pipeline, "长治漳泽农村商业银行潞阳门北路支行")
+    assert (result.verdict, result.matches[0].code) == ("match", "402164010139")
+
+
 async def test_a_kind_written_is_never_answered_with_a_bank_of_another_kind(pipeline) -> None:
     # The directory's only 西楚支行 in 宜昌 is 中国建设银行's: a 农商银行 is no 建设银行, so nothing written fits.
     result = await ask(pipeline, "农商银行宜昌西楚支行")

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import re
 
+#: A local bank's type written in full and short (长治漳泽农村商业银行, 长治漳泽农商银行): one institution.
+TYPE_FORMS = (
+    ("农村商业银行", "农商银行"),
+    ("农村商业银行", "农商行"),
+    ("农村合作银行", "农合行"),
+    ("农村信用合作联社", "农村信用社"),
+    ("农村信用合作联社", "信用联社"),
+    ("农村信用合作联社", "农信社"),
+    ("城市商业银行", "城商行"),
+)
 #: CNAPS bank class (行别代码, the first three digits of every branch code) → class name.
 CATEGORY_NAMES: dict[str, str] = {
     "001": "中国人民银行",

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 from serve_app.directory.banks import national_bank, parse_institution
 from serve_app.directory.codes import is_valid_code
 from serve_app.directory.gazetteer import Gazetteer, Region
+from serve_app.directory.spellings import filed_as
 from serve_app.normalize import normalize
 
 CNAPS_COLUMNS = (
@@ -163,8 +165,15 @@ _PLACEHOLDER_PREFIX = "99999999"
 
 
 def read_cnaps(path: Path, resolver: PlaceResolver | None = None) -> Iterator[BranchRecord]:
-    """Yield one record per row of a CNAPS CSV file (duplicates included; the loader merges them)."""
-    resolver = resolver or PlaceResolver()
+    """Yield one record per row of a CNAPS CSV file (duplicates included; the loader merges them), each
+    institution's under one bank name however the file spells it (``serve_app.directory.spellings``)."""
+    records = list(_read_rows(path, resolver or PlaceResolver()))
+    renamed = filed_as(Counter(record.bank_name for record in records))
+    for record in records:
+        yield replace(record, bank_name=renamed[record.bank_name]) if record.bank_name in renamed else record
+
+
+def _read_rows(path: Path, resolver: PlaceResolver) -> Iterator[BranchRecord]:
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
         missing = set(CNAPS_COLUMNS) - set(reader.fieldnames or ())

@@ -15,21 +15,11 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from serve_app.directory.banks import ALIASES
+from serve_app.directory.banks import ALIASES, TYPE_FORMS
 from serve_app.directory.gazetteer import Gazetteer
 from serve_app.directory.institutions import MIN_ENGLISH_FORM, Institution, licensed_institutions
 from serve_app.directory.records import BranchRecord
 
-#: Long and short forms of institution types, each pair usable in both directions.
-_TYPE_FORMS = (
-    ("农村商业银行", "农商银行"),
-    ("农村商业银行", "农商行"),
-    ("农村合作银行", "农合行"),
-    ("农村信用合作联社", "农村信用社"),
-    ("农村信用合作联社", "信用联社"),
-    ("农村信用合作联社", "农信社"),
-    ("城市商业银行", "城商行"),
-)
 _PROVINCE_PREFIX_MIN_REST = 4  # "河北邢台农村商业银行" → "邢台农村商业银行", but never down to "银行"
 
 
@@ -155,7 +145,7 @@ def build_surface_forms(banks: Iterable[Bank], extra_forms: dict[str, str] | Non
 def _derived_forms(name: str, provinces) -> dict[str, int]:
     """Forms of a bank's name → cost: 0 for the name and its type forms, 1 with a province prefix dropped."""
     forms = {name: 0}
-    for long, short in _TYPE_FORMS:
+    for long, short in TYPE_FORMS:
         for form in list(forms):
             if form.endswith(long):
                 forms.setdefault(form[: -len(long)] + short, 0)
