@@ -15,6 +15,7 @@ from serve_app.directory.institutions import CENTRAL_BANK, english_form, license
 from serve_app.extraction.question import strip_question
 from serve_app.query.candidates import Candidate, Retrieval
 from serve_app.query.pipeline import build_pipeline
+from serve_app.query.place_words import other_places
 from serve_app.query.verdict import default_weights, judge
 from serve_app.schemas import Entities, QueryRequest
 
@@ -499,6 +500,47 @@ async def test_a_kind_written_is_never_answered_with_a_bank_of_another_kind(pipe
     result = await ask(pipeline, "农商银行宜昌西楚支行")
     assert (result.entities.bank_code, result.entities.city) == ("314", "宜昌市")
     assert (result.verdict, result.reason, result.matches) == ("none", "no_branch_fits", [])
+
+
+@pytest.mark.parametrize(
+    ("entities", "written", "other"),
+    [
+        # 湾里区 was merged into 新建区 in 2019; a branch named for 湾里 kept its name beside 新建支行.
+        (
+            Entities(bank="中国建设银行", bank_code="105", province="江西省", city="南昌市", district="新建区",
+                     branch="南昌湾里支行"),
+            "中国建设银行南昌湾里支行",
+            Candidate("105421005409", "中国建设银行股份有限公司新建支行", "中国建设银行", "105", "江西省", "南昌市",
+                      None, "新建支行", 2.0),
+        ),
+        # A city's branch is not its province's, though both are filed in 海口.
+        (
+            Entities(bank="中国农业发展银行", bank_code="203", province="海南省", city="海口市", branch="海口市分行"),
+            "中国农业发展银行海口市分行",
+            Candidate("203641095250", "中国农业发展银行海南省分行", "中国农业发展银行", "203", "海南省", "海口市", None,
+                      "海南省分行", 2.0),
+        ),
+    ],
+)  # fmt: skip
+def test_names_of_places_alone_that_each_write_their_own_place_are_other_units(
+    entities: Entities, written: str, other: Candidate
+) -> None:
+    judgement = judge(entities, Retrieval([other]), top_k=5, written=written)
+    assert judgement.verdict != "match" and judgement.matches[0].evidence.branch == "partial"
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "places", "other"),
+    [
+        ("南昌湾里支行", "南昌新建支行", ("南昌市", "新建区"), True),  # a former name against the current one
+        ("海口市分行", "海南省分行", ("海口市", "海南省"), True),
+        ("越秀支行", "大连越秀支行", ("广州市", "越秀区", "大连市"), False),  # a city left out is no evidence
+        ("成都高新区支行", "成都高新技术产业开发区支行", ("成都市", "成都高新技术产业开发区"), False),  # its city
+        ("浏阳支行", "浏阳市支行", ("长沙市", "浏阳市"), False),
+    ],
+)
+def test_which_places_a_keyword_writes(first: str, second: str, places: tuple, other: bool) -> None:
+    assert other_places(first, second, places) is other
 
 
 def test_the_same_unit_named_for_another_place_is_never_a_payee() -> None:

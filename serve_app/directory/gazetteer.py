@@ -64,6 +64,10 @@ class Gazetteer:
             regions.append(Region(adcode, level, name, short, parent, tuple(a for a in aliases.split("|") if a)))
         return cls(regions)
 
+    def region(self, key: tuple[str, str]) -> Region | None:
+        """The region with this ``Region.key``."""
+        return self._by_key.get(key)
+
     def parent(self, region: Region) -> Region | None:
         if region.level == "province":
             return None

@@ -15,6 +15,7 @@ from serve_app.directory.gazetteer import Gazetteer, stem
 from serve_app.extraction.levels import LEVEL_AT_END
 from serve_app.normalize import normalize
 from serve_app.query.candidates import Candidate
+from serve_app.query.place_words import other_places
 from serve_app.schemas import Agreement, Entities, Evidence
 
 #: Levels people write for one another. 分行 and 分行营业部 are not among them: the directory lists a
@@ -174,6 +175,8 @@ def evidence(entities: Entities, keyword: str, candidate: Candidate, written: st
         branch = "partial"  # two characters start too many names to be a prefix's evidence (张家 of 张家港…)
     if branch == "exact" and place != "conflict" and _named_for_another_place(keyword, entities, candidate, query_core):
         branch = "partial"
+    if branch == "exact" and not query_core and other_places(keyword, candidate.branch, places):
+        branch = "partial"  # places alone, each its own (南昌湾里支行, 南昌新建支行): another unit
     return Fit(
         candidate=candidate,
         evidence=Evidence(bank=bank, city=city, district=district, branch=branch),
