@@ -550,6 +550,12 @@ def test_the_same_unit_named_for_another_place_is_never_a_payee() -> None:
                       "宿迁市", "泗阳县", "泗阳城中支行", 2.0)  # fmt: skip
     judgement = judge(entities, Retrieval([other]), top_k=5, written="中国工商银行宿迁城中支行")
     assert judgement.verdict != "match" and judgement.matches[0].evidence.branch == "partial"
+    # 盐城大丰城南支行 spells its city and its own district: 盐城城南支行, which writes the city alone, is not it.
+    entities = Entities(bank="中国工商银行", bank_code="102", province="江苏省", city="盐城市", branch="盐城城南支行")
+    other = Candidate("102311669077", "中国工商银行股份有限公司盐城大丰城南支行", "中国工商银行", "102", "江苏省",
+                      "盐城市", "大丰区", "盐城大丰城南支行", 2.0)  # fmt: skip
+    judgement = judge(entities, Retrieval([other]), top_k=5, written="中国工商银行盐城城南支行")
+    assert judgement.verdict != "match" and judgement.matches[0].evidence.branch == "partial"
 
 
 @pytest.mark.parametrize(

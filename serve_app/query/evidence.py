@@ -211,7 +211,14 @@ def _named_for_another_place(keyword: str, entities: Entities, candidate: Candid
     ):
         return any(place not in read for place in own)
     if any(written_in(place, keyword) for place in own):
-        return False
+        # The keyword writes the record's city, and the record's name its own district after it, which the
+        # keyword does not (盐城城南支行 against 盐城大丰城南支行): that district's unit, named for it.
+        return (
+            candidate.city in own
+            and written_in(candidate.city, keyword)
+            and candidate.district in own
+            and not written_in(candidate.district, keyword)
+        )
     return any(
         written_in(place, keyword) and not written_in(place, candidate.branch) for place in (entities.province, *read)
     )
