@@ -44,8 +44,8 @@ from serve_app.directory.institutions import licensed_institutions
 from serve_app.directory.loader import load_directory
 from serve_app.directory.records import demo_cnaps_path, read_cnaps
 from serve_app.normalize import normalize
-from serve_app.query.evidence import outside_bank
 from serve_app.query.pipeline import CANDIDATES, build_pipeline
+from serve_app.query.place_words import outside_bank
 from serve_app.query.verdict import VerdictWeights, assess, default_weights, judged_entities
 from serve_app.schemas import QueryRequest
 from serve_app.training.examples import is_training_record

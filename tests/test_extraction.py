@@ -115,7 +115,6 @@ def test_local_bank_is_not_placed_where_it_has_no_branches(extractor: RulesExtra
         ("湖南衡南农村商业银行股份有限公司松江支行", "衡阳市"),  # 松江 is a town of 衡南 here, not Shanghai's district
         ("陕西秦农农村商业银行股份有限公司向阳路支行", "西安市"),  # no place in its name: all its branches are in 西安
         ("江苏民丰农村商业银行股份有限公司丁嘴支行", "宿迁市"),
-        ("宁波鄞州农村商业银行股份有限公司龙观支行", "宁波市"),  # its name's 鄞州 is where it is registered
     ],
 )
 def test_a_rural_bank_reads_its_home_city_when_the_branch_words_do_not(

@@ -486,12 +486,13 @@ async def test_a_local_bank_written_only_as_its_kind_is_a_choice_among_that_kind
     assert {m.evidence.branch for m in result.matches} == {"exact"}
 
 
-async def test_a_district_in_a_banks_name_is_not_the_branchs(pipeline) -> None:
-    # 宁波鄞州农村商业银行 is registered in 鄞州区; its 龙观支行 is filed elsewhere in 宁波. Read as the branch's
-    # district, 鄞州 would disagree with the record and cost the one branch of that name its match.
+async def test_a_district_only_the_banks_name_spells_says_nothing_against_a_branch(pipeline) -> None:
+    # 宁波鄞州农村商业银行 is registered in 鄞州区, where most of its branches are; its 龙观支行 is filed elsewhere in
+    # 宁波. The district read from the bank's name is kept, but does not disagree with that record.
     result = await ask(pipeline, "宁波鄞州农村商业银行股份有限公司龙观支行")
-    assert (result.entities.city, result.entities.district) == ("宁波市", None)
+    assert (result.entities.city, result.entities.district) == ("宁波市", "鄞州区")
     assert (result.verdict, result.matches[0].code) == ("match", "402332018515")
+    assert result.matches[0].evidence.district == "unstated"
 
 
 async def test_a_bank_the_directory_spells_two_ways_finds_all_its_branches(pipeline) -> None:

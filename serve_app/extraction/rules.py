@@ -97,11 +97,13 @@ class RulesExtractor:
             # text ending in a branch level counts, so a label (开户行: HUA XIA BANK) is never a branch.
             before, after = "", strip_question(leading)
         places = (self._match_places(after) + self._match_places(before))[:_MAX_PLACE_MATCHES]
+        if not places and bank and self.vocabulary.banks[bank].category_code in _NAMED_AFTER_HOME:
+            places = self._match_places(bank)
         province, city, district = self._resolve_places(places, bank)
-        if city is None and bank and self._placed_at_home(bank, places_written=bool(places)):
-            home_province, home_city = self._home(bank)
-            if home_province is not None and province in (None, home_province):
-                province, city, district = home_province, home_city, None
+        if city is None and bank and self.vocabulary.banks[bank].category_code in _CONFINED_TO_HOME:
+            home = self._home_city(bank)
+            if home is not None and province in (None, self.gazetteer.province_of(home)):
+                province, city, district = self.gazetteer.province_of(home), home, None
         # Latin alone (the rest of an English name, a romanised branch) matches no name in the directory.
         branch = after if _HAN.search(after) else None
         level_match = LEVEL_AT_END.search(after)
@@ -170,27 +172,18 @@ class RulesExtractor:
         others = {b for s, e, b, strong in chosen if strong and b != bank and (s >= end or e <= start)}
         return bank, start, end, min(others) if others else None
 
-    def _placed_at_home(self, bank: str, places_written: bool) -> bool:
-        """Whether a query whose words read no city is placed where its bank is: a bank named after its region
-        (城商行, 农商行 …) when nothing else is written, and a rural bank, which does not branch out of its
-        region, even when the words written are a place only elsewhere (湖南衡南农村商业银行松江支行: 松江 is a
-        town of 衡南 here, not Shanghai's district)."""
-        category = self.vocabulary.banks[bank].category_code
-        return category in _CONFINED_TO_HOME or (category in _NAMED_AFTER_HOME and not places_written)
-
-    def _home(self, bank: str) -> tuple[Region | None, Region | None]:
-        """(province, city) of a bank's home: those its name spells (江苏泗阳农村商业银行 → 江苏省 宿迁市); for a
-        rural bank whose name spells no city, the one city that holds all its branches in the directory (陕西
-        秦农农村商业银行 → 西安市). Never a district: the one in a bank's name (宁波鄞州农村商业银行) is where it
-        is registered, not where each branch is filed."""
-        province, city, _ = self._resolve_places(self._match_places(bank), bank)
+    def _home_city(self, bank: str) -> Region | None:
+        """The city of a rural bank, which does not branch out of its region: the one its name spells (江苏泗阳
+        农村商业银行 → 宿迁市), else the one city that holds all its branches in the directory (陕西秦农农村商业
+        银行 → 西安市). The branch is there even when the words written read as a place elsewhere (湖南衡南农村
+        商业银行松江支行: 松江 is no Shanghai district here). Only the city: the district in a bank's name is
+        where it is registered, not necessarily the branch's."""
+        _, city, _ = self._resolve_places(self._match_places(bank), bank)
         cities = self.vocabulary.cities.get(bank, Counter())
-        if city is None and self.vocabulary.banks[bank].category_code in _CONFINED_TO_HOME and len(cities) == 1:
-            (name,) = cities
-            city = next((region for region in self.gazetteer.named(name) if region.level == "city"), None)
-        if city is not None:
-            province = self.gazetteer.province_of(city)
-        return province, city
+        if city is not None or len(cities) != 1:
+            return city
+        (name,) = cities
+        return next((region for region in self.gazetteer.named(name) if region.level == "city"), None)
 
     def _match_places(self, text: str) -> list[_PlaceMatch]:
         """Longest non-overlapping place names, left to right, that are not street names."""

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from difflib import SequenceMatcher
-from functools import lru_cache
 
-from serve_app.directory.gazetteer import Gazetteer, stem
 from serve_app.extraction.levels import LEVEL_AT_END
 from serve_app.normalize import normalize
 from serve_app.query.candidates import Candidate
-from serve_app.query.place_words import other_places
+from serve_app.query.place_words import other_places, place_forms, written_in, written_places
 from serve_app.schemas import Agreement, Entities, Evidence
 
 #: Levels people write for one another. 分行 and 分行营业部 are not among them: the directory lists a
@@ -72,15 +70,6 @@ _PLACE_RANK = {"exact": 3, "city": 2, "unstated": 1, "conflict": 0}
 _LEVEL_RANK = {"agree": 2, "unstated": 1, "differ": 0}
 
 
-@lru_cache(maxsize=8192)
-def _place_forms(name: str | None) -> tuple[str, ...]:
-    """Every way a place name can appear inside a branch keyword, longest first."""
-    if not name:
-        return ()
-    forms = {name, stem(name)} | {form for region in Gazetteer.default().named(name) for form in region.names()}
-    return tuple(sorted((f for f in forms if len(f) >= 2), key=len, reverse=True))
-
-
 def _strip_levels(keyword: str) -> tuple[str, str | None]:
     """The keyword without trailing levels (…支行营业室 → …), and the last level it had."""
     last = None
@@ -102,12 +91,12 @@ def keyword_core(keyword: str, places: tuple[str | None, ...]) -> tuple[str, str
     first, whole: setting the city aside first would leave the rest of it (高新技术产业开发区 of 成都高新技术
     产业开发区) to read as the branch's own words."""
     core, level = _strip_levels(keyword)
-    forms = [_place_forms(place) for place in places]
-    zones = {form for place_forms in forms for form in place_forms if any(w in form for w in _ZONE_WORDS)}
+    forms_of_each = [place_forms(place) for place in places]
+    zones = {form for forms in forms_of_each for form in forms if any(w in form for w in _ZONE_WORDS)}
     for form in sorted(zones, key=len, reverse=True):
         core = core.replace(form, "")
-    for place_forms in forms:
-        for form in place_forms:
+    for forms in forms_of_each:
+        for form in forms:
             core = core.replace(form, "")
     return core.replace("分行", ""), level
 
@@ -153,6 +142,9 @@ def evidence(entities: Entities, keyword: str, candidate: Candidate, written: st
     """How the query's entities (and its ``query_keyword``) agree with one candidate. ``written``: the
     normalized query (default: the keyword), which tells a place written from one only inferred (西山 read
     as 昆明市西山区 writes no 昆明)."""
+    outside_bank = written_places(entities, keyword if written is None else written)
+    if _registered_district_only(entities, candidate, outside_bank):
+        entities = entities.model_copy(update={"district": None})
     places = (
         entities.province,
         entities.city,
@@ -166,7 +158,6 @@ def evidence(entities: Entities, keyword: str, candidate: Candidate, written: st
     bank: Agreement = "unstated" if not entities.bank else ("exact" if entities.bank == candidate.bank else "none")
     city = _place_agreement(entities.city, candidate.city, candidate.branch)
     district = _place_agreement(entities.district, candidate.district, candidate.branch)
-    outside_bank = _written_places(entities, keyword if written is None else written)
     place = _place(entities, candidate, city, district, outside_bank)
     branch = _branch_agreement(query_core, candidate_core)
     if branch != "exact" and query_level is None and _cut_short_of(keyword, candidate.branch):
@@ -184,6 +175,19 @@ def evidence(entities: Entities, keyword: str, candidate: Candidate, written: st
         level=_level_agreement(query_level, candidate_level),
         places_only=not query_core,
         place_written=written_in(entities.city, outside_bank) or written_in(entities.district, outside_bank),
+    )
+
+
+def _registered_district_only(entities: Entities, candidate: Candidate, written: str) -> bool:
+    """Whether the query's district is spelt only by the bank's name (宁波鄞州农村商业银行: where the bank is
+    registered) and is not the record's: a county's bank has branches filed across its city, so that says
+    nothing against this one, as a district written outside the bank's name would."""
+    district = entities.district
+    return (
+        bool(district)
+        and district != candidate.district
+        and not written_in(district, written)
+        and not written_in(district, candidate.branch)
     )
 
 
@@ -224,27 +228,6 @@ def _named_for_another_place(keyword: str, entities: Entities, candidate: Candid
     )
 
 
-def _written_places(entities: Entities, written: str) -> str:
-    """What of the query can write a place: all of it but the bank's own name (九江银行 names the bank's
-    home, not the branch's place; 中原银行 is no 中原区)."""
-    return written.replace(entities.bank, "\0") if entities.bank else written
-
-
-def writes_a_place(entities: Entities, written: str | None) -> bool:
-    """Whether the query writes the place it was read with, outside the bank's name (华夏银行绵阳 does;
-    九江银行 alone, read as in 九江, does not). Without ``written``, any place read counts."""
-    places = (entities.province, entities.city, entities.district)
-    if written is None:
-        return any(places)
-    return any(written_in(place, _written_places(entities, written)) for place in places)
-
-
-def outside_bank(text: str, bank_written: str | None) -> str:
-    """``text`` without the bank's name as it writes it (亳州药都农商银行): what of a query can write the
-    branch's place. The evidence's ``written``."""
-    return text.replace(bank_written, "\0", 1) if bank_written else text
-
-
 def _place(entities: Entities, candidate: Candidate, city: Agreement, district: Agreement, written: str) -> str:
     """The place agreement the verdict reads: ``conflict`` when a place *written* in the query is not the
     candidate's (a city is a generic unit's whole identity, and a district name shared by many cities, 高新区,
@@ -277,12 +260,6 @@ def _place_agreement(read: str | None, recorded: str | None, candidate_branch: s
     if read == recorded or written_in(read, candidate_branch):
         return "exact"
     return "none"
-
-
-def written_in(place: str | None, text: str) -> bool:
-    """Whether ``text`` (a query, or a record's branch name) spells ``place`` in any of its forms (成都市 →
-    成都)."""
-    return any(form in text for form in _place_forms(place))
 
 
 def rivals(fit: Fit, fits: list[Fit]) -> int:

@@ -16,8 +16,8 @@ from serve_app.directory.loader import read_directory_state
 from serve_app.extraction.rules import RulesExtractor
 from serve_app.extraction.service import ExtractEntities, ExtractionService, ModelReader
 from serve_app.query.candidates import Candidate, Retrieval
-from serve_app.query.evidence import outside_bank
 from serve_app.query.inputs import AnswerInputs, read_inputs
+from serve_app.query.place_words import outside_bank
 from serve_app.query.retrieval import BranchRepository
 from serve_app.query.verdict import Judgement, judge, judge_code
 from serve_app.schemas import (

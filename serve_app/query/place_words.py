@@ -1,4 +1,8 @@
-"""Which places a branch keyword writes, by the regions its place names mean.
+"""Place names in what a query writes: where they are written, in which forms, and which places they mean.
+
+``written_in`` tells whether a text spells a place in any of its forms (成都市 → 成都), ``outside_bank`` what of
+a query can write the branch's place (not the bank's own name: 九江银行 names its home), ``other_places``
+whether two keywords each write a place the other does not.
 
 Two keywords made only of place names and a level (南昌湾里支行, 南昌新建支行) are not the same unit when each
 writes a place the other does not. Set aside as place names, both leave nothing, and "nothing = nothing"
@@ -13,6 +17,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from serve_app.directory.gazetteer import Gazetteer, Region, stem
+from serve_app.schemas import Entities
 
 #: (region key, written by a former name)
 Written = tuple[tuple[str, str], bool]
@@ -63,3 +68,39 @@ def _ancestors(found: set[Written]) -> set[Written]:
         while region is not None and (region := gazetteer.parent(region)) is not None:
             above.add(region.key)
     return {written for written in found if written[0] in above}
+
+
+@lru_cache(maxsize=8192)
+def place_forms(name: str | None) -> tuple[str, ...]:
+    """Every way a place name can appear inside a branch keyword, longest first."""
+    if not name:
+        return ()
+    forms = {name, stem(name)} | {form for region in Gazetteer.default().named(name) for form in region.names()}
+    return tuple(sorted((f for f in forms if len(f) >= 2), key=len, reverse=True))
+
+
+def written_places(entities: Entities, written: str) -> str:
+    """What of the query can write a place: all of it but the bank's own name (九江银行 names the bank's
+    home, not the branch's place; 中原银行 is no 中原区)."""
+    return written.replace(entities.bank, "\0") if entities.bank else written
+
+
+def writes_a_place(entities: Entities, written: str | None) -> bool:
+    """Whether the query writes the place it was read with, outside the bank's name (华夏银行绵阳 does;
+    九江银行 alone, read as in 九江, does not). Without ``written``, any place read counts."""
+    places = (entities.province, entities.city, entities.district)
+    if written is None:
+        return any(places)
+    return any(written_in(place, written_places(entities, written)) for place in places)
+
+
+def outside_bank(text: str, bank_written: str | None) -> str:
+    """``text`` without the bank's name as it writes it (亳州药都农商银行): what of a query can write the
+    branch's place. The evidence's ``written``."""
+    return text.replace(bank_written, "\0", 1) if bank_written else text
+
+
+def written_in(place: str | None, text: str) -> bool:
+    """Whether ``text`` (a query, or a record's branch name) spells ``place`` in any of its forms (成都市 →
+    成都)."""
+    return any(form in text for form in place_forms(place))

@@ -32,7 +32,8 @@ from typing import Any
 
 from serve_app.directory.codes import CodeInText
 from serve_app.query.candidates import Candidate, Retrieval
-from serve_app.query.evidence import Fit, evidence, query_keyword, rivals, writes_a_place
+from serve_app.query.evidence import Fit, evidence, query_keyword, rivals
+from serve_app.query.place_words import writes_a_place
 from serve_app.schemas import Branch, Entities, Match, Reason, Verdict
 
 #: Bumped whenever verdicts may change for the same candidates (rules here or the shipped model): cached
