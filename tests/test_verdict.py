@@ -552,6 +552,15 @@ def test_which_places_a_keyword_writes(first: str, second: str, places: tuple, o
     assert other_places(first, second, places) is other
 
 
+def test_an_institutions_own_record_is_no_unit_a_keyword_names() -> None:
+    # The bank's head-office record names no unit: it is no 支行 written (a 营业部 may be its own counter).
+    entities = Entities(bank="宁波镇海农村商业银行", bank_code="402", city="宁波市", branch="蛟川支行")
+    own = Candidate("402332057003", "宁波镇海农村商业银行股份有限公司", "宁波镇海农村商业银行", "402", "浙江省",
+                    "宁波市", None, "", 2.0)  # fmt: skip
+    judgement = judge(entities, Retrieval([own]), top_k=5, written="宁波镇海农村商业银行蛟川支行")
+    assert (judgement.verdict, judgement.reason, judgement.matches) == ("none", "no_branch_fits", [])
+
+
 def test_the_same_unit_named_for_another_place_is_never_a_payee() -> None:
     # 泗阳城中支行 lies in 宿迁市, but 宿迁城中支行 names its unit for 宿迁: another branch (or none).
     entities = Entities(bank="中国工商银行", bank_code="102", province="江苏省", city="宿迁市", branch="宿迁城中支行")

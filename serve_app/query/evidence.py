@@ -16,9 +16,11 @@ from serve_app.query.candidates import Candidate
 from serve_app.query.place_words import other_places, place_forms, written_in, written_places
 from serve_app.schemas import Agreement, Entities, Evidence
 
+#: A business counter: a branch's, or a head office's own (a village bank with one office).
+_COUNTERS = frozenset({"营业部", "营业室"})
 #: Levels people write for one another. 分行 and 分行营业部 are not among them: the directory lists a
 #: branch and its business department under different codes.
-_LEVEL_FAMILIES = ({"营业部", "营业室"}, {"信用社", "信用分社"})
+_LEVEL_FAMILIES = (_COUNTERS, frozenset({"信用社", "信用分社"}))
 _PARTIAL_SIMILARITY = 0.6
 _RIVALS_CAP = 2
 
@@ -168,6 +170,10 @@ def evidence(entities: Entities, keyword: str, candidate: Candidate, written: st
         branch = "partial"
     if branch == "exact" and not query_core and other_places(keyword, candidate.branch, places):
         branch = "partial"  # places alone, each its own (南昌湾里支行, 南昌新建支行): another unit
+    if not candidate.branch and query_level is not None and query_level not in _COUNTERS:
+        # The institution's own record names no unit, and the keyword names one (海曙支行); a 营业部 may be the
+        # head office's own counter (a village bank with one office).
+        branch = "none"
     return Fit(
         candidate=candidate,
         evidence=Evidence(bank=bank, city=city, district=district, branch=branch),
