@@ -131,6 +131,19 @@ def test_a_city_bank_is_not_placed_at_its_home_when_its_branch_words_name_a_plac
     assert read(extractor, "九江银行股份有限公司")["city"] == "九江市"
 
 
+@pytest.mark.parametrize(
+    ("text", "bank"),
+    [
+        ("常熟银行虞山支行", "江苏常熟农村商业银行"),  # a listed rural bank by its stock name
+        ("张家港行杨舍支行", "江苏张家港农村商业银行"),
+        ("渝农商行渝中支行", "重庆农村商业银行"),
+        ("微众银行", "深圳前海微众银行"),  # a private bank without its place
+    ],
+)
+def test_banks_are_read_by_the_short_names_they_trade_under(extractor: RulesExtractor, text: str, bank: str) -> None:
+    assert read(extractor, text)["bank"] == bank
+
+
 def test_vocabulary_surface_forms(extractor: RulesExtractor) -> None:
     forms = extractor.vocabulary.surface_forms
     assert forms["工行"] == "中国工商银行"
