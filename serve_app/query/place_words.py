@@ -47,6 +47,8 @@ def _forms(places: tuple[str, ...]) -> tuple[tuple[str, frozenset[Written]], ...
 
 
 def _written(text: str, forms: tuple[tuple[str, frozenset[Written]], ...]) -> frozenset[Written]:
+    """What ``text`` writes: its place names read longest first, left to right, the places they are inside
+    of left out."""
     found: set[Written] = set()
     position = 0
     while position < len(text):
