@@ -226,6 +226,33 @@ def statement_truncation(record: Record, rng: random.Random) -> str | None:
     return cut if len(cut) < len(name) else None
 
 
+#: Payees of statement rows: a business named after its place (another city's), then its trade and form.
+_PAYEE_TRADES = ("商贸", "建材", "科技", "物流", "五金", "餐饮", "电子", "农资", "服装", "汽车服务")
+_PAYEE_FORMS = ("有限公司", "有限责任公司", "股份有限公司", "商行", "经营部", "厂", "店", "")
+_ROW_SUMMARIES = ("转账", "货款", "网银跨行汇款", "往来款", "代发工资", "")
+
+
+def statement_row(record: Record, rng: random.Random) -> str | None:
+    """A whole row of a statement export as a clerk pastes it: the date, what was done, the payee (a business
+    named after a city that is not the branch's, or a person), its account, the bank's official name and the
+    amount, in an export's order; cells joined by tabs (a spreadsheet's row) or by spaces (a PDF's line)."""
+    cities = [r for r in Gazetteer.default().regions if r.level == "city" and r.name != record["city"]]
+    place = rng.choice(cities)
+    payee = rng.choice(
+        (
+            rng.choice((place.name, place.short or place.name)) + rng.choice(_PAYEE_TRADES) + rng.choice(_PAYEE_FORMS),
+            rng.choice("王李张刘陈杨赵黄周吴") + rng.choice(("伟", "芳", "建国", "秀英", "志强")),
+        )
+    )
+    account = "".join(rng.choice("0123456789") for _ in range(rng.choice((16, 19))))
+    date = rng.choice(("2026-11-%02d", "2026/11/%02d", "2026年11月%d日", "202611%02d")) % rng.randint(1, 28)
+    amount = rng.choice(("%d.00", "%d,000.00", "￥%d.50", "%d元")) % rng.randint(1, 999)
+    cells = [date, rng.choice(_ROW_SUMMARIES), payee, account, record["name"], amount]
+    if rng.random() < 0.5:  # some exports print the bank before the account holder
+        cells[2], cells[4] = cells[4], cells[2]
+    return rng.choice(("\t", " ", "  ")).join(cell for cell in cells if cell)
+
+
 def _bank_and_branch(record: Record) -> tuple:
     return (record["bank_name"], record["branch"])
 
@@ -302,6 +329,7 @@ def verdict_operators(split: str) -> tuple[Operator, ...]:
             Operator("statement_truncation", statement_truncation, prefix=True),
             Operator("institution_kind", institution_kind, _kind_and_branch),
             Operator("province_level", province_level),
+            Operator("statement_row", statement_row),
         )
     return operators
 

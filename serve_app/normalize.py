@@ -39,6 +39,11 @@ def _drop_controls(text: str) -> str:
     return "".join(ch for ch in text if unicodedata.category(ch) not in _CONTROL or ch in "\t\n ")
 
 
+def simplified(text: str) -> str:
+    """``text`` in simplified characters and NFKC forms (full-width → half-width), nothing else changed."""
+    return _t2s().convert(unicodedata.normalize("NFKC", text))
+
+
 def normalize(text: str) -> str:
     """Canonical form of a branch name or query.
 

@@ -408,6 +408,21 @@ async def test_what_a_statement_line_says_was_done_is_not_part_of_the_branch(pip
     assert (result.verdict, result.matches[0].code) == ("match", SEED_CODE)
 
 
+@pytest.mark.parametrize(
+    "row",
+    [
+        "2026-11-03\t转账\t成都市锦江区某某贸易有限公司\t6222021234567890\t华夏银行江油西山支行\t5,000.00",
+        "对方户名:上海某某科技有限公司 对方开户行:华夏银行股份有限公司江油西山支行",
+        "华夏银行江油西山支行 收款人 重庆市渝北区某某公司",
+    ],
+)
+async def test_a_pasted_rows_payee_writes_no_place_of_the_branch(pipeline, row: str) -> None:
+    # The payee's city (成都, 上海, 重庆) read as the branch's would veto the right branch in 绵阳; the amount
+    # and the label would read as branch words.
+    result = await ask(pipeline, row)
+    assert (result.verdict, result.matches[0].code, result.entities.city) == ("match", SEED_CODE, "绵阳市")
+
+
 async def test_a_record_not_open_for_business_is_never_a_payee(pipeline) -> None:
     by_name = await ask(pipeline, "中国农业银行大连市分行")  # 中国农业银行股份有限公司大连市分行（不对外办理业务）
     assert (by_name.verdict, by_name.reason, by_name.matches[0].code) == ("ambiguous", "not_payable", "103222099999")

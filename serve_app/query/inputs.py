@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from serve_app.directory.codes import CodeInText, split_code
 from serve_app.normalize import normalize
+from serve_app.query.fields import bank_field
 from serve_app.schemas import Confirmation, QueryRequest
 
 
@@ -64,9 +65,10 @@ _REGION_IN_BRACKETS = re.compile(r"[(（](香港|澳门|澳門|台湾|台灣)[)�
 
 
 def read_text(text: str) -> tuple[str, CodeInText | None]:
-    """The words of ``text`` as extraction reads them (normalized, without the code), and the code it carries."""
+    """The words of ``text`` as extraction reads them (normalized, without the code; of a statement row, the
+    bank's field), and the code it carries."""
     code, words = split_code(text)
-    return normalize(_REGION_IN_BRACKETS.sub(r"\1", words)), code
+    return normalize(bank_field(_REGION_IN_BRACKETS.sub(r"\1", words))), code
 
 
 def read_inputs(

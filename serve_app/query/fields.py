@@ -1,0 +1,138 @@
+"""The counterparty bank's part of a pasted statement row.
+
+Clerks paste whole rows of a statement — a PDF's line, or an Excel row, whose cells arrive joined by tabs:
+``2026-11-03  转账  成都市锦江区某某贸易有限公司  6222…  华夏银行江油西山支行  5,000.00``. Only the bank's cell
+says where the money goes. The payee's name writes a place that is the company's, not the branch's (read
+as the branch's, 成都 vetoes the right branch in 绵阳), and an amount or a label after the name reads as
+branch words. ``bank_field`` keeps the bank's part of such a row and leaves every other text as it is.
+
+A row is cut at whitespace and at the separators statements print between cells (| , ;). A single space
+is also where OCR splits a name (华夏银 行江油西山支行), so tokens are joined back into one field unless one
+of them is plainly not part of a bank's name: data (a date, an amount, an account number), the name of a
+party (a company, a hospital, a bureau: it ends in such a word and names no bank) or a column's label.
+"""
+
+from __future__ import annotations
+
+import re
+
+from serve_app.directory.banks import ALIASES
+from serve_app.extraction.levels import is_whole_name
+from serve_app.normalize import COMPANY_FORMS, simplified
+
+#: Between cells, after NFKC (which makes ｜，； the ASCII |,;): a comma inside an amount only splits data.
+#: Tokens are read in simplified characters (華夏銀行 names a bank as 华夏银行 does).
+_SEPARATORS = re.compile(r"[\s|,;]+")
+#: Words that name a bank in any text (the rest of a bank's official name, English included).
+_BANK_WORD = r"银行|信用|联社|互助社|农商|农信|BANK"
+#: …and the short names people write for banks (工行, 浦发), which name a bank only where no party is named.
+_HAN_ALIASES = sorted({alias for forms in ALIASES.values() for alias in forms if re.search("[\u4e00-\u9fff]", alias)})
+_NAMES_BANK_STRONGLY = re.compile(_BANK_WORD, re.IGNORECASE)
+_NAMES_BANK = re.compile("|".join((_BANK_WORD, *_HAN_ALIASES)), re.IGNORECASE)
+#: How the names of parties end (the account holders of a statement): never how a branch's name ends.
+_PARTY_END = re.compile(
+    r"(公司|厂|集团|企业|商行|经营部|门市部|事务所|工作室|合作社|医院|诊所|学校|大学|学院|局|委员会|政府|协会|超市|店)"
+    r"[)）]?[:：]?$"
+)
+#: Column labels of statement exports, alone in a cell or before a colon.
+_LABELS = frozenset(
+    "收款人 付款人 收款方 付款方 户名 账号 帐号 账户 卡号 金额 交易金额 摘要 用途 备注 附言 日期 交易日期 余额 币种 "
+    "对方 对方户名 对方账号 对方开户行 开户行 开户银行 收款行 付款行 收款银行 付款银行 交易类型 流水号".split()
+)
+#: Characters of dates and amounts written with Chinese units (2026年11月3日, 5000元).
+_DATA_UNITS = re.compile("[年月日时分秒元万角]")
+#: A company form, or the tail of one that OCR split off (限公司 of 有 限公司), at the end of a token.
+_COMPANY_FORM_TAIL = re.compile(
+    "("
+    + "|".join(sorted({form[i:] for form in COMPANY_FORMS for i in range(len(form) - 1)}, key=len, reverse=True))
+    + ")$"
+)
+_MIN_PARTY_NAME = 2
+#: Characters of a field's end that its checks read: longer than any level, unit or bank word.
+_TAIL = 12
+_HAN = re.compile("[\u4e00-\u9fff]")
+_LETTERS = re.compile(r"[\u4e00-\u9fffA-Za-z]")
+_DIGIT = re.compile(r"\d")
+
+
+def bank_field(text: str) -> str:
+    """The part of ``text`` that names the counterparty's bank, when ``text`` is a row of several fields.
+
+    Data, parties and labels are left out wherever there is anything else; of the remaining fields, the
+    one that names a bank is kept alone when exactly one does (two banks named stay for the reader to see
+    both). ``text`` itself when nothing is left out. Pure, total and linear in the length of ``text``."""
+    tokens = [token for token in _SEPARATORS.split(simplified(text)) if token]
+    if len(tokens) < 2:
+        return text
+    fields: list[_Field] = []
+    field: _Field | None = None  # the field the next token may join; None after an end of field
+    for index, token in enumerate(tokens):
+        if _ends_a_field(token) or (_is_party(token) and _apart(field, token, tokens[index + 1 : index + 2])):
+            field = None
+        elif field is None:
+            field = _Field([token])
+            fields.append(field)
+        else:
+            field.add(token)
+    if not fields:
+        return text
+    banks = [field for field in fields if field.names_bank]
+    kept = banks if len(banks) == 1 else fields
+    if len(kept) == 1 and len(kept[0].tokens) == len(tokens):
+        return text
+    return " ".join(token for field in kept for token in field.tokens)
+
+
+class _Field:
+    """Tokens read as one field, with what the checks ask of it, kept up to date token by token."""
+
+    def __init__(self, tokens: list[str]):
+        self.tokens: list[str] = []
+        self.tail = ""  # the last characters, enough to see how it ends or a bank word split by a space
+        self.names_bank = False
+        for token in tokens:
+            self.add(token)
+
+    def add(self, token: str) -> None:
+        self.tokens.append(token)
+        self.names_bank = self.names_bank or _NAMES_BANK.search(self.tail + token) is not None
+        self.tail = (self.tail + token)[-_TAIL:]
+
+    def names_bank_with(self, token: str) -> bool:
+        return self.names_bank or _NAMES_BANK.search(self.tail + token) is not None
+
+
+def _is_data(token: str) -> bool:
+    """Digits with punctuation and units only: a date, an amount, an account number. Not a bracket alone,
+    which is what ``split_code`` leaves of a code written in one (支行（ ）), and normalization removes."""
+    return _DIGIT.search(token) is not None and _LETTERS.search(_DATA_UNITS.sub("", token)) is None
+
+
+def _is_party(token: str) -> bool:
+    """Whether ``token`` is shaped like a party's name: it ends as theirs end and names no bank, and is more
+    than a company form or the tail of one that OCR split off a bank's name (股份有 限公司). Words of a branch's
+    name end so too (北京长辛店支行, 重庆大学城支行): callers take a token for a party only where it stands
+    apart, between ends of fields."""
+    if _PARTY_END.search(token) is None or _NAMES_BANK_STRONGLY.search(token) is not None:
+        return False
+    return len(_HAN.findall(_COMPANY_FORM_TAIL.sub("", token))) >= _MIN_PARTY_NAME
+
+
+def _apart(field: _Field | None, token: str, after: list[str]) -> bool:
+    """Whether ``token`` stands apart from a bank's name, between ``field`` (the field it would join; None
+    after an end of field) and ``after`` (the next token, if any). Before it: nothing, an end of field, a
+    whole name (…支行) or words that name no bank, even with it (货款, not 商业银 of 商业银 行…); after it:
+    nothing, an end of field, a bank, or a whole name. A piece OCR split off a name (…大连 瓦房店 老虎屯支行)
+    has its bank before it and the rest of the name after it."""
+    apart_before = field is None or is_whole_name(field.tail) or not field.names_bank_with(token)
+    nxt = after[0] if after else None
+    apart_after = nxt is None or _ends_a_field(nxt) or _NAMES_BANK.search(nxt) is not None or is_whole_name(nxt)
+    return apart_before and apart_after
+
+
+def _ends_a_field(token: str) -> bool:
+    return _is_data(token) or _is_label(token)
+
+
+def _is_label(token: str) -> bool:
+    return token.rstrip(":：") in _LABELS

@@ -1,0 +1,59 @@
+"""``bank_field``: the counterparty bank's part of a pasted statement row (pure; no services)."""
+
+from __future__ import annotations
+
+import pytest
+
+from serve_app.query.fields import bank_field
+from serve_app.query.inputs import read_text
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        # An Excel row pasted from an export: cells joined by tabs; the payee's name writes another city.
+        (
+            "2026-11-03\t转账\t成都市锦江区某某贸易有限公司\t6222021234567890\t华夏银行江油西山支行\t5,000.00",
+            "华夏银行江油西山支行",
+        ),
+        # A PDF's line: single spaces, a label glued to each value.
+        ("对方户名:上海某某科技有限公司 对方开户行:华夏银行江油西山支行", "对方开户行:华夏银行江油西山支行"),
+        # Labels and a party after the name; dates and amounts with Chinese units; full-width separators.
+        ("华夏银行江油西山支行 收款人 重庆市渝北区某某公司", "华夏银行江油西山支行"),
+        ("2026年11月3日｜货款｜成都市第一人民医院｜工行徐州经济开发区支行｜￥5，000.00元", "工行徐州经济开发区支行"),
+        # A party whose name holds a bank's short name is still a party: 平安 is no bank here.
+        ("中国平安保险股份有限公司 招商银行深圳分行", "招商银行深圳分行"),
+        # Traditional characters are read as simplified ones: 銀行 names a bank.
+        ("成都市某某貿易有限公司 華夏銀行江油西山支行", "华夏银行江油西山支行"),
+        # No bank named: the party and the data go, the rest stays.
+        ("成都市锦江区某某贸易有限公司 江油西山支行 200.00", "江油西山支行"),
+    ],
+)
+def test_a_rows_bank_field_is_kept_alone(row: str, field: str) -> None:
+    assert bank_field(row) == field
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "华夏银行江油西山支行",
+        "华夏银 行江油西山支行",  # a space where OCR split a name is no field's end
+        "中国工 商银行股份有限公司 北京分行",
+        "HUA XIA BANK CO.,LTD. 华夏银行江油西山支行",
+        "成都 工商银行 高新支行",  # a place written first, in a search box
+        "北京华联商厦股份有限公司",  # a party alone: nothing else to keep
+        "6222021234567890",
+    ],
+)
+def test_a_text_of_one_field_is_left_as_it_is(text: str) -> None:
+    assert bank_field(text) == text
+
+
+def test_two_banks_named_both_stay_for_the_reader() -> None:
+    row = "付款行 中国工商银行北京分行\t收款行 华夏银行江油西山支行\t100.00"
+    assert bank_field(row) == "中国工商银行北京分行 华夏银行江油西山支行"
+
+
+def test_the_words_read_from_a_row_are_its_bank_fields_and_the_code_it_carries() -> None:
+    words, code = read_text("成都市某某贸易有限公司 华夏银行股份有限公司江油西山支行（304659715925） 5,000.00")
+    assert (words, code.code if code else None) == ("华夏银行江油西山支行", "304659715925")
