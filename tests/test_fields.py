@@ -23,6 +23,10 @@ from serve_app.query.inputs import read_text
         ("2026年11月3日｜货款｜成都市第一人民医院｜工行徐州经济开发区支行｜￥5，000.00元", "工行徐州经济开发区支行"),
         # A party whose name holds a bank's short name is still a party: 平安 is no bank here.
         ("中国平安保险股份有限公司 招商银行深圳分行", "招商银行深圳分行"),
+        # Fields glued together: a label and its colon starts one; digits right after a name's end are data.
+        ("对方户名:上海某某科技有限公司对方开户行:华夏银行江油西山支行", "对方开户行:华夏银行江油西山支行"),
+        ("收款行:华夏银行江油西山支行收款人:成都某某公司", "收款行:华夏银行江油西山支行"),
+        ("华夏银行江油西山支行6222021234567890", "华夏银行江油西山支行"),
         # Traditional characters are read as simplified ones: 銀行 names a bank.
         ("成都市某某貿易有限公司 華夏銀行江油西山支行", "华夏银行江油西山支行"),
         # No bank named: the party and the data go, the rest stays.
@@ -41,6 +45,7 @@ def test_a_rows_bank_field_is_kept_alone(row: str, field: str) -> None:
         "中国工 商银行股份有限公司 北京分行",
         "HUA XIA BANK CO.,LTD. 华夏银行江油西山支行",
         "成都 工商银行 高新支行",  # a place written first, in a search box
+        "中国工商银行抚顺市分行章党支行6409分理处",  # digits inside a name, not after its end
         "北京华联商厦股份有限公司",  # a party alone: nothing else to keep
         "6222021234567890",
     ],

@@ -414,6 +414,7 @@ async def test_what_a_statement_line_says_was_done_is_not_part_of_the_branch(pip
         "2026-11-03\t转账\t成都市锦江区某某贸易有限公司\t6222021234567890\t华夏银行江油西山支行\t5,000.00",
         "对方户名:上海某某科技有限公司 对方开户行:华夏银行股份有限公司江油西山支行",
         "华夏银行江油西山支行 收款人 重庆市渝北区某某公司",
+        "收款行:华夏银行江油西山支行收款人:成都某某公司",  # fields glued without a space
     ],
 )
 async def test_a_pasted_rows_payee_writes_no_place_of_the_branch(pipeline, row: str) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from serve_app.directory.banks import ALIASES
-from serve_app.extraction.levels import is_whole_name
+from serve_app.extraction.levels import NAME_END_INSIDE, is_whole_name
 from serve_app.normalize import COMPANY_FORMS, simplified
 
 #: Between cells, after NFKC (which makes ｜，； the ASCII |,;): a comma inside an amount only splits data.
@@ -39,6 +39,9 @@ _LABELS = frozenset(
     "收款人 付款人 收款方 付款方 户名 账号 帐号 账户 卡号 金额 交易金额 摘要 用途 备注 附言 日期 交易日期 余额 币种 "
     "对方 对方户名 对方账号 对方开户行 开户行 开户银行 收款行 付款行 收款银行 付款银行 交易类型 流水号".split()
 )
+_LABEL_WITH_COLON = re.compile("(?:" + "|".join(sorted(_LABELS, key=len, reverse=True)) + ")[:：]")
+#: An account number or a date glued to a name's end (…支行6222021234567890); not a numbered unit (…支行6409分理处).
+_DIGITS_AFTER_NAME = re.compile(f"({NAME_END_INSIDE.pattern})(?=\\d{{8}})")
 #: Characters of dates and amounts written with Chinese units (2026年11月3日, 5000元).
 _DATA_UNITS = re.compile("[年月日时分秒元万角]")
 #: A company form, or the tail of one that OCR split off (限公司 of 有 限公司), at the end of a token.
@@ -61,13 +64,14 @@ def bank_field(text: str) -> str:
     Data, parties and labels are left out wherever there is anything else; of the remaining fields, the
     one that names a bank is kept alone when exactly one does (two banks named stay for the reader to see
     both). ``text`` itself when nothing is left out. Pure, total and linear in the length of ``text``."""
-    tokens = [token for token in _SEPARATORS.split(simplified(text)) if token]
+    tokens = [token for token in _SEPARATORS.split(_unglued(simplified(text))) if token]
     if len(tokens) < 2:
         return text
     fields: list[_Field] = []
     field: _Field | None = None  # the field the next token may join; None after an end of field
     for index, token in enumerate(tokens):
-        if _ends_a_field(token) or (_is_party(token) and _apart(field, token, tokens[index + 1 : index + 2])):
+        following = tokens[index + 1] if index + 1 < len(tokens) else None
+        if _ends_a_field(token, following) or (_is_party(token) and _apart(field, token, following)):
             field = None
         elif field is None:
             field = _Field([token])
@@ -102,6 +106,12 @@ class _Field:
         return self.names_bank or _NAMES_BANK.search(self.tail + token) is not None
 
 
+def _unglued(text: str) -> str:
+    """``text`` with a space where a field starts glued to the one before it: a label and its colon
+    (…支行收款人:…), an account number right after a name's end (…支行6222…)."""
+    return _DIGITS_AFTER_NAME.sub(r"\1 ", _LABEL_WITH_COLON.sub(r" \g<0>", text))
+
+
 def _is_data(token: str) -> bool:
     """Digits with punctuation and units only: a date, an amount, an account number. Not a bracket alone,
     which is what ``split_code`` leaves of a code written in one (支行（ ）), and normalization removes."""
@@ -118,20 +128,27 @@ def _is_party(token: str) -> bool:
     return len(_HAN.findall(_COMPANY_FORM_TAIL.sub("", token))) >= _MIN_PARTY_NAME
 
 
-def _apart(field: _Field | None, token: str, after: list[str]) -> bool:
+def _apart(field: _Field | None, token: str, following: str | None) -> bool:
     """Whether ``token`` stands apart from a bank's name, between ``field`` (the field it would join; None
-    after an end of field) and ``after`` (the next token, if any). Before it: nothing, an end of field, a
-    whole name (…支行) or words that name no bank, even with it (货款, not 商业银 of 商业银 行…); after it:
-    nothing, an end of field, a bank, or a whole name. A piece OCR split off a name (…大连 瓦房店 老虎屯支行)
-    has its bank before it and the rest of the name after it."""
+    after an end of field) and the token ``following`` it. Before it: nothing, an end of field, a whole name
+    (…支行) or words that name no bank, even with it (货款, not 商业银 of 商业银 行…); after it: nothing, an end of
+    field, a bank, or a whole name. A piece OCR split off a name (…大连 瓦房店 老虎屯支行) has its bank before it
+    and the rest of the name after it."""
     apart_before = field is None or is_whole_name(field.tail) or not field.names_bank_with(token)
-    nxt = after[0] if after else None
-    apart_after = nxt is None or _ends_a_field(nxt) or _NAMES_BANK.search(nxt) is not None or is_whole_name(nxt)
+    apart_after = (
+        following is None
+        or _ends_a_field(following, None)
+        or _NAMES_BANK.search(following) is not None
+        or is_whole_name(following)
+    )
     return apart_before and apart_after
 
 
-def _ends_a_field(token: str) -> bool:
-    return _is_data(token) or _is_label(token)
+def _ends_a_field(token: str, following: str | None) -> bool:
+    """A label, or data — unless a name's end follows the digits (6409 分理处: a numbered unit, split by OCR)."""
+    if _is_label(token):
+        return True
+    return _is_data(token) and not (following and NAME_END_INSIDE.match(following))
 
 
 def _is_label(token: str) -> bool:
