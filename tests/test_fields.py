@@ -23,6 +23,7 @@ from serve_app.query.inputs import read_text
         ("2026年11月3日｜货款｜成都市第一人民医院｜工行徐州经济开发区支行｜￥5，000.00元", "工行徐州经济开发区支行"),
         # A party whose name holds a bank's short name is still a party: 平安 is no bank here.
         ("中国平安保险股份有限公司 招商银行深圳分行", "招商银行深圳分行"),
+        ("成都某某有限公司/6222021234567890/华夏银行江油西山支行", "华夏银行江油西山支行"),
         # Fields glued together: a label and its colon starts one; digits right after a name's end are data.
         ("对方户名:上海某某科技有限公司对方开户行:华夏银行江油西山支行", "对方开户行:华夏银行江油西山支行"),
         ("收款行:华夏银行江油西山支行收款人:成都某某公司", "收款行:华夏银行江油西山支行"),
@@ -62,3 +63,17 @@ def test_two_banks_named_both_stay_for_the_reader() -> None:
 def test_the_words_read_from_a_row_are_its_bank_fields_and_the_code_it_carries() -> None:
     words, code = read_text("成都市某某贸易有限公司 华夏银行股份有限公司江油西山支行（304659715925） 5,000.00")
     assert (words, code.code if code else None) == ("华夏银行江油西山支行", "304659715925")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("华夏银行（江油西山支行）", "华夏银行江油西山支行"),  # a branch's name in brackets is the name
+        ("華夏銀行(江油西山支行)", "华夏银行江油西山支行"),
+        ("华夏银行股份有限公司江油西山支行（原江油支行）", "华夏银行江油西山支行"),  # after a name: an annotation
+        ("中国工商银行北京分行（不对外营业）", "中国工商银行北京分行"),
+        ("贵阳花溪建设村镇银行有限责任公司（清算中心）", "贵阳花溪建设村镇银行"),  # a unit: as the directory reads it
+    ],
+)
+def test_a_branch_written_in_brackets_is_read_and_an_annotation_is_not(text: str, words: str) -> None:
+    assert read_text(text)[0] == words

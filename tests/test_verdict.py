@@ -39,6 +39,8 @@ async def ask(pipeline, text: str, top_k: int = 5):
         "请帮我查一下华夏银行在江油西山那个支行的联行号",
         "華夏銀行江油西山支行",
         "THE PEOPLE'S BANK OF CHINA 华夏银行股份有限公 司江油西山支行",
+        "华夏银行（江油西山支行）",  # the branch in brackets after its bank, as forms print an 开户行
+        "华夏银行股份有限公司江油西山支行（原江油支行）",  # a former name in brackets is an annotation
     ],
 )
 async def test_the_seed_branch_is_a_sure_match(pipeline, text: str) -> None:

@@ -6,7 +6,7 @@ says where the money goes. The payee's name writes a place that is the company's
 as the branch's, 成都 vetoes the right branch in 绵阳), and an amount or a label after the name reads as
 branch words. ``bank_field`` keeps the bank's part of such a row and leaves every other text as it is.
 
-A row is cut at whitespace and at the separators statements print between cells (| , ;). A single space
+A row is cut at whitespace and at the separators statements print between cells (| , ; /). A single space
 is also where OCR splits a name (华夏银 行江油西山支行), so tokens are joined back into one field unless one
 of them is plainly not part of a bank's name: data (a date, an amount, an account number), the name of a
 party (a company, a hospital, a bureau: it ends in such a word and names no bank) or a column's label.
@@ -20,9 +20,10 @@ from serve_app.directory.banks import ALIASES
 from serve_app.extraction.levels import NAME_END_INSIDE, is_whole_name
 from serve_app.normalize import COMPANY_FORMS, simplified
 
-#: Between cells, after NFKC (which makes ｜，； the ASCII |,;): a comma inside an amount only splits data.
+#: Between cells, after NFKC (which makes ｜，；／ the ASCII |,;/): a comma inside an amount, or a slash inside
+#: a date, only splits data.
 #: Tokens are read in simplified characters (華夏銀行 names a bank as 华夏银行 does).
-_SEPARATORS = re.compile(r"[\s|,;]+")
+_SEPARATORS = re.compile(r"[\s|,;/\\]+")
 #: Words that name a bank in any text (the rest of a bank's official name, English included).
 _BANK_WORD = r"银行|信用|联社|互助社|农商|农信|BANK"
 #: …and the short names people write for banks (工行, 浦发), which name a bank only where no party is named.
