@@ -75,10 +75,11 @@ _BEFORE_BRACKET = 12
 
 
 def _branch_out_of_brackets(text: str) -> str:
-    def unbracket(match: re.Match) -> str:
+    def unbracket(match: re.Match[str]) -> str:
+        name, whole = match.group(1), match.group(0)
         before = simplified(text[max(match.start() - _BEFORE_BRACKET, 0) : match.start()]).strip()
-        named = LEVEL_AT_END.search(simplified(match.group(1)).strip()) is not None and not is_whole_name(before)
-        return match.group(1) if named else match.group(0)
+        named = LEVEL_AT_END.search(simplified(name).strip()) is not None and not is_whole_name(before)
+        return name if named else whole
 
     return _IN_BRACKETS.sub(unbracket, text)
 
