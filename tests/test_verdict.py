@@ -319,6 +319,9 @@ def test_licensed_institutions_cover_banks_beyond_the_directory() -> None:
         ("徐州经济开发区支行的行号", "徐州经济开发区支行"),
         ("于都县支行", "于都县支行"),
         ("查干湖支行", "查干湖支行"),
+        ("江油西山支行在哪里", "江油西山支行"),
+        ("江油西山支行的营业网点", "江油西山支行"),
+        ("江油西山支行开户", "江油西山支行"),  # what was done there, as 转账 is
     ],
 )
 def test_question_phrasing_is_stripped_and_names_are_not(keyword: str, stripped: str) -> None:
@@ -491,7 +494,13 @@ async def test_a_province_level_name_finds_the_branch_filed_in_the_capital(pipel
 
 @pytest.mark.parametrize(
     ("text", "kind"),
-    [("农村商业银行城关支行", "314"), ("农商银行城关支行", "314"), ("农村信用合作联社城关信用社", "402")],
+    [
+        ("农村商业银行城关支行", "314"),
+        ("农商银行城关支行", "314"),
+        ("农商行城关支行", "314"),
+        ("农村信用合作联社城关信用社", "402"),
+        ("农信社城关信用社", "402"),
+    ],
 )
 async def test_a_local_bank_written_only_as_its_kind_is_a_choice_among_that_kinds_branches(
     pipeline, text: str, kind: str

@@ -12,7 +12,8 @@ import re
 #: A kind written in a query → its CNAPS class.
 WRITTEN_KINDS = {
     "农村信用合作联社": "402", "农村信用联社": "402", "信用合作联社": "402", "农村信用社": "402",
-    "农村商业银行": "314", "农商银行": "314", "农村合作银行": "317", "村镇银行": "320",
+    "农村商业银行": "314", "农商银行": "314", "农商行": "314", "农村合作银行": "317", "农合行": "317",
+    "村镇银行": "320", "农信社": "402",
 }  # fmt: skip
 WRITTEN_KIND = re.compile("|".join(sorted(WRITTEN_KINDS, key=len, reverse=True)))
 #: A kind's class → how the names of the banks of that kind end.

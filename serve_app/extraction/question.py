@@ -22,7 +22,9 @@ _ASKED_FOR = re.compile(
 #: the last branch level before it, whatever words come between or after.
 _ASKED_FOR_WORD = re.compile(r"联行号|行号|银行代码|行别代码|CNAPS|银联号")
 #: Trailing question words without an object: 是多少, 是哪个, 吗.
-_TRAILING_ASK = re.compile(r"(是|为)?(多少|什么|啥|哪个|哪家|哪里|哪儿)?(呀|呢|啊|吗|嘛)$|(是|为)(多少|什么|啥|哪个)$")
+_TRAILING_ASK = re.compile(
+    r"(是|为)?(多少|什么|啥|哪个|哪家|哪里|哪儿)?(呀|呢|啊|吗|嘛)$|(是|为)(多少|什么|啥|哪个)$|(在)?(哪里|哪儿|哪)$"
+)
 #: Requests before the name: 请问, 请帮我查一下, 麻烦查询, 我想知道.
 _REQUEST = re.compile(
     r"^(你好|您好)?(请问|请|麻烦|劳驾)?(你|您)?(帮我|帮忙|给我)?(查一下|查下|查询一下|查询|查找|找一下|搜一下|搜索|看一下|看看)?"
@@ -30,8 +32,11 @@ _REQUEST = re.compile(
 )
 #: Fillers inside the keyword: prepositions and demonstratives (在江油西山那个支行 → 江油西山支行).
 _FILLERS = re.compile(r"那个|这个|哪个|那家|这家|哪家|那一个|这一个")
-#: What a statement line says was done, after the bank: …支行转账, …支行汇款 (never part of a branch name).
-_TRANSACTION_TAIL = re.compile(r"(转账|转帐|汇款|付款|打款|收款|划款|代付|代发)+$")
+#: What a statement line says was done, after the bank: …支行转账, …支行汇款, …支行开户 (never part of a
+#: branch name).
+_TRANSACTION_TAIL = re.compile(r"(转账|转帐|汇款|付款|打款|收款|划款|代付|代发|开户|开的户|的账户|账户)+$")
+#: The name's outlet, said after it (…支行网点, …支行的营业网点): no directory name ends so.
+_OUTLET_TAIL = re.compile(r"(的)?(营业)?网点$")
 _LEADING_PREPOSITION = re.compile(r"^(在|的|位于)")  # not 于: 于都, 于田 are counties
 _PUNCTUATION = re.compile(r"[?？!！。.,，、:：;；\"'“”‘’]+")
 
@@ -48,6 +53,7 @@ def strip_question(keyword: str) -> str:
         text = _ASKED_FOR.sub("", text)
         text = _TRAILING_ASK.sub("", text) if len(text) > 2 else text
         text = _TRANSACTION_TAIL.sub("", text)
+        text = _OUTLET_TAIL.sub("", text)
     text = _REQUEST.sub("", text, count=1)
     text = _LEADING_PREPOSITION.sub("", text)
     return _FILLERS.sub("", text)

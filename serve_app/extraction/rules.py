@@ -24,7 +24,7 @@ from serve_app.extraction.vocabulary import Vocabulary, is_strong_form
 from serve_app.schemas import Entities, Extraction
 
 #: Bumped whenever extraction output may change for the same input: cached answers are keyed on it.
-EXTRACTOR_VERSION = 10
+EXTRACTOR_VERSION = 11
 
 #: A place name directly followed by one of these is a street or landmark (中山路, 人民广场), not a place.
 _STREET_AFTER = ("路", "街", "大道", "道", "巷", "广场", "大街", "大厦", "小区", "村", "镇", "乡", "门", "桥")
