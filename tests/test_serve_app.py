@@ -195,6 +195,18 @@ def test_the_web_page_in_a_real_browser(serve_app: str, tmp_path: Path) -> None:
         use.click()
         wait.until(lambda d: SEED_CODE in d.find_element(By.CSS_SELECTOR, "#matches .use-code").text)
         search = driver.find_element(By.ID, "search")
+        assert not driver.find_element(By.ID, "read-as").is_displayed()  # one name: read as written
+        # A row pasted from an Excel export (cells joined by tabs, as a paste inserts them): the payee's city
+        # is not the branch's, and the page says which words it read.
+        row = "2026-11-03\t转账\t成都市锦江区某某贸易有限公司\t6222021234567890\t华夏银行江油西山支行\t5,000.00"
+        search.clear()
+        driver.execute_script(
+            "arguments[0].focus(); document.execCommand('insertText', false, arguments[1]);", search, row
+        )
+        wait.until(lambda d: d.find_element(By.ID, "read-as").is_displayed())
+        assert driver.find_element(By.ID, "read-as").text == "按此文字查询：华夏银行江油西山支行"
+        wait.until(lambda d: d.find_element(By.ID, "verdict").get_attribute("data-verdict") == "match")
+        assert SEED_CODE in driver.find_element(By.ID, "matches").text
         search.clear()
         search.send_keys("工行徐州经济开发区支行")  # none: its namesakes in other cities are shown, not offered
         wait.until(lambda d: d.find_element(By.ID, "reason").get_attribute("data-reason") == "no_branch_in_place")

@@ -40,6 +40,7 @@ function cell(row, text) {
 function show(element, visible) { element.hidden = !visible; }
 
 // --- ask -------------------------------------------------------------------------------------------
+const ROW_SEPARATOR = /[\s|,;/，；｜／]/;
 let searchTimer = null;
 let searchSeq = 0;
 $("search").addEventListener("input", () => {
@@ -63,6 +64,9 @@ async function runSearch() {
     verdict.className = "verdict " + result.verdict;
     $("reason").textContent = t("reason." + result.reason);
     $("reason").dataset.reason = result.reason;
+    // A pasted row (cells, or words with spaces between) is read by its bank's cell: say which words were read.
+    $("read-as").textContent = t("read_as", { text: result.normalized });
+    show($("read-as"), ROW_SEPARATOR.test(query));
     const best = result.matches[0];
     $("confidence").textContent = confirmationNote(result.confirmation)
       || (best ? t("confidence", { value: best.confidence.toFixed(3) }) : "");
