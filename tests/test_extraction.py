@@ -138,6 +138,11 @@ def test_a_city_bank_is_not_placed_at_its_home_when_its_branch_words_name_a_plac
         ("张家港行杨舍支行", "江苏张家港农村商业银行"),
         ("渝农商行渝中支行", "重庆农村商业银行"),
         ("微众银行", "深圳前海微众银行"),  # a private bank without its place
+        ("邮政银行江油支行", "中国邮政储蓄银行"),  # as people say it
+        ("中国邮政江油支行", "中国邮政储蓄银行"),
+        ("国开行四川省分行", "国家开发银行"),
+        ("进出口银行四川省分行", "中国进出口银行"),
+        ("深发展北京分行", "平安银行"),  # a former name still on old cheques
     ],
 )
 def test_banks_are_read_by_the_short_names_they_trade_under(extractor: RulesExtractor, text: str, bank: str) -> None:

@@ -64,7 +64,9 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "恒丰银行": ("恒丰",),
     "浙商银行": ("浙商",),
     "渤海银行": ("渤海",),
-    "中国邮政储蓄银行": ("邮政储蓄银行", "邮储银行", "邮储", "PSBC"),
+    "中国邮政储蓄银行": ("邮政储蓄银行", "邮储银行", "邮储", "PSBC", "邮政银行", "邮政储蓄", "中国邮政"),
+    "国家开发银行": ("国开行", "国开银行"),
+    "中国进出口银行": ("进出口银行",),
     "中国人民银行": ("人民银行",),
     # Local and private banks by the short names they trade and print under (the listed ones' stock names).
     "江苏常熟农村商业银行": ("常熟银行",),
@@ -82,7 +84,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "中信百信银行": ("百信银行",),
     # Former names still printed on old statements and cheques.
     "广发银行": ("广发", "CGB", "广东发展银行"),
-    "平安银行": ("平安", "PAB", "深圳发展银行"),
+    "平安银行": ("平安", "PAB", "深圳发展银行", "深发展"),
 }
 
 # The institution is the name up to the first institution word: 银行, or the credit-cooperative forms.
