@@ -86,10 +86,26 @@ def read(extractor: RulesExtractor, text: str) -> dict:
           "branch": "常熟市莫城支行"}),
         # A label before the bank is no branch.
         ("开户行: HUA XIA BANK CO.,Limited", {"bank": "华夏银行", "bank_code": "304"}),
+        # An English rendering after the Chinese name, and punctuation between bank and branch, are no branch words.
+        ("华夏银行江油西山支行 HUA XIA BANK JIANGYOU XISHAN SUB-BRANCH",
+         {"bank": "华夏银行", "bank_code": "304", "province": "四川省", "city": "绵阳市", "district": "江油市",
+          "branch": "江油西山支行"}),
+        ("华夏银行—江油西山支行",
+         {"bank": "华夏银行", "bank_code": "304", "province": "四川省", "city": "绵阳市", "district": "江油市",
+          "branch": "江油西山支行"}),
     ],
 )  # fmt: skip
 def test_reads_real_inputs(extractor: RulesExtractor, text: str, expected: dict) -> None:
     assert read(extractor, text) == expected
+
+
+def test_a_banks_name_inside_another_mention_of_the_bank_read_is_no_second_bank(extractor: RulesExtractor) -> None:
+    # BANK OF CHINA (中国银行) is the end of POSTAL SAVINGS BANK OF CHINA: one bank named twice, not two banks.
+    extraction = extractor.extract(normalize("中国邮政储蓄银行常熟市莫城支行(POSTAL SAVINGS BANK OF CHINA CO., LTD.)"))
+    assert (extraction.entities.bank, extraction.other_bank) == ("中国邮政储蓄银行", None)
+    assert extraction.entities.branch == "常熟市莫城支行"
+    # A second bank written on its own still is one.
+    assert extractor.extract(normalize("华夏银行江油西山支行 中国工商银行")).other_bank == "中国工商银行"
 
 
 def test_level_and_confidence(extractor: RulesExtractor) -> None:

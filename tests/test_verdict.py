@@ -41,6 +41,9 @@ async def ask(pipeline, text: str, top_k: int = 5):
         "THE PEOPLE'S BANK OF CHINA 华夏银行股份有限公 司江油西山支行",
         "华夏银行（江油西山支行）",  # the branch in brackets after its bank, as forms print an 开户行
         "华夏银行股份有限公司江油西山支行（原江油支行）",  # a former name in brackets is an annotation
+        "江油西山支行（华夏银行）",  # the bank in brackets after its branch
+        "华夏银行·江油西山支行",
+        "华夏银行江油西山支行（Hua Xia Bank Jiangyou Xishan Sub-branch）",  # an English rendering after the name
     ],
 )
 async def test_the_seed_branch_is_a_sure_match(pipeline, text: str) -> None:

@@ -10,6 +10,7 @@ these positions.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from serve_app.extraction.levels import NAME_END_INSIDE
 
@@ -37,13 +38,15 @@ _FILLERS = re.compile(r"那个|这个|哪个|那家|这家|哪家|那一个|这�
 _TRANSACTION_TAIL = re.compile(r"(转账|转帐|汇款|付款|打款|收款|划款|代付|代发|开户|开的户|的账户|账户)+$")
 #: The name's outlet, said after it (…支行网点, …支行的营业网点): no directory name ends so.
 _OUTLET_TAIL = re.compile(r"(的)?(营业)?网点$")
+#: Punctuation (?, 、, —, ·, quotes …; Unicode's categories): no directory name has any. Not brackets: one left
+#: open says a name was cut inside its annotation (…东方市支行（ of …东方市支行（不对外营业）, another record).
+_PUNCTUATION = frozenset({"Pc", "Pd", "Po", "Pi", "Pf"})
 _LEADING_PREPOSITION = re.compile(r"^(在|的|位于)")  # not 于: 于都, 于田 are counties
-_PUNCTUATION = re.compile(r"[?？!！。.,，、:：;；\"'“”‘’]+")
 
 
 def strip_question(keyword: str) -> str:
     """``keyword`` without question phrasing; unchanged when it has none. Pure and total."""
-    text = _PUNCTUATION.sub("", keyword)
+    text = "".join(char for char in keyword if unicodedata.category(char) not in _PUNCTUATION)
     if not text:
         return text
     text = _before_what_is_asked(text)

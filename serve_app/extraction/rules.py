@@ -18,6 +18,12 @@ import ahocorasick
 from serve_app.directory.gazetteer import Gazetteer, Region
 from serve_app.directory.institutions import CENTRAL_BANK
 from serve_app.extraction.kinds import WRITTEN_KIND, WRITTEN_KINDS
+from serve_app.extraction.latin import (
+    is_latin_only,
+    without_english_rendering,
+    without_latin_at_end,
+    without_latin_before_chinese,
+)
 from serve_app.extraction.levels import LEVEL_AT_END
 from serve_app.extraction.question import strip_question
 from serve_app.extraction.vocabulary import Vocabulary, is_strong_form
@@ -42,15 +48,7 @@ _NAMED_AFTER_HOME = frozenset({"313", "314", "317", "320", "402"})
 #: Rural classes that do not branch out of their region (city banks do: 北京银行成都分行).
 _CONFINED_TO_HOME = frozenset({"314", "317", "320", "402"})
 _MIN_PLACE_NAME = 2
-#: Latin letters and punctuation between an English bank name and the Chinese branch words: the rest of
-#: the registered name (CO.,LTD., LIMITED) or a separator. Not part of the branch keyword.
-_LATIN_RUN = r"[A-Z.,&/\-:;'()]"
-_LATIN_BEFORE_CHINESE = re.compile(rf"^{_LATIN_RUN}+(?=[\u4e00-\u9fff])")
-_LATIN_ONLY = re.compile(rf"{_LATIN_RUN}*")
 _HAN = re.compile(r"[\u4e00-\u9fff]")
-#: The Latin run or punctuation that ends the branch words when the bank is named after them:
-#: 常熟市莫城支行(POSTAL SAVINGS BANK OF CHINA …) → 常熟市莫城支行.
-_LATIN_AT_END = re.compile(rf"{_LATIN_RUN}+$")
 #: Place names considered per query. Real queries name two or three; resolution compares every pair, so
 #: this bound keeps arbitrary input (100k characters of place names) linear.
 _MAX_PLACE_MATCHES = 8
@@ -91,8 +89,8 @@ class RulesExtractor:
         if kind is not None:
             start, end = kind.span()
         before, after = (text[:start], text[end:]) if bank or kind else ("", text)
-        after = strip_question(_LATIN_BEFORE_CHINESE.sub("", after))
-        if not _HAN.search(after) and LEVEL_AT_END.search(leading := _LATIN_AT_END.sub("", before)):
+        after = without_english_rendering(strip_question(without_latin_before_chinese(after)))
+        if not _HAN.search(after) and LEVEL_AT_END.search(leading := without_latin_at_end(before)):
             # The bank is named after the branch, as cross-border lines do: 莫城支行(POSTAL … LTD.). Only a
             # text ending in a branch level counts, so a label (开户行: HUA XIA BANK) is never a branch.
             before, after = "", strip_question(leading)
@@ -167,9 +165,16 @@ class RulesExtractor:
         chosen = [m for m in found if m[2] != CENTRAL_BANK] or found
         start, end, bank, _ = chosen[0]
         for s, e, b, strong in chosen[1:]:  # the bank written twice, in English then in Chinese: one mention
-            if b == bank and strong and s >= end and _LATIN_ONLY.fullmatch(text[end:s]):
+            if b == bank and strong and s >= end and is_latin_only(text[end:s]):
                 end = e
-        others = {b for s, e, b, strong in chosen if strong and b != bank and (s >= end or e <= start)}
+        # A bank's name inside another mention of the bank read is part of it (BANK OF CHINA in POSTAL SAVINGS
+        # BANK OF CHINA), not a second bank.
+        own = [(s, e) for s, e, b, _ in chosen if b == bank]
+        others = {
+            b
+            for s, e, b, strong in chosen
+            if strong and b != bank and (s >= end or e <= start) and not any(o <= s and e <= f for o, f in own)
+        }
         return bank, start, end, min(others) if others else None
 
     def _home_city(self, bank: str) -> Region | None:

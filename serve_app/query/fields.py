@@ -113,6 +113,11 @@ def _unglued(text: str) -> str:
     return _DIGITS_AFTER_NAME.sub(r"\1 ", _LABEL_WITH_COLON.sub(r" \g<0>", text))
 
 
+def names_a_bank(text: str) -> bool:
+    """Whether ``text`` (simplified characters) has a word that names a bank: 银行, 信用社 …, or a short name (工行)."""
+    return _NAMES_BANK.search(text) is not None
+
+
 def _is_data(token: str) -> bool:
     """Digits with punctuation and units only: a date, an amount, an account number. Not a bracket alone,
     which is what ``split_code`` leaves of a code written in one (支行（ ）), and normalization removes."""

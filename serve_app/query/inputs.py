@@ -15,14 +15,13 @@ its own entry, keyed on the decision.
 
 from __future__ import annotations
 
-import re
 from datetime import date
 
 from pydantic import BaseModel, ConfigDict
 
 from serve_app.directory.codes import CodeInText, split_code
-from serve_app.extraction.levels import LEVEL_AT_END, is_whole_name
-from serve_app.normalize import normalize, simplified
+from serve_app.normalize import normalize
+from serve_app.query.brackets import names_out_of_brackets
 from serve_app.query.fields import bank_field
 from serve_app.schemas import Confirmation, QueryRequest
 
@@ -59,37 +58,11 @@ def text_key(normalized: str, code: CodeInText | None) -> str:
     return f"{normalized} #{code.code}" if code is not None else normalized
 
 
-#: A region in brackets after a bank's name is the entity, not an annotation: 中国银行（香港）有限公司 is the
-#: Hong Kong bank, no branch of 中国银行 in the directory. Kept as words, so the place is read and vetoes
-#: every mainland branch, where normalization would drop it with its brackets.
-_REGION_IN_BRACKETS = re.compile(r"[(（](香港|澳门|澳門|台湾|台灣)[)）]")
-
-
-#: A branch's name in brackets after its bank's, as forms print an 开户行 (华夏银行（江油西山支行）), is the name,
-#: not an annotation, unless a name already ends before it (…西山支行（原江油支行）: a former name). Only a name
-#: ending in a level: the directory itself writes units so as annotations (…村镇银行有限责任公司（清算中心）), and
-#: its names are read without them.
-_IN_BRACKETS = re.compile(r"[(（]([^()（）]{1,30})[)）]")
-#: Characters before a bracket that say whether a name ends there: more than any level or unit.
-_BEFORE_BRACKET = 12
-
-
-def _branch_out_of_brackets(text: str) -> str:
-    def unbracket(match: re.Match[str]) -> str:
-        name, whole = match.group(1), match.group(0)
-        before = simplified(text[max(match.start() - _BEFORE_BRACKET, 0) : match.start()]).strip()
-        named = LEVEL_AT_END.search(simplified(name).strip()) is not None and not is_whole_name(before)
-        return name if named else whole
-
-    return _IN_BRACKETS.sub(unbracket, text)
-
-
 def read_text(text: str) -> tuple[str, CodeInText | None]:
     """The words of ``text`` as extraction reads them (normalized, without the code; of a statement row, the
     bank's field), and the code it carries."""
     code, words = split_code(text)
-    words = _branch_out_of_brackets(_REGION_IN_BRACKETS.sub(r"\1", words))
-    return normalize(bank_field(words)), code
+    return normalize(bank_field(names_out_of_brackets(words))), code
 
 
 def read_inputs(
