@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serve_app.directory.records import demo_cnaps_path, read_cnaps
+from serve_app.extraction.levels import name_before_tail
 from serve_app.extraction.rules import RulesExtractor
 from serve_app.extraction.vocabulary import Vocabulary
 from serve_app.normalize import normalize
@@ -203,3 +204,18 @@ def test_very_long_input_stays_bounded(extractor: RulesExtractor, unit: str) -> 
     text = unit * (100_000 // len(unit))
     extraction = extractor.extract(normalize(text))
     assert isinstance(extraction, Extraction)
+
+
+@pytest.mark.parametrize(
+    ("keyword", "name"),
+    [
+        ("江油西山支行那边", "江油西山支行"),  # words after a level that end no name
+        ("宿迁分行营业", "宿迁分行"),  # maybe a name cut short: callers try the whole keyword first
+        ("江油西山支行", None),  # a whole name
+        ("江油西山", None),  # no level inside
+        ("东方市支行(不对", "东方市支行"),  # a name cut inside its annotation
+        ("东方市支行(不对外营业部", "东方市支行"),  # whatever the bracket holds
+    ],
+)
+def test_the_name_before_words_that_end_none(keyword: str, name: str | None) -> None:
+    assert name_before_tail(keyword) == name

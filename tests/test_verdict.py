@@ -417,6 +417,17 @@ async def test_what_a_statement_line_says_was_done_is_not_part_of_the_branch(pip
 
 
 @pytest.mark.parametrize(
+    "text", ["中国邮政储蓄银行股份有限公司东方市支行（", "中国邮政储蓄银行股份有限公司东方市支行（不对"]
+)
+async def test_a_name_cut_inside_its_annotation_is_a_choice_never_none_nor_a_payee(pipeline, text: str) -> None:
+    # Cut where exports cut, inside （不对外）: 东方市支行 and 东方市支行（不对外） are both the words written, and the
+    # open bracket says more followed. Before, the bracket made every candidate unfit: none, with nothing shown.
+    result = await ask(pipeline, text)
+    assert result.verdict == "ambiguous"
+    assert {m.code for m in result.matches[:2]} == {"403641001111", "403641099055"}
+
+
+@pytest.mark.parametrize(
     "row",
     [
         "2026-11-03\t转账\t成都市锦江区某某贸易有限公司\t6222021234567890\t华夏银行江油西山支行\t5,000.00",

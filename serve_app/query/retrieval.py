@@ -233,7 +233,9 @@ def _stages(entities: Entities) -> list[tuple[str, Entities]]:
     if shortened is None:
         return [(plan, entities) for plan in plans]
     cut = entities.model_copy(update={"branch": shortened})
-    return [(plan, entities) for plan in plans if plan in _KEYWORD_PLANS] + [(plan, cut) for plan in plan_for(cut)]
+    # Words in a bracket are never a name's (the directory's names are read without them): the cut alone.
+    whole = [] if "(" in (entities.branch or "") else [(plan, entities) for plan in plans if plan in _KEYWORD_PLANS]
+    return whole + [(plan, cut) for plan in plan_for(cut)]
 
 
 def _all_elsewhere(rows: list[asyncpg.Record], entities: Entities) -> bool:
