@@ -55,6 +55,24 @@ def test_a_text_of_one_field_is_left_as_it_is(text: str) -> None:
     assert bank_field(text) == text
 
 
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        # Spreadsheet cells are fields as they are: a person's name after the bank's cell goes too.
+        ("货款\t华夏银行江油西山支行\t张三", "华夏银行江油西山支行"),
+        # A header pasted with its row: the labels go.
+        (
+            "交易日期\t摘要\t对方户名\t对方开户行\n2025-11-03\t货款\t甲公司\t华夏银行江油西山支行",
+            "华夏银行江油西山支行",
+        ),
+        # The bank in one cell, its branch in the next.
+        ("中国工商银行\t徐州经济开发区支行\t张三", "中国工商银行 徐州经济开发区支行"),
+    ],
+)
+def test_a_spreadsheet_rows_bank_cell_is_kept_alone(row: str, field: str) -> None:
+    assert bank_field(row) == field
+
+
 def test_two_banks_named_both_stay_for_the_reader() -> None:
     row = "付款行 中国工商银行北京分行\t收款行 华夏银行江油西山支行\t100.00"
     assert bank_field(row) == "中国工商银行北京分行 华夏银行江油西山支行"

@@ -18,8 +18,10 @@ import re
 
 from serve_app.directory.banks import ALIASES
 from serve_app.extraction.levels import NAME_END_INSIDE, is_whole_name
-from serve_app.normalize import COMPANY_FORMS, simplified
+from serve_app.normalize import COMPANY_FORMS, normalize, simplified
 
+#: Between a spreadsheet's cells, as a paste of a row (or of a header and a row) brings them.
+_CELL_BREAK = re.compile(r"[\t\r\n]+")
 #: Between cells, after NFKC (which makes ｜，；／ the ASCII |,;/): a comma inside an amount, or a slash inside
 #: a date, only splits data.
 #: Tokens are read in simplified characters (華夏銀行 names a bank as 华夏银行 does).
@@ -64,7 +66,37 @@ def bank_field(text: str) -> str:
 
     Data, parties and labels are left out wherever there is anything else; of the remaining fields, the
     one that names a bank is kept alone when exactly one does (two banks named stay for the reader to see
-    both). ``text`` itself when nothing is left out. Pure, total and linear in the length of ``text``."""
+    both). ``text`` itself when nothing is left out. Pure, total and linear in the length of ``text``.
+
+    Cells pasted from a spreadsheet (tabs or lines between them) are fields as they are: no OCR split a
+    cell, so a cell that is no part of a bank's name goes whatever it holds (a person's name, 张三)."""
+    cells = [cell for cell in _CELL_BREAK.split(text) if cell.strip()]
+    if len(cells) > 1:
+        return _bank_cell(text, cells)
+    return _bank_words(text)
+
+
+def _bank_cell(text: str, cells: list[str]) -> str:
+    """The bank's cell of a spreadsheet row, read as one text (``_bank_words``); with the cell after it when
+    it names the bank alone and that one is a branch's name (中国工商银行 | 徐州经济开发区支行)."""
+    simple = [simplified(cell).strip() for cell in cells]
+    names = [i for i, cell in enumerate(simple) if not (_ends_a_field(cell, None) or _is_party(cell))]
+    banks = [i for i in names if names_a_bank(simple[i])]
+    if len(banks) != 1:
+        return _bank_words(" ".join(cells[i] for i in names)) if names else text
+    (bank,) = banks
+    branch = bank + 1  # the cell after a bank named alone, when it is a branch's name
+    with_branch = (
+        branch in names
+        and not is_whole_name(normalize(simple[bank]))
+        and is_whole_name(normalize(simple[branch]))
+        and not names_a_bank(simple[branch])
+    )
+    return _bank_words(" ".join(cells[i] for i in ([bank, branch] if with_branch else [bank])))
+
+
+def _bank_words(text: str) -> str:
+    """``bank_field`` of a text whose fields are separated by spaces and separators, as a PDF's line is."""
     tokens = [token for token in _SEPARATORS.split(_unglued(simplified(text))) if token]
     if len(tokens) < 2:
         return text
