@@ -6,10 +6,12 @@ says where the money goes. The payee's name writes a place that is the company's
 as the branch's, 成都 vetoes the right branch in 绵阳), and an amount or a label after the name reads as
 branch words. ``bank_field`` keeps the bank's part of such a row and leaves every other text as it is.
 
-A row is cut at whitespace and at the separators statements print between cells (| , ; /). A single space
-is also where OCR splits a name (华夏银 行江油西山支行), so tokens are joined back into one field unless one
-of them is plainly not part of a bank's name: data (a date, an amount, an account number), the name of a
-party (a company, a hospital, a bureau: it ends in such a word and names no bank) or a column's label.
+Cells pasted from a spreadsheet (tabs or lines between them) are fields as they are. A PDF's line is cut
+at whitespace and at the separators statements print between cells (| , ; /); a single space is also where
+OCR splits a name (华夏银 行江油西山支行), so its tokens are joined back into one field unless one of them is
+plainly not part of a bank's name: data (a date, an amount, an account number), the name of a party (a
+company, a hospital, a bureau: it ends in such a word and names no bank) or a column's label. Texts are read
+in simplified characters (華夏銀行 names a bank as 华夏银行 does).
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ from serve_app.normalize import COMPANY_FORMS, normalize, simplified
 _CELL_BREAK = re.compile(r"[\t\r\n]+")
 #: Between cells, after NFKC (which makes ｜，；／ the ASCII |,;/): a comma inside an amount, or a slash inside
 #: a date, only splits data.
-#: Tokens are read in simplified characters (華夏銀行 names a bank as 华夏银行 does).
 _SEPARATORS = re.compile(r"[\s|,;/\\]+")
 #: Words that name a bank in any text (the rest of a bank's official name, English included).
 _BANK_WORD = r"银行|信用|联社|互助社|农商|农信|BANK"
 #: …and the short names people write for banks (工行, 浦发), which name a bank only where no party is named.
-_HAN_ALIASES = sorted({alias for forms in ALIASES.values() for alias in forms if re.search("[\u4e00-\u9fff]", alias)})
+_HAN = re.compile("[\u4e00-\u9fff]")
+_HAN_ALIASES = sorted({alias for forms in ALIASES.values() for alias in forms if _HAN.search(alias)})
 _NAMES_BANK_STRONGLY = re.compile(_BANK_WORD, re.IGNORECASE)
 _NAMES_BANK = re.compile("|".join((_BANK_WORD, *_HAN_ALIASES)), re.IGNORECASE)
 #: How the names of parties end (the account holders of a statement): never how a branch's name ends.
@@ -56,7 +58,6 @@ _COMPANY_FORM_TAIL = re.compile(
 _MIN_PARTY_NAME = 2
 #: Characters of a field's end that its checks read: longer than any level, unit or bank word.
 _TAIL = 12
-_HAN = re.compile("[\u4e00-\u9fff]")
 _LETTERS = re.compile(r"[\u4e00-\u9fffA-Za-z]")
 _DIGIT = re.compile(r"\d")
 
@@ -74,6 +75,11 @@ def bank_field(text: str) -> str:
     if len(cells) > 1:
         return _bank_cell(text, cells)
     return _bank_words(text)
+
+
+def names_a_bank(text: str) -> bool:
+    """Whether ``text`` (simplified characters) has a word that names a bank: 银行, 信用社 …, or a short name (工行)."""
+    return _NAMES_BANK.search(text) is not None
 
 
 def _bank_cell(text: str, cells: list[str]) -> str:
@@ -107,7 +113,7 @@ def _bank_words(text: str) -> str:
         if _ends_a_field(token, following) or (_is_party(token) and _apart(field, token, following)):
             field = None
         elif field is None:
-            field = _Field([token])
+            field = _Field(token)
             fields.append(field)
         else:
             field.add(token)
@@ -123,12 +129,11 @@ def _bank_words(text: str) -> str:
 class _Field:
     """Tokens read as one field, with what the checks ask of it, kept up to date token by token."""
 
-    def __init__(self, tokens: list[str]):
+    def __init__(self, first: str):
         self.tokens: list[str] = []
         self.tail = ""  # the last characters, enough to see how it ends or a bank word split by a space
         self.names_bank = False
-        for token in tokens:
-            self.add(token)
+        self.add(first)
 
     def add(self, token: str) -> None:
         self.tokens.append(token)
@@ -143,11 +148,6 @@ def _unglued(text: str) -> str:
     """``text`` with a space where a field starts glued to the one before it: a label and its colon
     (…支行收款人:…), an account number right after a name's end (…支行6222…)."""
     return _DIGITS_AFTER_NAME.sub(r"\1 ", _LABEL_WITH_COLON.sub(r" \g<0>", text))
-
-
-def names_a_bank(text: str) -> bool:
-    """Whether ``text`` (simplified characters) has a word that names a bank: 银行, 信用社 …, or a short name (工行)."""
-    return _NAMES_BANK.search(text) is not None
 
 
 def _is_data(token: str) -> bool:
