@@ -27,6 +27,7 @@ from serve_app.query.inputs import read_text
         # Fields glued together: a label and its colon starts one; digits right after a name's end are data.
         ("对方户名:上海某某科技有限公司对方开户行:华夏银行江油西山支行", "对方开户行:华夏银行江油西山支行"),
         ("收款行:华夏银行江油西山支行收款人:成都某某公司", "收款行:华夏银行江油西山支行"),
+        ("成都某某贸易有限公司华夏银行江油西山支行", "华夏银行江油西山支行"),  # a company's name ends at its form
         ("华夏银行江油西山支行6222021234567890", "华夏银行江油西山支行"),
         # Traditional characters are read as simplified ones: 銀行 names a bank.
         ("成都市某某貿易有限公司 華夏銀行江油西山支行", "华夏银行江油西山支行"),
@@ -47,6 +48,8 @@ def test_a_rows_bank_field_is_kept_alone(row: str, field: str) -> None:
         "HUA XIA BANK CO.,LTD. 华夏银行江油西山支行",
         "成都 工商银行 高新支行",  # a place written first, in a search box
         "中国工商银行抚顺市分行章党支行6409分理处",  # digits inside a name, not after its end
+        "工行股份有限公司 北京新华支行",  # a bank's short name with a company form is no party
+        "华夏银行股份有限公司江油西山支行",  # nor is a bank's own company form before its branch
         "北京华联商厦股份有限公司",  # a party alone: nothing else to keep
         "6222021234567890",
     ],

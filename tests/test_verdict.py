@@ -434,6 +434,7 @@ async def test_a_name_cut_inside_its_annotation_is_a_choice_never_none_nor_a_pay
         "对方户名:上海某某科技有限公司 对方开户行:华夏银行股份有限公司江油西山支行",
         "华夏银行江油西山支行 收款人 重庆市渝北区某某公司",
         "收款行:华夏银行江油西山支行收款人:成都某某公司",  # fields glued without a space
+        "成都某某贸易有限公司华夏银行江油西山支行",
     ],
 )
 async def test_a_pasted_rows_payee_writes_no_place_of_the_branch(pipeline, row: str) -> None:

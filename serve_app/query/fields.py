@@ -32,6 +32,7 @@ _BANK_WORD = r"银行|信用|联社|互助社|农商|农信|BANK"
 #: …and the short names people write for banks (工行, 浦发), which name a bank only where no party is named.
 _HAN = re.compile("[\u4e00-\u9fff]")
 _HAN_ALIASES = sorted({alias for forms in ALIASES.values() for alias in forms if _HAN.search(alias)})
+_HAN_ALIAS_SET = frozenset(_HAN_ALIASES)
 _NAMES_BANK_STRONGLY = re.compile(_BANK_WORD, re.IGNORECASE)
 _NAMES_BANK = re.compile("|".join((_BANK_WORD, *_HAN_ALIASES)), re.IGNORECASE)
 #: How the names of parties end (the account holders of a statement): never how a branch's name ends.
@@ -47,6 +48,13 @@ _LABELS = frozenset(
 _LABEL_WITH_COLON = re.compile("(?:" + "|".join(sorted(_LABELS, key=len, reverse=True)) + ")[:：]")
 #: An account number or a date glued to a name's end (…支行6222021234567890); not a numbered unit (…支行6409分理处).
 _DIGITS_AFTER_NAME = re.compile(f"({NAME_END_INSIDE.pattern})(?=\\d{{8}})")
+#: A company form glued to a bank's name after it (…贸易有限公司华夏银行…): a party's name ends there.
+_AFTER_COMPANY_FORM = re.compile(
+    "("
+    + "|".join(f for f in COMPANY_FORMS if f != "股份公司")
+    + f")(?=[^\\s)）:：]{{0,12}}?(?:{_NAMES_BANK.pattern}))",
+    re.IGNORECASE,
+)
 #: Characters of dates and amounts written with Chinese units (2026年11月3日, 5000元).
 _DATA_UNITS = re.compile("[年月日时分秒元万角]")
 #: A company form, or the tail of one that OCR split off (限公司 of 有 限公司), at the end of a token.
@@ -145,9 +153,11 @@ class _Field:
 
 
 def _unglued(text: str) -> str:
-    """``text`` with a space where a field starts glued to the one before it: a label and its colon
-    (…支行收款人:…), an account number right after a name's end (…支行6222…)."""
-    return _DIGITS_AFTER_NAME.sub(r"\1 ", _LABEL_WITH_COLON.sub(r" \g<0>", text))
+    """``text`` with a space where a field may start glued to the one before it: a label and its colon
+    (…支行收款人:…), an account number right after a name's end (…支行6222…), words after a company form
+    (成都某某贸易有限公司华夏银行…; a bank's own 华夏银行股份有限公司 江油西山支行 is joined back)."""
+    text = _LABEL_WITH_COLON.sub(r" \g<0>", text)
+    return _AFTER_COMPANY_FORM.sub(r"\1 ", _DIGITS_AFTER_NAME.sub(r"\1 ", text))
 
 
 def _is_data(token: str) -> bool:
@@ -163,7 +173,8 @@ def _is_party(token: str) -> bool:
     apart, between ends of fields."""
     if _PARTY_END.search(token) is None or _NAMES_BANK_STRONGLY.search(token) is not None:
         return False
-    return len(_HAN.findall(_COMPANY_FORM_TAIL.sub("", token))) >= _MIN_PARTY_NAME
+    name = _COMPANY_FORM_TAIL.sub("", token)
+    return len(_HAN.findall(name)) >= _MIN_PARTY_NAME and name not in _HAN_ALIAS_SET  # 工行股份有限公司 is a bank
 
 
 def _apart(field: _Field | None, token: str, following: str | None) -> bool:
