@@ -421,7 +421,7 @@ async def test_what_a_statement_line_says_was_done_is_not_part_of_the_branch(pip
 )
 async def test_a_name_cut_inside_its_annotation_is_a_choice_never_none_nor_a_payee(pipeline, text: str) -> None:
     # Cut where exports cut, inside （不对外）: 东方市支行 and 东方市支行（不对外） are both the words written, and the
-    # open bracket says more followed. Before, the bracket made every candidate unfit: none, with nothing shown.
+    # open bracket says more followed. Cut right at the bracket, every candidate was unfit before: none, nothing shown.
     result = await ask(pipeline, text)
     assert result.verdict == "ambiguous"
     assert {m.code for m in result.matches[:2]} == {"403641001111", "403641099055"}
