@@ -93,6 +93,9 @@ def test_the_words_read_from_a_row_are_its_bank_fields_and_the_code_it_carries()
         ("華夏銀行(江油西山支行)", "华夏银行江油西山支行"),
         ("华夏银行股份有限公司江油西山支行（原江油支行）", "华夏银行江油西山支行"),  # after a name: an annotation
         ("中国工商银行北京分行（不对外营业）", "中国工商银行北京分行"),
+        ("中国农业银行（鞍山分行运营管理部）", "中国农业银行鞍山分行运营管理部"),  # a unit after a level
+        ("成都农商银行（新都大丰东街分理 处）", "成都农商银行新都大丰东街分理处"),  # an OCR split inside
+        ("江油西山支行（华夏银行）", "江油西山支行华夏银行"),  # the bank after its branch
         ("贵阳花溪建设村镇银行有限责任公司（清算中心）", "贵阳花溪建设村镇银行"),  # a unit: as the directory reads it
     ],
 )
