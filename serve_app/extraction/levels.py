@@ -27,14 +27,21 @@ def name_before_tail(keyword: str | None) -> str | None:
     """The keyword as far as its last branch level, when words that end no name follow it (…支行对公, …支行
     那边 → …支行); None when it ends as a name does, or has no level inside. The rest may also be a name cut
     short (分行营业, 分行十堰分), so callers try the whole keyword first, and what the shortened one finds is
-    a choice for a person, never a payee on its own. A whole name before an open bracket is cut there: what a
-    bracket holds is no name's words (…东方市支行(不对外 is a name cut inside its annotation)."""
+    a choice for a person, never a payee on its own. A whole name before an open bracket is cut there
+    (``name_before_bracket``)."""
     if not keyword:
         return None
-    before_bracket = keyword.split("(", 1)[0]
-    if before_bracket != keyword and is_whole_name(before_bracket):
+    if (before_bracket := name_before_bracket(keyword)) is not None:
         return before_bracket
     if is_whole_name(keyword):
         return None
     inside = [match for match in LEVEL_INSIDE.finditer(keyword) if match.start() >= _MIN_NAME]
     return keyword[: inside[-1].end()] if inside else None
+
+
+def name_before_bracket(keyword: str | None) -> str | None:
+    """The whole name before an open bracket in the keyword (…东方市支行(不对外 → …东方市支行: a name cut inside
+    its annotation), if there is one. What a bracket holds is never a name's words: the directory's names are
+    read without their annotations, so the keyword whole need not be searched."""
+    before, bracket, _ = (keyword or "").partition("(")
+    return before if bracket and is_whole_name(before) else None

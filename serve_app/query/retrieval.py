@@ -30,7 +30,7 @@ from serve_app.db.errors import DIRECTORY, database_errors
 from serve_app.db.sql import escape_like
 from serve_app.directory.gazetteer import Gazetteer
 from serve_app.extraction.kinds import NAME_ENDINGS
-from serve_app.extraction.levels import LEVEL_AT_END, name_before_tail
+from serve_app.extraction.levels import LEVEL_AT_END, name_before_bracket, name_before_tail
 from serve_app.normalize import normalize
 from serve_app.query.candidates import Candidate, Retrieval
 from serve_app.schemas import Entities
@@ -233,8 +233,9 @@ def _stages(entities: Entities) -> list[tuple[str, Entities]]:
     if shortened is None:
         return [(plan, entities) for plan in plans]
     cut = entities.model_copy(update={"branch": shortened})
-    # Words in a bracket are never a name's (the directory's names are read without them): the cut alone.
-    whole = [] if "(" in (entities.branch or "") else [(plan, entities) for plan in plans if plan in _KEYWORD_PLANS]
+    # Cut at a bracket: what a bracket holds is never a name's words, so the cut alone is searched.
+    cut_at_bracket = shortened == name_before_bracket(entities.branch)
+    whole = [] if cut_at_bracket else [(plan, entities) for plan in plans if plan in _KEYWORD_PLANS]
     return whole + [(plan, cut) for plan in plan_for(cut)]
 
 
